@@ -1,0 +1,111 @@
+"""The ``geoloc`` command.
+
+Each subcommand lives in the module that implements it: the module defines
+``add_arguments(parser)`` and ``main(args) -> int``. The table below is the
+only place that knows every command; a module is imported only when its
+command runs, so ``geoloc --help`` stays fast (no torch import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from geoloc_lib.errors import GeolocError
+
+# (command words) -> (module, one-line help)
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("run",): (
+        "geoloc_lib.pipeline",
+        "execute the numbered notebooks with papermill for a profile",
+    ),
+    ("notebooks", "record"): (
+        "geoloc_lib.pipeline_record",
+        "re-execute notebooks/ in place at the smoke profile (refreshes nbval's reference outputs)",
+    ),
+    ("data", "verify"): (
+        "geoloc_lib.data.verify",
+        "check a dataset on disk against data_manifest.yaml",
+    ),
+    ("data", "generate"): (
+        "geoloc_lib.data.geosynth.cli",
+        "generate the embedded GeoSynth benchmark",
+    ),
+    ("data", "weather"): (
+        "geoloc_lib.weather_sets",
+        "materialise weathered drone query sets on disk",
+    ),
+    ("submit",): (
+        "geoloc_lib.eval.submit",
+        "write a University160k-WX answer.zip from features",
+    ),
+    ("bench", "eval"): (
+        "geoloc_lib.eval.bench",
+        "benchmark the retrieval evaluator against the bare matrix product",
+    ),
+    ("bench", "weather"): (
+        "geoloc_lib.weather_bench",
+        "benchmark the weather synthesis (images/s per condition)",
+    ),
+}
+
+
+def _groups() -> dict[str, list[tuple[str, ...]]]:
+    groups: dict[str, list[tuple[str, ...]]] = {}
+    for words in COMMANDS:
+        groups.setdefault(words[0], []).append(words)
+    return groups
+
+
+def _usage() -> str:
+    lines = ["usage: geoloc COMMAND [ARGS...]", "", "commands:"]
+    for words, (_, text) in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<18} {text}")
+    lines.append("")
+    lines.append("Run 'geoloc COMMAND --help' for a command's arguments.")
+    return "\n".join(lines)
+
+
+def _resolve(argv: Sequence[str]) -> tuple[tuple[str, ...], list[str]]:
+    groups = _groups()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        raise SystemExit(0)
+    head = argv[0]
+    if head not in groups:
+        valid = ", ".join(sorted(groups))
+        raise SystemExit(f"geoloc: unknown command {head!r}; valid commands: {valid}")
+    candidates = groups[head]
+    if (head,) in COMMANDS:
+        return (head,), list(argv[1:])
+    if len(argv) < 2 or argv[1] in ("-h", "--help"):
+        subs = ", ".join(w[1] for w in candidates)
+        print(f"usage: geoloc {head} {{{subs}}} [ARGS...]")
+        raise SystemExit(0 if len(argv) >= 2 else 2)
+    words = (head, argv[1])
+    if words not in COMMANDS:
+        subs = ", ".join(w[1] for w in candidates)
+        raise SystemExit(f"geoloc {head}: unknown subcommand {argv[1]!r}; valid: {subs}")
+    return words, list(argv[2:])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    words, rest = _resolve(argv)
+    module_name, text = COMMANDS[words]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog="geoloc " + " ".join(words), description=text)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.main(args) or 0)
+    except GeolocError as err:
+        # Library errors already say what is wrong and what to do: no traceback.
+        print(f"geoloc {' '.join(words)}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

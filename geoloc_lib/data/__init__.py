@@ -1,0 +1,1 @@
+"""Datasets: loaders for the real layouts, the GeoSynth generator, manifest checks."""

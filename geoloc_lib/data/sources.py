@@ -1,0 +1,129 @@
+"""Which folders a run reads: the embedded GeoSynth benchmark or real datasets.
+
+Notebooks take a ``dataset`` parameter (``geosynth`` or ``real``) and roots;
+this module turns them into the University-1652-layout root (drone/satellite)
+and the street root (CVACT or CVUSA layout), generating GeoSynth when needed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from geoloc_lib.data.street import load_cvact, load_cvusa
+from geoloc_lib.data.types import PairSet
+from geoloc_lib.data.university import University1652, load_university1652
+from geoloc_lib.errors import ConfigError, choices_message
+
+DATASETS = ("geosynth", "real")
+STREET_FORMATS = ("cvact", "cvusa")
+
+
+@dataclass
+class DataSources:
+    dataset: str
+    university_root: Path | None
+    street_root: Path | None
+    street_format: str
+
+    def university(self) -> University1652:
+        if self.university_root is None:
+            raise ConfigError("no University-1652 root configured (parameter university_root)")
+        return load_university1652(self.university_root)
+
+    def street(self, split: str) -> PairSet:
+        """Street/aerial pairs; for CVUSA the 'test' split is its 'val' split (no other exists)."""
+        if self.street_root is None:
+            raise ConfigError("no street-view root configured (parameter street_root)")
+        if self.street_format == "cvusa":
+            return load_cvusa(self.street_root, "val" if split == "test" else split)
+        return load_cvact(self.street_root, split)
+
+    @property
+    def street_splits(self) -> tuple[str, ...]:
+        return ("train", "val") if self.street_format == "cvusa" else ("train", "val", "test")
+
+
+def resolve_sources(
+    dataset: str,
+    data_root: str | Path = "",
+    university_root: str | Path = "",
+    street_root: str | Path = "",
+    street_format: str = "cvact",
+) -> DataSources:
+    """Map notebook parameters to dataset roots (empty string = not given)."""
+    if dataset not in DATASETS:
+        raise ConfigError(f"parameter dataset: {choices_message('dataset', dataset, DATASETS)}")
+    if street_format not in STREET_FORMATS:
+        raise ConfigError(
+            f"parameter street_format: {choices_message('street format', street_format, STREET_FORMATS)}"
+        )
+    uni = Path(university_root) if university_root else None
+    street = Path(street_root) if street_root else None
+    if dataset == "geosynth":
+        if not data_root:
+            raise ConfigError("parameter data_root: required when dataset='geosynth'")
+        root = Path(data_root)
+        uni = uni or root / "University-1652"
+        street = street or root / ("CVACT" if street_format == "cvact" else "CVUSA")
+    elif uni is None and street is None:
+        raise ConfigError(
+            "dataset='real' needs university_root and/or street_root (see data_manifest.yaml)"
+        )
+    return DataSources(dataset, uni, street, street_format)
+
+
+def prepare_geosynth(root: str | Path, profile: str, seed: int, progress: bool = False) -> dict:
+    """Generate GeoSynth into ``root`` unless an intact copy of this profile and seed is there.
+
+    Returns the generator's manifest (``geosynth.json``) with an added
+    ``"reused"`` flag saying whether the copy on disk was kept.
+    """
+    from geoloc_lib.data.geosynth import generate_geosynth, verify_geosynth
+    from geoloc_lib.errors import DatasetError
+
+    root = Path(root)
+    meta_file = root / "geosynth.json"
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        if meta.get("profile") == profile and meta.get("seed") == seed:
+            try:
+                verify_geosynth(root)
+                return {**meta, "reused": True}
+            except DatasetError:
+                pass  # damaged or stale: regenerate below
+    meta = generate_geosynth(root, profile=profile, seed=seed, progress=progress)
+    return {**meta, "reused": False}
+
+
+def counts_table(sources: DataSources) -> pd.DataFrame:
+    """Locations and images per set, and street pairs per split (missing pairs counted)."""
+    rows = []
+    if sources.university_root is not None:
+        uni = sources.university()
+        for key, s in uni.sets.items():
+            rows.append(
+                {
+                    "dataset": "University-1652 layout",
+                    "set": key,
+                    "locations": len(set(s.names)),
+                    "images": len(s),
+                    "missing": 0,
+                }
+            )
+    if sources.street_root is not None:
+        for split in sources.street_splits:
+            pairs = sources.street(split)
+            rows.append(
+                {
+                    "dataset": f"{sources.street_format.upper()} layout",
+                    "set": split,
+                    "locations": len(pairs),
+                    "images": 2 * len(pairs),
+                    "missing": len(pairs.missing),
+                }
+            )
+    return pd.DataFrame(rows)

@@ -1,0 +1,203 @@
+"""University-1652 and University160k-WX loaders (reference-facts §1).
+
+Layout (University-1652)::
+
+    ROOT/train/{drone,satellite,street,google}/<id>/<files>
+    ROOT/test/{query_drone,gallery_drone,query_satellite,gallery_satellite,
+               query_street,gallery_street,4K_drone}/<id>/<files>
+
+Ids are 4-digit strings; the integer value of the id is the class label, so
+labels agree across views and across query/gallery sets. Loaders index files
+only; pixels are decoded later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from geoloc_lib.data.images import IMAGE_SUFFIXES
+from geoloc_lib.data.types import ImageSet
+from geoloc_lib.errors import DatasetError, choices_message
+
+# Folders every University-1652 copy has; the others are optional.
+REQUIRED_SETS = (
+    "train/drone",
+    "train/satellite",
+    "test/query_drone",
+    "test/gallery_drone",
+    "test/query_satellite",
+    "test/gallery_satellite",
+)
+OPTIONAL_SETS = (
+    "train/street",
+    "train/google",
+    "test/query_street",
+    "test/gallery_street",
+    "test/4K_drone",
+)
+
+# task -> (query set, gallery set)
+TASKS = {
+    "drone->satellite": ("test/query_drone", "test/gallery_satellite"),
+    "satellite->drone": ("test/query_satellite", "test/gallery_drone"),
+    "street->satellite": ("test/query_street", "test/gallery_satellite"),
+}
+
+
+def _label_of(location_id: str, folder: Path) -> int:
+    if not location_id.isdigit():
+        raise DatasetError(
+            f"folder {folder / location_id} is not a University-1652 location id "
+            "(expected a numeric id such as 0001). Remove stray folders from the dataset tree."
+        )
+    return int(location_id)
+
+
+def index_image_folder(folder: Path, name: str) -> ImageSet:
+    """Index ``folder/<id>/<image>`` into an :class:`ImageSet` (sorted, deterministic).
+
+    Files that are not images (by suffix) are not silently dropped: they raise,
+    because a stray file in a dataset tree usually means a bad extraction.
+    """
+    if not folder.is_dir():
+        raise DatasetError(f"missing folder {folder}")
+    paths: list[Path] = []
+    names: list[str] = []
+    labels: list[int] = []
+    for loc_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        label = _label_of(loc_dir.name, folder)
+        for f in sorted(loc_dir.iterdir()):
+            if f.name.startswith("."):
+                continue  # .DS_Store and similar OS litter
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DatasetError(
+                    f"unexpected file {f} (not an image: {', '.join(IMAGE_SUFFIXES)}); "
+                    "remove it or re-extract the dataset"
+                )
+            paths.append(f)
+            names.append(loc_dir.name)
+            labels.append(label)
+    if not paths:
+        raise DatasetError(f"folder {folder} holds no images in <id>/ subfolders")
+    return ImageSet(name=name, paths=paths, labels=np.asarray(labels), names=names)
+
+
+@dataclass
+class University1652:
+    """An indexed University-1652-layout dataset (real or GeoSynth)."""
+
+    root: Path
+    sets: dict[str, ImageSet] = field(default_factory=dict)
+
+    def task(self, task: str) -> tuple[ImageSet, ImageSet]:
+        """(query, gallery) for ``drone->satellite``, ``satellite->drone`` or ``street->satellite``."""
+        if task not in TASKS:
+            raise DatasetError(choices_message("University-1652 task", task, TASKS))
+        q, g = TASKS[task]
+        for key in (q, g):
+            if key not in self.sets:
+                raise DatasetError(
+                    f"task {task!r} needs {self.root / key}, which this copy of the dataset lacks"
+                )
+        return self.sets[q], self.sets[g]
+
+    @property
+    def train_classes(self) -> np.ndarray:
+        """Sorted location labels of the training split (the classifier's classes)."""
+        return np.unique(self.sets["train/satellite"].labels)
+
+
+def load_university1652(
+    root: str | Path, sets: tuple[str, ...] | None = None, manifest_entry: str = "university1652"
+) -> University1652:
+    """Index a University-1652-layout tree. ``sets`` restricts which folders are read.
+
+    A missing required folder raises :class:`DatasetError` naming it and the
+    ``data_manifest.yaml`` entry that says how to obtain the dataset.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"dataset root {root} does not exist. See data_manifest.yaml entry "
+            f"'{manifest_entry}' for how to obtain it, or run "
+            f"'geoloc data verify {manifest_entry} --root {root}'."
+        )
+    wanted = sets if sets is not None else REQUIRED_SETS + OPTIONAL_SETS
+    unknown = set(wanted) - set(REQUIRED_SETS + OPTIONAL_SETS)
+    if unknown:
+        raise DatasetError(
+            choices_message(
+                "University-1652 set", sorted(unknown)[0], REQUIRED_SETS + OPTIONAL_SETS
+            )
+        )
+    data = University1652(root=root)
+    for key in wanted:
+        folder = root / key
+        if not folder.is_dir():
+            if key in REQUIRED_SETS:
+                raise DatasetError(
+                    f"missing folder {folder} (University-1652 layout, data_manifest.yaml entry "
+                    f"'{manifest_entry}'). Check --root points at the folder holding train/ and test/."
+                )
+            continue
+        data.sets[key] = index_image_folder(folder, key)
+    return data
+
+
+@dataclass
+class University160kWXTest:
+    """The name-masked University160k-WX test set: queries in list order, .webp gallery."""
+
+    queries: ImageSet  # labels are -1: the truth is held by the challenge server
+    gallery: ImageSet
+    query_order: list[str]  # file names as listed in query_drone_name.txt
+
+
+def load_university160k_wx(
+    root: str | Path,
+    query_folder: str = "query_drone_160k_wx_24",
+    gallery_folder: str = "gallery_satellite_160k",
+    query_list: str = "query_drone_name.txt",
+) -> University160kWXTest:
+    """Index the University160k-WX test set for writing a challenge submission.
+
+    Queries follow the order of ``query_list``; every listed file must exist
+    (a missing one is an error naming it). Gallery names are the file stems.
+    """
+    root = Path(root)
+    qdir, gdir, qlist = root / query_folder, root / gallery_folder, root / query_list
+    for p, what in ((qdir, "query folder"), (gdir, "gallery folder"), (qlist, "query list")):
+        if not p.exists():
+            raise DatasetError(
+                f"missing {what} {p} (data_manifest.yaml entry 'university160k_wx'); the test "
+                "set comes from the challenge organisers on request"
+            )
+    order = [line.strip() for line in qlist.read_text().splitlines() if line.strip()]
+    if not order:
+        raise DatasetError(f"query list {qlist} is empty")
+    qpaths = [qdir / name for name in order]
+    missing = [p.name for p in qpaths if not p.is_file()]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} queries listed in {qlist} are missing from {qdir}, "
+            f"e.g. {missing[:3]}; re-extract the test archive"
+        )
+    gpaths = sorted(p for p in gdir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not gpaths:
+        raise DatasetError(f"gallery folder {gdir} holds no images")
+    queries = ImageSet(
+        name="query_drone_160k_wx",
+        paths=qpaths,
+        labels=np.full(len(qpaths), -1),
+        names=[p.stem for p in qpaths],
+    )
+    gallery = ImageSet(
+        name="gallery_satellite_160k",
+        paths=gpaths,
+        labels=np.full(len(gpaths), -1),
+        names=[p.stem for p in gpaths],
+    )
+    return University160kWXTest(queries=queries, gallery=gallery, query_order=order)

@@ -1,0 +1,1 @@
+"""Retrieval evaluation: ranking core, protocol metrics, submissions, benchmark."""

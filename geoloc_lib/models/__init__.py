@@ -1,0 +1,1 @@
+"""Models and the ``create_model`` registry."""

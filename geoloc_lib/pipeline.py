@@ -1,0 +1,143 @@
+"""``geoloc run``: execute the numbered notebooks with papermill for a profile.
+
+Executed copies go to ``reports/executed/``; ``notebooks/`` is never written.
+On failure the command exits non-zero naming the notebook and the cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from geoloc_lib.errors import GeolocError
+from geoloc_lib.paths import EXECUTED_DIR, NOTEBOOKS_DIR
+from geoloc_lib.profiles import ResolvedRun, resolve_profile
+
+KERNEL = "python3"
+
+
+class NotebookFailed(GeolocError):
+    """A notebook raised; the message names the notebook and the failing cell."""
+
+
+def _kernel_env() -> None:
+    # With MPLBACKEND=Agg in the environment, executed notebooks capture no
+    # figures; the notebooks display saved PNGs, but keep the kernel's default.
+    os.environ.pop("MPLBACKEND", None)
+    # tqdm's notebook widgets leave warnings in outputs; the library prints plainly.
+    os.environ.setdefault("GEOLOC_QUIET", "1")
+
+
+def _failing_cell(output: Path) -> str:
+    """Find the cell that raised in papermill's output notebook (index and first line)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(output, as_version=4)
+    except Exception:  # the output may be unreadable if the kernel died mid-write
+        return "unknown cell"
+    code_index = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        code_index += 1
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            first = next((ln for ln in cell.source.splitlines() if ln.strip()), "")
+            return (
+                f"code cell {code_index} (execution count {cell.get('execution_count')}): {first!r}"
+            )
+    return "unknown cell"
+
+
+def execute(run: ResolvedRun, out_dir: Path, progress: bool = True) -> Path:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / run.notebook.name
+    try:
+        pm.execute_notebook(
+            str(run.notebook),
+            str(output),
+            parameters=run.parameters,
+            kernel_name=KERNEL,
+            cwd=str(run.notebook.parent),
+            progress_bar=progress,
+            request_save_on_cell_execute=True,
+        )
+    except PapermillExecutionError as err:
+        raise NotebookFailed(
+            f"notebook {run.notebook.name} failed in {_failing_cell(output)}: "
+            f"{err.ename}: {err.evalue}\n  executed copy with the traceback: {output}"
+        ) from err
+    return output
+
+
+def run_pipeline(
+    profile: str,
+    only: list[str] | None = None,
+    overrides: list[str] | None = None,
+    dry_run: bool = False,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    out_dir: Path = EXECUTED_DIR,
+    progress: bool = True,
+) -> list[Path]:
+    runs = resolve_profile(profile, only=only, overrides=overrides, notebooks_dir=notebooks_dir)
+    if dry_run:
+        from geoloc_lib.dry_run import check_run
+
+        for run in runs:
+            notes = check_run(run, profile)
+            print(f"[dry-run] {run.notebook.name}: {len(run.parameters)} parameters resolved")
+            for key in sorted(run.parameters):
+                print(f"    {key} = {run.parameters[key]!r}")
+            for note in notes:
+                print(f"    check: {note}")
+        print(f"[dry-run] profile {profile!r}: {len(runs)} notebook(s) resolve; nothing executed")
+        return []
+    _kernel_env()
+    outputs = []
+    total = time.perf_counter()
+    for i, run in enumerate(runs, 1):
+        start = time.perf_counter()
+        print(f"[{i}/{len(runs)}] {run.notebook.name} (profile {profile})", flush=True)
+        outputs.append(execute(run, out_dir, progress=progress))
+        print(f"[{i}/{len(runs)}] {run.notebook.name} done in {time.perf_counter() - start:.1f} s")
+    print(f"all {len(runs)} notebook(s) done in {time.perf_counter() - total:.1f} s; see {out_dir}")
+    return outputs
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile", required=True, help="smoke | default | paper (configs/profiles.yaml)"
+    )
+    parser.add_argument(
+        "--only", default=None, help="comma-separated notebook numbers or names, e.g. 00,02"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="[NN.]KEY=VALUE",
+        help="override a parameter (all notebooks that have it, or one with NN.)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="resolve and check; execute nothing")
+    parser.add_argument("--out", default=str(EXECUTED_DIR), help="folder for executed notebooks")
+    parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    run_pipeline(
+        args.profile,
+        only=only,
+        overrides=args.overrides,
+        dry_run=args.dry_run,
+        out_dir=Path(args.out),
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    return 0

@@ -1,0 +1,60 @@
+"""``geoloc notebooks record``: re-execute ``notebooks/`` in place at the smoke profile.
+
+The committed notebooks carry smoke-profile outputs; nbval in ``make test``
+re-executes them and compares. After an intended change of results, this
+command refreshes those reference outputs. The parameters cell of each notebook
+must equal the smoke profile (checked here and by tests/test_profiles.py), so
+a notebook opened in JupyterLab runs the fast configuration out of the box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from geoloc_lib.errors import ConfigError
+from geoloc_lib.paths import NOTEBOOKS_DIR
+from geoloc_lib.pipeline import KERNEL, _kernel_env
+from geoloc_lib.profiles import notebook_parameters, resolve_profile
+
+
+def record_notebooks(only: list[str] | None = None, profile: str = "smoke") -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    runs = resolve_profile(profile, only=only)
+    for run in runs:
+        defaults = notebook_parameters(run.notebook)
+        if defaults != run.parameters:
+            diff = {
+                k: (defaults.get(k), v) for k, v in run.parameters.items() if defaults.get(k) != v
+            }
+            raise ConfigError(
+                f"{run.notebook.name}: parameters cell differs from profile {profile!r} "
+                f"(notebook, profile): {diff}; make them equal first"
+            )
+    _kernel_env()
+    for run in runs:
+        start = time.perf_counter()
+        nb = nbformat.read(run.notebook, as_version=4)
+        client = NotebookClient(
+            nb,
+            kernel_name=KERNEL,
+            resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
+            record_timing=False,  # timestamps would make every re-record a diff
+            timeout=None,
+        )
+        client.execute()
+        nb.metadata.pop("papermill", None)
+        nbformat.write(nb, run.notebook)
+        print(f"recorded {run.notebook.name} in {time.perf_counter() - start:.1f} s")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
+
+
+def main(args: argparse.Namespace) -> int:
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    record_notebooks(only)
+    return 0

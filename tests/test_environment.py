@@ -1,0 +1,59 @@
+"""environment.yml (conda users) installs the same pins as constraints.txt (make)."""
+
+from __future__ import annotations
+
+import re
+
+import tomllib
+import yaml
+
+from geoloc_lib.paths import REPO_ROOT
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[_norm(name)] = version
+    return pins
+
+
+def test_environment_yml_pins_match_constraints():
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    constraints = _constraints()
+    assert pip_section, "environment.yml has no pip pins"
+    for spec in pip_section:
+        name, version = spec.split("==")
+        assert _norm(name) in constraints, (
+            f"{name} pinned in environment.yml, not in constraints.txt"
+        )
+        assert constraints[_norm(name)] == version, (
+            f"{name}: {version} vs {constraints[_norm(name)]}"
+        )
+
+
+def test_every_direct_dependency_is_pinned_in_both():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + project["optional-dependencies"]["dev"]
+    names = {_norm(re.split(r"[<>=!~\[ ]", d, maxsplit=1)[0]) for d in deps}
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    env_names = {_norm(s.split("==")[0]) for s in pip_section}
+    constraints = _constraints()
+    assert names <= set(constraints), f"not in constraints.txt: {names - set(constraints)}"
+    assert names <= env_names, f"not in environment.yml: {names - env_names}"
+
+
+def test_torch_and_torchvision_are_a_matching_pair():
+    # torchvision 0.N pairs with torch 2.(N-15): e.g. 0.28 <-> 2.13
+    pins = _constraints()
+    torch_minor = int(pins["torch"].split(".")[1])
+    tv_minor = int(pins["torchvision"].split(".")[1])
+    assert tv_minor - torch_minor == 15
