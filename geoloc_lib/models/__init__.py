@@ -20,7 +20,11 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 # Modules that register models; imported on first use so `import geoloc_lib`
 # stays light and a model module that fails to import names itself.
-_MODEL_MODULES = ("geoloc_lib.models.mcgf", "geoloc_lib.models.geoviewmatch", "geoloc_lib.models.baseline")
+_MODEL_MODULES = (
+    "geoloc_lib.models.mcgf",
+    "geoloc_lib.models.geoviewmatch",
+    "geoloc_lib.models.baseline",
+)
 
 
 def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:

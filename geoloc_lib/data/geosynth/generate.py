@@ -1,0 +1,386 @@
+"""GeoSynth generation: plan the districts, render each one, write the real layouts.
+
+Each district ("campus") is an independent task with its own random streams
+(``PCG64([seed, campus_index, stream])``) and pre-assigned ids, so tasks can run
+in any order or in parallel processes and still produce byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from tqdm import tqdm
+
+from geoloc_lib.data.geosynth import render as R
+from geoloc_lib.data.geosynth.profiles import GeoSynthProfile, get_profile
+from geoloc_lib.data.geosynth.world import Campus, generate_campus
+from geoloc_lib.data.geosynth.writer import (
+    OUTPUT_DIRS,
+    write_manifest,
+    write_tables,
+)
+from geoloc_lib.errors import ConfigError
+
+JPEG_QUALITY = 90
+# UTM-like placement: train districts west, test districts east, distractors in a far band.
+UTM_BASE = (500_000.0, 4_000_000.0)
+DISTRICT_PITCH_M = 6_000.0
+_SAT_BLUR = ImageFilter.Kernel((3, 3), [1, 2, 1, 2, 4, 2, 1, 2, 1], scale=16)
+
+
+@dataclass
+class CampusTask:
+    index: int
+    name: str
+    split: str  # train | test | distractor
+    origin: tuple[float, float]
+    size_px: int
+    location_ids: list[str]
+    street_quota: dict[str, int]  # street split -> pairs
+    street_ids: dict[str, list[int]]  # street split -> global pair numbers (1-based)
+    seed: int
+    profile: GeoSynthProfile
+    out: str
+
+
+def pano_id(seed: int, number: int) -> str:
+    """A CVACT-like 22-character panorama id, deterministic in (seed, pair number)."""
+    import base64
+
+    digest = hashlib.sha256(f"geosynth-{seed}-{number}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:22]
+
+
+def plan(profile: GeoSynthProfile, seed: int, out: Path) -> list[CampusTask]:
+    """Districts with their ids: University-1652 ids are 4 digits, street pairs numbered 1..N."""
+    tasks: list[CampusTask] = []
+    n_loc = profile.campus_grid**2
+    train_base, test_base, distractor_base = 1, 2001, 5001
+    n_dis = profile.distractor_campuses * profile.distractor_grid**2
+    if (
+        profile.train_campuses * n_loc > 2000
+        or profile.test_campuses * n_loc > 3000
+        or n_dis > 4999
+    ):
+        raise ConfigError("GeoSynth profile too large for 4-digit University-1652 ids")
+    pair = 1
+    street_ids: dict[int, dict[str, list[int]]] = {}
+    # Pair numbers: all train pairs, then val, then test (the order of ACT_data.mat).
+    for split, quota, campuses in (
+        ("train", profile.street_train, range(profile.train_campuses)),
+        ("val", profile.street_val, range(profile.train_campuses, profile.train_campuses + profile.test_campuses)),
+        ("test", profile.street_test, range(profile.train_campuses, profile.train_campuses + profile.test_campuses)),
+    ):  # fmt: skip
+        for c in campuses:
+            street_ids.setdefault(c, {})[split] = list(range(pair, pair + quota))
+            pair += quota
+    index = 0
+    for c in range(profile.train_campuses):
+        ids = [f"{train_base + c * n_loc + k:04d}" for k in range(n_loc)]
+        origin = (UTM_BASE[0] + c * DISTRICT_PITCH_M, UTM_BASE[1])
+        tasks.append(
+            _task(
+                index,
+                f"train-{c}",
+                "train",
+                origin,
+                profile.campus_px,
+                ids,
+                street_ids[index],
+                seed,
+                profile,
+                out,
+            )
+        )
+        index += 1
+    for c in range(profile.test_campuses):
+        ids = [f"{test_base + c * n_loc + k:04d}" for k in range(n_loc)]
+        origin = (UTM_BASE[0] + (c + 12) * DISTRICT_PITCH_M, UTM_BASE[1])
+        tasks.append(
+            _task(
+                index,
+                f"test-{c}",
+                "test",
+                origin,
+                profile.campus_px,
+                ids,
+                street_ids[index],
+                seed,
+                profile,
+                out,
+            )
+        )
+        index += 1
+    n_tile = profile.distractor_grid**2
+    for c in range(profile.distractor_campuses):
+        ids = [f"{distractor_base + c * n_tile + k:04d}" for k in range(n_tile)]
+        origin = (
+            UTM_BASE[0] + (c % 8) * DISTRICT_PITCH_M,
+            UTM_BASE[1] + (3 + c // 8) * DISTRICT_PITCH_M,
+        )
+        tasks.append(
+            _task(
+                index,
+                f"distractor-{c}",
+                "distractor",
+                origin,
+                profile.distractor_px,
+                ids,
+                {},
+                seed,
+                profile,
+                out,
+            )
+        )
+        index += 1
+    return tasks
+
+
+def _task(index, name, split, origin, size_px, ids, streets, seed, profile, out) -> CampusTask:
+    quota = {k: len(v) for k, v in streets.items()}
+    return CampusTask(
+        index, name, split, origin, size_px, ids, quota, streets, seed, profile, str(out)
+    )
+
+
+def _rng(task: CampusTask, stream: int, *extra: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64([task.seed, task.index, stream, *extra]))
+
+
+def _save_jpeg(pixels: np.ndarray | Image.Image, path: Path) -> None:
+    """Byte-deterministic JPEG (fixed quality, no EXIF or timestamps)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)
+    image.save(path, format="JPEG", quality=JPEG_QUALITY)
+
+
+def _tile(ortho: np.ndarray, campus: Campus, xy: tuple[float, float], size: int) -> Image.Image:
+    """North-up tile centred on ``xy`` with the satellite optics blur (3x3 binomial)."""
+    col = int(round(xy[0] / campus.res))
+    row = int(round(campus.shape[0] - xy[1] / campus.res))
+    half = size // 2
+    r0, c0 = row - half - 1, col - half - 1
+    crop = ortho[max(r0, 0) : r0 + size + 2, max(c0, 0) : c0 + size + 2]
+    if crop.shape[:2] != (size + 2, size + 2):  # at the district border: replicate edge pixels
+        pad_top, pad_left = max(-r0, 0), max(-c0, 0)
+        pad_bottom = size + 2 - crop.shape[0] - pad_top
+        pad_right = size + 2 - crop.shape[1] - pad_left
+        crop = np.pad(crop, ((pad_top, pad_bottom), (pad_left, pad_right), (0, 0)), mode="edge")
+    image = Image.fromarray(np.ascontiguousarray(crop)).filter(_SAT_BLUR)
+    return image.crop((1, 1, size + 1, size + 1))
+
+
+def _location_grid(task: CampusTask, rng: np.random.Generator) -> np.ndarray:
+    """Location centres: a jittered grid inside the margin, snapped to the pixel grid; [n, 2]."""
+    p = task.profile
+    g = p.campus_grid
+    centre = p.margin_m + p.tile_m * (np.arange(g) + 0.5)
+    xs, ys = np.meshgrid(centre, centre[::-1])  # north row first
+    xy = np.stack([xs.ravel(), ys.ravel()], 1) + rng.uniform(-12, 12, size=(g * g, 2))
+    return np.round(xy / p.res_m) * p.res_m
+
+
+def _street_points(
+    task: CampusTask, campus: Campus, rng: np.random.Generator, n: int, taken: np.ndarray
+):
+    """``n`` panorama positions in runs along road centre lines, inside the location area."""
+    p = task.profile
+    lo, hi = p.margin_m, campus.size_m - p.margin_m
+    ca, sa = np.cos(campus.angle), np.sin(campus.angle)
+    lines = [("u", c) for c in campus.roads_u] + [("v", c) for c in campus.roads_v]
+    chosen: list[np.ndarray] = []
+    pool = taken.reshape(-1, 2)
+    for _ in range(2000):
+        if sum(len(c) for c in chosen) >= n:
+            break
+        family, c = lines[rng.integers(len(lines))]
+        start = rng.uniform(-campus.size_m, 2 * campus.size_m)
+        along = start + p.street_spacing_m * np.arange(p.street_run)
+        u, v = (np.full_like(along, c), along) if family == "u" else (along, np.full_like(along, c))
+        x, y = ca * u - sa * v, sa * u + ca * v  # back from the rotated road frame
+        pts = np.stack([x, y], 1)
+        pts = pts[(pts >= lo).all(1) & (pts <= hi).all(1)]
+        if len(pts) == 0:
+            continue
+        pts = np.round(pts / p.res_m) * p.res_m
+        if len(pool):  # no two panoramas closer than 4 m (crossing runs)
+            d = np.sqrt(((pts[:, None] - pool[None]) ** 2).sum(-1)).min(1)
+            pts = pts[d > 4.0]
+        chosen.append(pts)
+        pool = np.concatenate([pool, pts])
+    points = np.concatenate(chosen) if chosen else np.zeros((0, 2))
+    if len(points) < n:
+        raise ConfigError(
+            f"GeoSynth district {task.name}: only {len(points)} street positions for {n}"
+        )
+    return points[:n]
+
+
+def run_campus(task: CampusTask) -> dict:
+    """Render one district and write its images; returns its table rows."""
+    torch.set_num_threads(1)  # one process per district; threads would oversubscribe 2 cores
+    p = task.profile
+    out = Path(task.out)
+    uni = out / "University-1652"
+    campus = generate_campus(
+        [task.seed, task.index, 0], task.size_px, p.res_m, task.origin, task.name, task.split
+    )
+    sat_cond = R.sample_conditions(_rng(task, 1), "satellite")
+    ortho = R.render_orthophoto(campus, sat_cond)
+    rows: dict[str, list] = {"locations": [], "drone_views": [], "streets": []}
+    if task.split == "distractor":
+        g = p.distractor_grid
+        centre = p.tile_m * (np.arange(g) + 0.5)
+        xs, ys = np.meshgrid(centre, centre[::-1])
+        xy = np.stack([xs.ravel(), ys.ravel()], 1)
+    else:
+        xy = _location_grid(task, _rng(task, 2))
+    for k, loc in enumerate(task.location_ids):
+        utm = campus.utm(xy[k, 0], xy[k, 1])
+        rows["locations"].append((loc, task.split, float(utm[0]), float(utm[1])))
+        tile = _tile(ortho, campus, (xy[k, 0], xy[k, 1]), p.tile_px)
+        if task.split == "distractor":
+            _save_jpeg(tile, uni / "test/gallery_satellite" / loc / f"{loc}.jpg")
+            continue
+        sat_dirs = (
+            ["train/satellite"]
+            if task.split == "train"
+            else ["test/query_satellite", "test/gallery_satellite"]
+        )
+        for d in sat_dirs:
+            _save_jpeg(tile, uni / d / loc / f"{loc}.jpg")
+        rng = _rng(task, 3, k)
+        orbit = R.drone_orbit(p.drone_views, rng, loops=p.orbit_loops)
+        views = R.render_drone(
+            campus, (xy[k, 0], xy[k, 1]), orbit, R.sample_conditions(rng, "drone"), size=p.drone_px
+        )
+        drone_dirs = (
+            ["train/drone"] if task.split == "train" else ["test/query_drone", "test/gallery_drone"]
+        )
+        for v in range(len(views)):
+            name = f"image-{v + 1:02d}.jpeg"
+            for d in drone_dirs:
+                _save_jpeg(views[v], uni / d / loc / name)
+            rows["drone_views"].append(
+                (loc, f"{drone_dirs[0]}/{loc}/{name}", task.split, float(orbit["altitude_m"][v]),
+                 float(orbit["distance_m"][v]), float(orbit["heading_deg"][v]), float(orbit["pitch_deg"][v]))
+            )  # fmt: skip
+    if task.street_quota:
+        rows["streets"] = _render_streets(task, campus, ortho, out)
+    return rows
+
+
+def _render_streets(task: CampusTask, campus: Campus, ortho: np.ndarray, out: Path) -> list:
+    p = task.profile
+    rng = _rng(task, 4)
+    cond = R.sample_conditions(rng, "street")
+    shadow = R.shadow_visibility(campus.height, campus.res, cond.sun_az, cond.sun_el)
+    width, height = p.pano_width, p.pano_width // 2
+    band = round(width * 112 / 616)  # CVUSA keeps the horizon band (1232x224 = 5.5:1)
+    rows = []
+    taken = np.zeros((0, 2))
+    for split in ("train", "val", "test"):
+        n = task.street_quota.get(split, 0)
+        if n == 0:
+            continue
+        pts = _street_points(task, campus, rng, n, taken)
+        taken = np.concatenate([taken, pts])
+        for number, (x, y) in zip(task.street_ids[split], pts, strict=True):
+            prng = _rng(task, 5, number)
+            pano = R.render_panorama(
+                campus, (float(x), float(y)), cond, shadow, prng, width=width, height=height
+            )
+            aerial = _tile(ortho, campus, (float(x), float(y)), p.tile_px)
+            pid = pano_id(task.seed, number)
+            base = out / "CVACT" / ("ANU_data_test" if split == "test" else "ANU_data_small")
+            full = Image.fromarray(pano).resize(
+                (512 * width // 616, 256 * width // 616), Image.BILINEAR
+            )
+            _save_jpeg(full, base / "streetview" / f"{pid}_grdView.jpg")
+            _save_jpeg(aerial, base / "satview_polish" / f"{pid}_satView_polish.jpg")
+            if split != "val":  # CVUSA has train and val (= our test) splits only
+                top = (height - band) // 2
+                name = f"{number:07d}.jpg"
+                _save_jpeg(pano[top : top + band], out / "CVUSA/streetview/panos" / name)
+                _save_jpeg(aerial, out / "CVUSA/bingmap/19" / name)
+            utm = campus.utm(float(x), float(y))
+            rows.append((number, pid, split, float(utm[0]), float(utm[1])))
+    return rows
+
+
+def generate_geosynth(
+    out: str | Path,
+    profile: str | GeoSynthProfile = "smoke",
+    seed: int = 0,
+    progress: bool = True,
+    workers: int | None = None,
+) -> dict:
+    """Generate GeoSynth into ``out`` and return its manifest (also written to geosynth.json).
+
+    ``workers`` processes render districts in parallel (default: up to 2, the CPU count);
+    the files do not depend on it. A previous GeoSynth output in ``out`` is replaced; folders
+    named like the real datasets but without a geosynth.json are refused, never deleted.
+    """
+    prof = get_profile(profile)
+    if not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"parameter seed: expected a non-negative integer, got {seed!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    present = [name for name in OUTPUT_DIRS if (out / name).exists()]
+    if present and not (out / "geosynth.json").is_file():
+        # Never delete folders that may hold a real dataset.
+        raise ConfigError(
+            f"output folder {out} already holds {', '.join(present)} without a geosynth.json; "
+            "pass an empty folder (or a previous GeoSynth output) to --out"
+        )
+    for name in (*OUTPUT_DIRS, "geosynth.json"):
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    start = time.perf_counter()
+    tasks = plan(prof, seed, out)
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
+    results: dict[int, dict] = {}
+
+    # Biggest districts first so the pool ends evenly.
+    def work(t: CampusTask) -> int:  # districts with drone and street views cost about twice
+        return t.size_px**2 * (1 if t.split == "distractor" else 2)
+
+    order = sorted(tasks, key=lambda t: (-work(t), t.index))
+    bar = tqdm(total=len(tasks), desc="GeoSynth districts", unit="district", disable=not progress)
+    if workers <= 1:
+        threads = torch.get_num_threads()
+        try:
+            for task in order:
+                results[task.index] = run_campus(task)
+                bar.update()
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(run_campus, task): task.index for task in order}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                bar.update()
+    bar.close()
+    rows = {
+        key: [r for i in sorted(results) for r in results[i][key]]
+        for key in ("locations", "drone_views", "streets")
+    }
+    write_tables(out, rows)
+    manifest = write_manifest(out, prof, seed, rows, progress=progress)
+    manifest["generation_seconds"] = round(time.perf_counter() - start, 2)
+    return manifest

@@ -1,0 +1,438 @@
+"""MCGF: multi-weather cross-view geo-localization with a denoising diffusion model (paper 000, §2).
+
+Pieces (each a small module; the same code builds the paper-size and the CPU-size model):
+
+- DDPM forward process (§2.1): ``z_t = sqrt(ab_t) y + sqrt(1 - ab_t) eps`` applied to the
+  *weathered* drone image ``y`` (pixels in [-1, 1]), ``t`` uniform in ``[0, t_max)``;
+  ``geoloc_lib.diffusion`` provides the schedule, ``q_sample`` and DDIM.
+- Shared encoder (§2.2): timm Swin-T, one network for every timestep and every weather.
+- Restoration module (§2.3): three transposed convolutions (x2 each), an upsampling (x4) and a
+  tanh, on the encoder's last map; it predicts the clean image ``z_0``. ``L_res = MSE(z_0, ẑ_0)``.
+- Diffusive matching module (§2.4): ``E_content`` = timm EVA-02 (pooled tokens), then the MLP
+  ``dense -> BatchNorm -> dropout -> dense -> softmax`` over the training locations. Training:
+  cross-entropy; test: cosine similarity of the L2-normalised bottleneck features (the first
+  dense layer after BatchNorm, University-1652's "ClassBlock" convention).
+- ``L_mat = MSE(m_0, m̂_0)`` between the matching features of the clean drone image and of the
+  restored one; ``L_all = w_res L_res + w_mat L_mat + w_cls L_cls`` (eq. 11 plus the
+  cross-entropy the paper trains the MLP with).
+- Inference (drone view): a few deterministic DDIM steps (eta = 0) from the weathered query,
+  each predicting ``ẑ_0``; features of the last prediction, or (``pool_steps``) the mean of the
+  normalised features of every step's prediction ("multiple granularities"). The satellite view
+  goes straight to ``E_content``.
+
+Readings of the paper where it is ambiguous (also in the notebook):
+
+1. Eq. (3) prints ``sqrt(alpha_t)``; we use ``sqrt(alpha_bar_t)``, the closed form of eqs. (1)-(2).
+2. "Given the clean drone-view images z_0, the forward process..." together with a restoration
+   network that sees weathered images: we read it as a *conditional* x0-predicting diffusion.
+   The network input is the forward process applied to the weathered image (so the model is
+   trained on every noise level it will meet while denoising) and its target is the clean
+   image. Eq. (7)-(8)'s VLB with a fixed variance reduces, up to weights, to this x0 MSE, which
+   is exactly ``L_res`` (eq. 9); we optimise that, not a separate VLB.
+3. The Swin-T has no timestep input in the paper; a denoiser needs the noise level, so a
+   sinusoidal timestep embedding is added as a per-channel bias after the first deconvolution
+   (``time_embed=False`` removes it).
+4. "revealing clean features at multiple scales": the second and third deconvolutions also
+   receive the encoder's stage-3 and stage-2 maps through 1x1 convolutions (U-Net-style
+   lateral connections). ``residual=True`` (default) adds the decoder's output to the
+   (rescaled) input before the tanh: ``ẑ_0 = tanh(atanh(clip(z_t/sqrt(ab_t))) + d)``, i.e. the
+   module predicts a correction; ``residual=False`` is the literal "deconvs, upsample, tanh".
+5. ``m_0`` (features of the clean image) is the target of ``L_mat`` with a stop-gradient, so
+   ``L_mat`` pulls the restored image's features towards the clean ones and not the reverse.
+6. The cross-entropy is applied to the satellite image, the clean drone image and the restored
+   drone image with one shared classifier (University-1652 baseline practice); its weight is a
+   config field because the paper's eq. (11) omits it.
+7. "The satellite branch goes straight to E_content": one EVA-02 shared by both views.
+8. DDIM starts from ``z_{t_start} = sqrt(ab) y`` (the mean of q(z_t | y), no sampled noise) so
+   the query features are a deterministic function of the image.
+
+``restoration=False`` is the "w/o restoration" ablation and the University-1652 classification
+baseline: no encoder, no diffusion; the matching branch trained with cross-entropy on the
+satellite and the *weathered* drone image (registered as ``mcgf_matching_only``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from geoloc_lib.diffusion import NoiseSchedule, ddim_sample, q_sample
+from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.models import register_model
+from geoloc_lib.models.backbones import create_backbone
+
+VIEWS = ("drone", "satellite")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class MCGFConfig:
+    """Architecture, diffusion and loss settings. Presets: ``paper``, ``default``, ``smoke``."""
+
+    num_classes: int = 701
+    img_size: int = 448
+    restoration: bool = True  # False: the matching-only baseline
+    # shared encoder (timm Swin-T) and restoration module
+    encoder: str = "swin_tiny_patch4_window7_224"
+    encoder_arch: dict[str, Any] = field(default_factory=dict)  # timm kwargs (shrinks the model)
+    decoder_channels: tuple[int, int] = (256, 128)
+    residual: bool = True
+    time_embed: bool = True
+    # matching module (timm EVA-02 + MLP)
+    content: str = "eva02_base_patch14_448"
+    content_arch: dict[str, Any] = field(default_factory=dict)
+    bottleneck: int = 512
+    dropout: float = 0.5
+    pretrained: bool = False
+    encoder_pretrained_file: str | None = None
+    content_pretrained_file: str | None = None
+    # diffusion
+    schedule: str = "linear"
+    timesteps: int = 1000
+    t_max: int = 200  # training noise levels t ~ U[0, t_max)
+    t_start: int = 100  # inference: first DDIM timestep
+    infer_steps: int = 3
+    pool_steps: bool = False
+    # losses
+    w_res: float = 1.0
+    w_mat: float = 1.0
+    w_cls: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.decoder_channels = tuple(self.decoder_channels)
+        if self.schedule not in ("linear", "cosine"):
+            raise ConfigError(
+                "MCGFConfig.schedule: "
+                + choices_message("schedule", self.schedule, ("linear", "cosine"))
+            )
+        if not 0 < self.t_max <= self.timesteps:
+            raise ConfigError(
+                f"MCGFConfig.t_max must be in (0, {self.timesteps}], got {self.t_max}"
+            )
+        if not 0 <= self.t_start < self.timesteps:
+            raise ConfigError(
+                f"MCGFConfig.t_start must be in [0, {self.timesteps}), got {self.t_start}"
+            )
+        if self.infer_steps < 1:
+            raise ConfigError(f"MCGFConfig.infer_steps must be >= 1, got {self.infer_steps}")
+        if self.num_classes < 2:
+            raise ConfigError(f"MCGFConfig.num_classes must be >= 2, got {self.num_classes}")
+        if self.img_size % 32:
+            raise ConfigError(f"MCGFConfig.img_size must be a multiple of 32, got {self.img_size}")
+
+    @classmethod
+    def preset(cls, name: str = "default", **overrides: Any) -> MCGFConfig:
+        """A preset with ``overrides`` applied; unknown keys are rejected with the valid list."""
+        if name not in PRESETS:
+            raise ConfigError(f"MCGF preset: {choices_message('preset', name, PRESETS)}")
+        valid = {f.name for f in fields(cls)}
+        bad = sorted(set(overrides) - valid)
+        if bad:
+            raise ConfigError(
+                f"unknown MCGF config key(s) {bad}; valid keys: {', '.join(sorted(valid))}"
+            )
+        return replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_TINY_SWIN = dict(embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6), window_size=4)
+PRESETS: dict[str, MCGFConfig] = {
+    # Paper §3: Swin-T + EVA-02 base at 448x448, pretrained (SGD settings live in training/mcgf.py).
+    "paper": MCGFConfig(pretrained=True),
+    # CPU sizes: the same architectures with timm's size kwargs.
+    "default": MCGFConfig(
+        img_size=64,
+        encoder_arch=_TINY_SWIN,
+        content_arch=dict(patch_size=8, embed_dim=96, depth=3, num_heads=3),
+        decoder_channels=(48, 24),
+        bottleneck=128,
+    ),
+    "smoke": MCGFConfig(
+        img_size=32,
+        encoder_arch=dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), window_size=2),
+        content_arch=dict(patch_size=8, embed_dim=32, depth=1, num_heads=2),
+        decoder_channels=(16, 8),
+        bottleneck=32,
+        timesteps=100,
+        t_max=20,
+        t_start=10,
+        infer_steps=2,
+    ),
+}
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def timestep_embedding(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal embedding [B, dim] of integer timesteps (Transformer / DDPM convention)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / max(half, 1))
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return F.pad(emb, (0, dim % 2))
+
+
+class _Normalize(nn.Module):
+    """[0, 1] pixels -> the backbone's expected mean/std."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+def _deconv(cin: int, cout: int, norm: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=not norm)]
+    if norm:
+        layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class RestorationModule(nn.Module):
+    """Three transposed convolutions (x8), a x4 upsampling and a tanh: stride-32 map -> image.
+
+    ``channels`` = (C4 from the encoder's last stage, C3, C2 for the lateral inputs); the
+    decoder's widths are ``hidden``. Output in [-1, 1].
+    """
+
+    def __init__(
+        self,
+        channels: tuple[int, int, int],
+        hidden: tuple[int, int],
+        *,
+        residual: bool = True,
+        time_embed: bool = True,
+    ) -> None:
+        super().__init__()
+        c4, c3, c2 = channels
+        h1, h2 = hidden
+        self.deconv1 = _deconv(c4, h1)
+        self.lateral3 = nn.Conv2d(c3, h1, 1)
+        self.deconv2 = _deconv(h1, h2)
+        self.lateral2 = nn.Conv2d(c2, h2, 1)
+        self.deconv3 = _deconv(h2, 3, norm=False)
+        self.upsample = nn.Upsample(scale_factor=4, mode="bilinear", align_corners=False)
+        self.time = (
+            nn.Sequential(nn.Linear(h1, h1), nn.SiLU(), nn.Linear(h1, h1)) if time_embed else None
+        )
+        self.residual = residual
+        nn.init.zeros_(self.deconv3[0].weight)  # start as the identity (residual) / grey image
+        nn.init.zeros_(self.deconv3[0].bias)
+
+    def forward(self, maps: list[Tensor], t: Tensor, x_in: Tensor) -> Tensor:
+        f2, f3, f4 = maps
+        h = self.deconv1(f4) + self.lateral3(f3)
+        if self.time is not None:
+            h = h + self.time(timestep_embedding(t, h.shape[1]).to(h.dtype))[:, :, None, None]
+        h = self.deconv2(h) + self.lateral2(f2)
+        d = self.upsample(self.deconv3(h))
+        if self.residual:
+            d = d + torch.atanh(x_in.clamp(-0.995, 0.995))
+        return torch.tanh(d)
+
+
+class MatchingHead(nn.Module):
+    """MLP of §2.4: dense -> BatchNorm -> dropout -> dense (+ softmax inside the cross-entropy)."""
+
+    def __init__(self, dim: int, bottleneck: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.dense1 = nn.Linear(dim, bottleneck)
+        self.bn = nn.BatchNorm1d(bottleneck)
+        self.dropout = nn.Dropout(dropout)
+        self.dense2 = nn.Linear(bottleneck, num_classes)
+        nn.init.kaiming_normal_(self.dense1.weight, a=0, mode="fan_out")
+        nn.init.zeros_(self.dense1.bias)
+        nn.init.normal_(self.dense2.weight, std=0.001)
+        nn.init.zeros_(self.dense2.bias)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The retrieval feature m (before dropout), unnormalised."""
+        return self.bn(self.dense1(x))
+
+    def logits(self, m: Tensor) -> Tensor:
+        return self.dense2(self.dropout(m))
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class MCGF(nn.Module):
+    """MCGF on the engine API. Images are ``[B, 3, H, W]`` in ``[0, 1]``."""
+
+    registry_name = "mcgf"
+
+    def __init__(self, cfg: MCGFConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        size = dict(img_size=cfg.img_size)
+        self.content = create_backbone(
+            cfg.content,
+            pretrained=cfg.pretrained,
+            pretrained_file=cfg.content_pretrained_file,
+            num_classes=0,
+            **{**size, **cfg.content_arch},
+        )
+        self.content_norm = _Normalize(CLIP_MEAN, CLIP_STD)
+        self.head = MatchingHead(
+            self.content.num_features, cfg.bottleneck, cfg.num_classes, cfg.dropout
+        )
+        self.weights_source = {"content": self.content.weights_source}
+        self.encoder: nn.Module | None = None
+        self.restore: RestorationModule | None = None
+        if cfg.restoration:
+            self.encoder = create_backbone(
+                cfg.encoder,
+                pretrained=cfg.pretrained,
+                pretrained_file=cfg.encoder_pretrained_file,
+                num_classes=0,
+                **{**size, **cfg.encoder_arch},
+            )
+            self.weights_source["encoder"] = self.encoder.weights_source
+            self.encoder_norm = _Normalize(IMAGENET_MEAN, IMAGENET_STD)
+            chans = [info["num_chs"] for info in self.encoder.feature_info]
+            self.restore = RestorationModule(
+                (chans[-1], chans[-2], chans[-3]),
+                tuple(cfg.decoder_channels),
+                residual=cfg.residual,
+                time_embed=cfg.time_embed,
+            )
+        sched = NoiseSchedule.linear if cfg.schedule == "linear" else NoiseSchedule.cosine
+        with torch.device("cpu"):  # the schedule is host data, also when built under meta
+            self.schedule = sched(cfg.timesteps)
+        self.register_buffer(
+            "alpha_bar", self.schedule.alpha_bar.float(), persistent=False
+        )  # on the model's device for q_sample's inputs
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"name": self.registry_name, **self.cfg.to_dict()}
+
+    # ---- restoration: x0-predicting denoiser
+    def denoise(self, z_t: Tensor, t: Tensor) -> Tensor:
+        """Predict the clean image ẑ_0 in [-1, 1] from ``z_t`` in [-1, 1]-scale at timesteps ``t``."""
+        if self.encoder is None or self.restore is None:
+            raise ConfigError("this MCGF has restoration=False: it has no denoiser")
+        t = t.to(z_t.device)
+        ab = self.alpha_bar.to(z_t.device)[t].view(-1, 1, 1, 1)
+        x_in = z_t / ab.sqrt()  # unbiased estimate of the weathered image
+        maps = self.encoder.forward_intermediates(
+            self.encoder_norm((x_in.clamp(-1, 1) + 1) / 2),
+            indices=[1, 2, 3],
+            norm=True,
+            output_fmt="NCHW",
+            intermediates_only=True,
+        )
+        return self.restore(maps, t, x_in)
+
+    def restore_query(self, images: Tensor, steps: int | None = None) -> list[Tensor]:
+        """Deterministic DDIM restoration of weathered images in [0, 1]; every step's ẑ_0 in [0, 1]."""
+        steps = steps or self.cfg.infer_steps
+        y = images * 2 - 1
+        t0 = self.cfg.t_start
+        z = self.alpha_bar[t0].sqrt() * y  # mean of q(z_t0 | y): no sampled noise
+        preds: list[Tensor] = []
+
+        def x0_model(z_t: Tensor, t: Tensor) -> Tensor:
+            x0 = self.denoise(z_t, t)
+            preds.append(x0)
+            return x0
+
+        ddim_sample(x0_model, z, t0, steps, self.schedule, clip_x0=(-1.0, 1.0))
+        return [(p + 1) / 2 for p in preds]
+
+    # ---- matching
+    def match_features(self, images: Tensor) -> Tensor:
+        """Bottleneck features m [B, bottleneck] of images in [0, 1] (unnormalised)."""
+        return self.head.features(self.content(self.content_norm(images)))
+
+    def embed(self, images: Tensor, view: str) -> Tensor:
+        """L2-normalised retrieval features; drone queries are restored first (if enabled)."""
+        if view not in VIEWS:
+            raise ConfigError(f"MCGF.embed: {choices_message('view', view, VIEWS)}")
+        if view == "satellite" or self.restore is None:
+            return F.normalize(self.match_features(images).float(), dim=-1)
+        preds = self.restore_query(images)
+        if not self.cfg.pool_steps:
+            return F.normalize(self.match_features(preds[-1]).float(), dim=-1)
+        feats = [F.normalize(self.match_features(p).float(), dim=-1) for p in preds]
+        return F.normalize(torch.stack(feats).mean(0), dim=-1)
+
+    def forward(self, images: Tensor, view: str = "drone") -> Tensor:
+        return self.embed(images, view)
+
+    # ---- training
+    def training_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One MCGF step's losses. ``batch``: ``drone`` (clean), ``drone_weather`` (weathered),
+        ``satellite`` images in [0, 1] and ``label`` (class index in [0, num_classes))."""
+        cfg = self.cfg
+        sat, label = batch["satellite"], batch["label"]
+        weathered = batch["drone_weather"]
+        b = sat.shape[0]
+        if self.restore is None:  # baseline: E_content on the weathered drone image
+            m = torch.cat([self.match_features(sat), self.match_features(weathered)])
+            cls = F.cross_entropy(self.head.logits(m).float(), label.repeat(2))
+            return {"loss": cfg.w_cls * cls, "cls": cls.detach()}
+
+        clean = batch["drone"]
+        # DDPM forward process on the weathered image, one noise level per sample (eq. 3).
+        # t is drawn on the host (the schedule lives there); the noise on the images' device.
+        t = torch.randint(0, cfg.t_max, (b,), device="cpu")
+        y = weathered * 2 - 1
+        z_t = q_sample(self.schedule, y, t, noise=torch.randn_like(y))
+        t = t.to(y.device)
+        restored = (self.denoise(z_t, t) + 1) / 2
+        l_res = F.mse_loss(restored.float(), clean.float())  # eq. 9 (on [0, 1] pixels)
+        # One pass per view (BatchNorm statistics per view, as University-1652 models do); it
+        # also keeps the stop-gradient exact: batch statistics shared with the clean images
+        # would leak L_mat's gradient into the clean branch.
+        m_sat, m_clean, m_rest = (self.match_features(x) for x in (sat, clean, restored))
+        m = torch.cat([m_sat, m_clean, m_rest])
+        l_mat = F.mse_loss(m_rest.float(), m_clean.detach().float())  # eq. 10
+        cls = F.cross_entropy(self.head.logits(m).float(), label.repeat(3))
+        loss = cfg.w_res * l_res + cfg.w_mat * l_mat + cfg.w_cls * cls  # eq. 11 + CE
+        return {"loss": loss, "res": l_res.detach(), "mat": l_mat.detach(), "cls": cls.detach()}
+
+    def param_groups(self, lr: dict[str, float]) -> list[dict]:
+        """``lr["backbone"]`` for EVA-02 and Swin-T, ``lr["head"]`` for the MLP and restoration."""
+        for key in ("backbone", "head"):
+            if key not in lr:
+                raise ConfigError(
+                    f"MCGF.param_groups: lr needs keys 'backbone' and 'head', got {sorted(lr)}"
+                )
+        backbone = list(self.content.parameters())
+        if self.encoder is not None:
+            backbone += list(self.encoder.parameters())
+        ids = {id(p) for p in backbone}
+        head = [p for p in self.parameters() if id(p) not in ids]
+        return [
+            {"params": backbone, "lr": lr["backbone"], "name": "backbone"},
+            {"params": head, "lr": lr["head"], "name": "head"},
+        ]
+
+
+@register_model("mcgf")
+def build_mcgf(preset: str = "default", **overrides: Any) -> MCGF:
+    """``create_model("mcgf", preset="paper"|"default"|"smoke", **MCGFConfig overrides)``."""
+    return MCGF(MCGFConfig.preset(preset, **overrides))
+
+
+@register_model("mcgf_matching_only")
+def build_mcgf_matching_only(preset: str = "default", **overrides: Any) -> MCGF:
+    """The baseline: MCGF's matching branch alone (``restoration=False``), same presets."""
+    model = MCGF(MCGFConfig.preset(preset, **{**overrides, "restoration": False}))
+    model.registry_name = "mcgf_matching_only"
+    return model

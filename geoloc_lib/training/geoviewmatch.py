@@ -1,0 +1,342 @@
+"""Train and evaluate street-view → aerial models: GeoViewMatch and the InfoNCE baseline.
+
+``train_street_model`` wires a :class:`PairSet` (CVACT or CVUSA layout, GeoSynth by default)
+into the engine: datasets at the model's input sizes, geographic-neighbour batches, AdamW (+ ASAM
+for GeoViewMatch), a per-step warmup + cosine schedule, validation R@1 each epoch, and the
+augmentations as the engine's ``batch_transform`` (once per step, so ASAM's second pass sees the
+same views). The whole training step — the engine's loop calls exactly this::
+
+    batch = model.augment_batch(batch)                  # strong + weak views (GeoViewMatch)
+    loss = model.training_losses(batch)["loss"]         # 0.5 L_con + 0.25 L_ret1 + 0.25 L_ret2
+    loss.backward()
+    optimizer.step(closure)                             # ASAM: w+eps, re-run forward/backward, w, AdamW
+    scheduler.step()
+
+``evaluate_street_model`` embeds the ground images (queries) and aerial tiles (gallery) of a split
+and returns R@1/5/10/1% and, where UTM coordinates exist (CVACT), the meter-level metrics of
+GeoViewMatch's Tables 2 and 3.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from geoloc_lib.data.sources import DataSources
+from geoloc_lib.data.street import load_cvact, load_cvusa
+from geoloc_lib.data.street_torch import GeoNeighbourSampler, StreetPairDataset, ViewDataset
+from geoloc_lib.data.types import PairSet
+from geoloc_lib.engine import (
+    FitConfig,
+    extract_features,
+    fit,
+    load_checkpoint,
+    make_generator,
+    make_scheduler,
+    seed_everything,
+)
+from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.models import create_model
+from geoloc_lib.optim import build_adamw
+
+MODELS = ("geoviewmatch", "infonce_baseline")
+
+
+@dataclass
+class StreetTrainSettings:
+    """Optimisation settings of a preset (architectures live in the models' configs)."""
+
+    epochs: int
+    batch_size: int
+    lr_backbone: float
+    lr_head: float
+    weight_decay: float = 0.03
+    asam: bool = False
+    rho: float = 2.5
+    eta: float = 0.01
+    warmup_epochs: float = 0.0
+    group_size: int = 4  # geographic neighbours per group in a batch (coords only)
+    grad_clip: float | None = None
+    amp: str = "auto"
+    val_every: int = 1
+    max_val_pairs: int | None = 1000  # validation subset (the test split is evaluated in full)
+    eval_batch_size: int = 64
+
+
+TRAIN_PRESETS: dict[tuple[str, str], StreetTrainSettings] = {
+    # Paper §4.3: batch 32, 200 epochs, AdamW (0.9, 0.999), cosine, lr 1e-4 Swin / 2e-4 FA+head,
+    # ASAM. rho and eta are not given: GeoViewMatch follows TransGeo, which used rho = 2.5 with
+    # AdamW; eta = 0.01 is ASAM's default. Weight decay is not given: 0.03 (TransGeo's).
+    ("geoviewmatch", "paper"): StreetTrainSettings(200, 32, 1e-4, 2e-4, asam=True),
+    # CPU: random-init tiny SwinV2 needs larger steps than fine-tuning; sized for <= 15 min.
+    ("geoviewmatch", "default"): StreetTrainSettings(
+        8, 32, 1e-3, 2e-3, asam=True, rho=0.5, warmup_epochs=0.5, grad_clip=5.0
+    ),
+    ("geoviewmatch", "smoke"): StreetTrainSettings(1, 4, 1e-3, 2e-3, asam=True, rho=0.5),
+    # Sample4Geo's recipe: AdamW lr 1e-3, 1 warmup epoch, cosine, batch 128, 40 epochs.
+    ("infonce_baseline", "paper"): StreetTrainSettings(40, 128, 1e-3, 1e-3, warmup_epochs=1.0),
+    ("infonce_baseline", "default"): StreetTrainSettings(
+        16, 32, 2e-3, 2e-3, warmup_epochs=0.5, grad_clip=5.0
+    ),
+    ("infonce_baseline", "smoke"): StreetTrainSettings(1, 4, 1e-3, 1e-3),
+}
+
+
+@dataclass
+class StreetTrainResult:
+    """What :func:`train_street_model` returns."""
+
+    model: nn.Module
+    history: pd.DataFrame
+    checkpoint: Path | None
+    out_dir: Path | None
+    settings: StreetTrainSettings
+    model_config: dict
+    train_time_s: float
+
+
+def street_pairs(sources_or_root: DataSources | str | Path, split: str) -> PairSet:
+    """A split of a street dataset from DataSources, a CVACT/CVUSA root, or a GeoSynth root."""
+    if isinstance(sources_or_root, DataSources):
+        return sources_or_root.street(split)
+    root = Path(sources_or_root)
+    if (root / "ACT_data.mat").is_file():
+        return load_cvact(root, split)
+    if (root / "splits").is_dir():
+        return load_cvusa(root, "val" if split == "test" else split)
+    if (root / "CVACT" / "ACT_data.mat").is_file():  # a GeoSynth root: CVACT layout by default
+        return load_cvact(root / "CVACT", split)
+    raise ConfigError(
+        f"sources_or_root {root}: not a CVACT root (ACT_data.mat), a CVUSA root (splits/) or a "
+        "GeoSynth root (CVACT/ACT_data.mat); pass resolve_sources(...) or one of those folders"
+    )
+
+
+def _split_overrides(model: str, preset: str, overrides: dict[str, Any]) -> tuple[dict, dict]:
+    """Route ``**overrides`` to the training settings or the model config by field name."""
+    train_keys = {f.name for f in fields(StreetTrainSettings)}
+    train = {k: v for k, v in overrides.items() if k in train_keys}
+    model_cfg = {k: v for k, v in overrides.items() if k not in train_keys}
+    return train, model_cfg
+
+
+def _subset(pairs: PairSet, n: int | None) -> PairSet:
+    if n is None or len(pairs) <= n:
+        return pairs
+    return PairSet(
+        name=pairs.name,
+        ground=pairs.ground[:n],
+        aerial=pairs.aerial[:n],
+        ids=pairs.ids[:n],
+        coords=None if pairs.coords is None else pairs.coords[:n],
+    )
+
+
+def train_street_model(
+    sources_or_root: DataSources | str | Path,
+    model: str = "geoviewmatch",
+    preset: str = "default",
+    epochs: int | None = None,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    resume: bool | str | Path = False,
+    ablation: str | None = None,
+    max_steps_per_epoch: int | None = None,
+    keep_epoch_checkpoints: bool = False,
+    **overrides: Any,
+) -> StreetTrainResult:
+    """Train GeoViewMatch (``ablation``: BS, BS+CL, ..., f4+f3+f2) or the InfoNCE baseline.
+
+    ``**overrides`` are fields of :class:`StreetTrainSettings` (``batch_size``, ``lr_backbone``,
+    ``asam``, ...) or of the model's config (``stages``, ``contrastive``, ``ground_size``, ...).
+    Checkpoints and ``history.csv`` go to ``out_dir``; ``resume=True`` continues from there
+    (or ``resume=PATH`` from a given checkpoint, e.g. a ``checkpoint_epoch{N}.pt`` kept with
+    ``keep_epoch_checkpoints``).
+    """
+    if model not in MODELS:
+        raise ConfigError(f"parameter model: {choices_message('model', model, MODELS)}")
+    if (model, preset) not in TRAIN_PRESETS:
+        raise ConfigError(
+            f"parameter preset: {choices_message('preset', preset, ('paper', 'default', 'smoke'))}"
+        )
+    train_over, model_over = _split_overrides(model, preset, overrides)
+    settings = replace(TRAIN_PRESETS[(model, preset)], **train_over)
+    if epochs is not None:
+        settings = replace(settings, epochs=epochs)
+    if ablation is not None:
+        if model != "geoviewmatch":
+            raise ConfigError("parameter ablation: only GeoViewMatch has ablations")
+        model_over["ablation"] = ablation
+
+    train_pairs = street_pairs(sources_or_root, "train")
+    val_pairs = _subset(street_pairs(sources_or_root, "val"), settings.max_val_pairs)
+    seed_everything(seed)
+    net = create_model(model, preset=preset, **model_over)
+    cfg = net.cfg
+    small = cfg.ground_size[0] * cfg.ground_size[1] <= 128 * 640 // 4
+    train_ds = StreetPairDataset(train_pairs, cfg.ground_size, cfg.aerial_size, cache=small)
+    if len(train_ds) < settings.batch_size:
+        raise ConfigError(
+            f"{len(train_ds)} training pairs for batch_size={settings.batch_size}; lower batch_size"
+        )
+    sampler = GeoNeighbourSampler(
+        len(train_ds),
+        settings.batch_size,
+        train_pairs.coords,
+        group_size=settings.group_size,
+        seed=seed,
+    )
+    loader = DataLoader(
+        train_ds,
+        batch_size=settings.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=0,
+        generator=make_generator(seed),
+    )
+    optimizer = build_adamw(
+        net.param_groups({"backbone": settings.lr_backbone, "head": settings.lr_head}),
+        weight_decay=settings.weight_decay,
+        asam=settings.asam,
+        rho=settings.rho,
+        eta=settings.eta,
+    )
+    steps = len(loader) if max_steps_per_epoch is None else min(len(loader), max_steps_per_epoch)
+    scheduler = make_scheduler(
+        optimizer,
+        "cosine",
+        epochs=settings.epochs,
+        steps_per_epoch=steps,
+        warmup_epochs=settings.warmup_epochs,
+        interval="step",
+    )
+    val_ds = StreetPairDataset(val_pairs, cfg.ground_size, cfg.aerial_size, cache=small)
+
+    def validate(m: nn.Module, epoch: int) -> dict[str, float]:
+        metrics = _evaluate_dataset(m, val_ds, val_pairs, settings.eval_batch_size, device)
+        return {"val_R@1": metrics["R@1"], "val_R@1%": metrics["R@1%"]}
+
+    transform = getattr(net, "augment_batch", None)
+    config = FitConfig(
+        epochs=settings.epochs,
+        out_dir=out_dir,
+        seed=seed,
+        device=device,
+        amp=settings.amp,
+        grad_clip=settings.grad_clip,
+        scheduler_interval="step",
+        max_steps_per_epoch=max_steps_per_epoch,
+        val_every=settings.val_every,
+        monitor="val_R@1",
+        resume=resume,
+        keep_epoch_checkpoints=keep_epoch_checkpoints,
+        progress=progress,
+    )
+    t0 = time.perf_counter()
+    history = fit(
+        net,
+        loader,
+        optimizer,
+        config,
+        scheduler=scheduler,
+        validate=validate,
+        batch_transform=transform,
+    )
+    return StreetTrainResult(
+        model=net,
+        history=history.df,
+        checkpoint=history.checkpoint,
+        out_dir=Path(out_dir) if out_dir is not None else None,
+        settings=settings,
+        model_config=net.config_dict(),
+        train_time_s=time.perf_counter() - t0,
+    )
+
+
+def load_street_model(checkpoint: str | Path) -> nn.Module:
+    """Rebuild a GeoViewMatch / InfoNCE-baseline model from a ``fit`` checkpoint."""
+    ckpt = load_checkpoint(checkpoint)
+    name = ckpt.get("model_name")
+    cfg = dict(ckpt.get("model_config") or {})
+    if name not in MODELS or not cfg:
+        raise ConfigError(f"checkpoint {checkpoint} is not a GeoViewMatch/InfoNCE-baseline run")
+    cfg.update(pretrained=False, pretrained_file=None)  # the weights come from the checkpoint
+    model = create_model(name, **cfg)
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def _evaluate_dataset(
+    model: nn.Module,
+    ds: StreetPairDataset,
+    pairs: PairSet,
+    batch_size: int,
+    device: str,
+    progress: bool = False,
+) -> dict[str, float]:
+    from geoloc_lib.eval import evaluate_pairs
+
+    feats = {}
+    for view in ("ground", "aerial"):
+        loader = DataLoader(ViewDataset(ds, view), batch_size=batch_size, shuffle=False)
+        feats[view], _ = extract_features(model, loader, view, device=device, progress=progress)
+    return evaluate_pairs(
+        feats["ground"], feats["aerial"], gallery_coords=pairs.coords, progress=progress
+    )
+
+
+def evaluate_street_model(
+    checkpoint_or_model: str | Path | nn.Module,
+    sources: DataSources | str | Path | PairSet,
+    split: str = "test",
+    *,
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool = False,
+) -> dict[str, float]:
+    """R@1/5/10/1% (and meter-level metrics with coordinates) of street→aerial retrieval.
+
+    ``checkpoint_or_model``: a model with ``embed(images, view)`` (GeoViewMatch, the baseline,
+    :class:`StreetRawPixelMatcher`) or a checkpoint path. Input sizes come from ``model.cfg``
+    (``ground_size``, ``aerial_size``).
+    """
+    model = (
+        checkpoint_or_model
+        if isinstance(checkpoint_or_model, nn.Module)
+        else load_street_model(checkpoint_or_model)
+    )
+    pairs = sources if isinstance(sources, PairSet) else street_pairs(sources, split)
+    cfg = model.cfg
+    ds = StreetPairDataset(pairs, cfg.ground_size, cfg.aerial_size)
+    return _evaluate_dataset(model, ds, pairs, batch_size, device, progress)
+
+
+@dataclass
+class _RawCfg:
+    ground_size: tuple[int, int] = (32, 160)
+    aerial_size: tuple[int, int] = (64, 64)
+    grid: int = 8
+
+
+class StreetRawPixelMatcher(nn.Module):
+    """The floor: each image area-pooled to a ``grid``×``grid`` colour layout, mean-centred, L2."""
+
+    def __init__(self, **cfg: Any) -> None:
+        super().__init__()
+        self.cfg = _RawCfg(**cfg)
+
+    def embed(self, images: torch.Tensor, view: str) -> torch.Tensor:
+        x = nn.functional.adaptive_avg_pool2d(images, self.cfg.grid).flatten(1)
+        return nn.functional.normalize(x - x.mean(1, keepdim=True), dim=1)
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)

@@ -1,0 +1,190 @@
+"""Materialise weathered drone query sets on disk (University-1652-WX / University160k-WX style).
+
+``geoloc data weather --root DIR --condition NAME|mixed|all --seed N --out DIR`` writes
+``OUT/test/<query_folder>/<id>/<file>`` with the weather applied, plus ``OUT/weather.csv``
+(``id, file, condition, condition_idx``) so evaluation can break results down by weather.
+``all`` writes one such tree per condition under ``OUT/<condition>/``. Only the query folder is
+written: the gallery is the clean one of the source dataset.
+
+Each image's weather (and, for ``mixed``, its condition) is a pure function of ``seed`` and
+the image's index in the sorted query list, so the files do not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from geoloc_lib.data.images import read_image
+from geoloc_lib.data.types import ImageSet
+from geoloc_lib.errors import ConfigError, DatasetError, choices_message
+from geoloc_lib.weather import CONDITIONS, WeatherSynth, conditions_from_seeds
+
+SPECIAL = ("mixed", "all")
+
+
+def _query_set(root: Path, query_folder: str) -> ImageSet:
+    """The query images of ``root/test/<query_folder>`` via the University-1652 loader."""
+    from geoloc_lib.data import university
+
+    key = f"test/{query_folder}"
+    known = tuple(university.REQUIRED_SETS) + tuple(university.OPTIONAL_SETS)
+    if key in known:
+        return university.load_university1652(root, sets=(key,)).sets[key]
+    if not root.is_dir():
+        raise DatasetError(f"dataset root {root} does not exist")
+    return university.index_image_folder(root / "test" / query_folder, key)
+
+
+def image_seeds(seed: int, count: int) -> torch.Tensor:
+    """Per-image weather keys: image i of a set materialised with ``seed``."""
+    return torch.arange(count, dtype=torch.int64) + int(seed) * (1 << 32)
+
+
+def _to_tensor(images: list[Image.Image]) -> torch.Tensor:
+    arr = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _save(tensor: torch.Tensor, path: Path, quality: int) -> None:
+    arr = tensor.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(arr)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        image.save(path, quality=quality)
+    else:
+        image.save(path)
+
+
+def _write_one(
+    queries: ImageSet,
+    out: Path,
+    condition: str,
+    seed: int,
+    query_folder: str,
+    size: int | None,
+    batch_size: int,
+    quality: int,
+    progress: bool,
+    synth: WeatherSynth,
+) -> Path:
+    n = len(queries)
+    seeds = image_seeds(seed, n)
+    if condition == "mixed":
+        conds = conditions_from_seeds(seeds)
+    else:
+        conds = torch.full((n,), CONDITIONS.index(condition), dtype=torch.long)
+    rows = []
+    target = (size, size) if size else None
+    bar = tqdm(total=n, desc=f"weather {condition}", unit="img", disable=not progress)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        pil = [read_image(p, target) for p in queries.paths[start:stop]]
+        # Images of different sizes go through the transform in same-size groups.
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for offset, im in enumerate(pil):
+            by_size.setdefault(im.size, []).append(offset)
+        for offsets in by_size.values():
+            idx = torch.tensor([start + o for o in offsets])
+            batch = _to_tensor([pil[o] for o in offsets])
+            weathered, _ = synth(batch, conds[idx], seeds=seeds[idx])
+            for o, image in zip(offsets, weathered, strict=True):
+                src = queries.paths[start + o]
+                rel = Path("test") / query_folder / src.parent.name / src.name
+                _save(image, out / rel, quality)
+        for i in range(start, stop):
+            src = queries.paths[i]
+            c = int(conds[i])
+            rows.append(
+                {
+                    "id": src.parent.name,
+                    "file": (Path("test") / query_folder / src.parent.name / src.name).as_posix(),
+                    "condition": CONDITIONS[c],
+                    "condition_idx": c,
+                }
+            )
+        bar.update(stop - start)
+    bar.close()
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["id", "file", "condition", "condition_idx"]).to_csv(
+        out / "weather.csv", index=False
+    )
+    return out
+
+
+def materialise_weather_queries(
+    root: str | Path,
+    out: str | Path,
+    condition: str = "mixed",
+    seed: int = 0,
+    query_folder: str = "query_drone",
+    size: int | None = None,
+    progress: bool = True,
+    batch_size: int = 16,
+    quality: int = 95,
+    reference_size: int | None = None,
+) -> Path:
+    """Write a weathered copy of ``root/test/<query_folder>`` under ``out`` and return ``out``.
+
+    ``condition``: one of :data:`CONDITIONS` (every query gets it), ``mixed`` (a random
+    condition per query, recorded in ``weather.csv``) or ``all`` (one tree per condition
+    under ``out/<condition>/``). ``size``: resize to size x size first (None keeps the source
+    size, as the published sets do: weather is applied before resizing).
+    """
+    if condition not in CONDITIONS and condition not in SPECIAL:
+        raise ConfigError(choices_message("--condition", condition, CONDITIONS + SPECIAL))
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    root, out = Path(root), Path(out)
+    if out.resolve() == root.resolve():
+        raise ConfigError(f"--out {out} is the dataset root; choose a separate output folder")
+    queries = _query_set(root, query_folder)
+    synth = WeatherSynth(reference_size=reference_size)
+    options = (size, batch_size, quality, progress, synth)
+    if condition == "all":
+        for name in CONDITIONS:
+            _write_one(queries, out / name, name, seed, query_folder, *options)
+        return out
+    return _write_one(queries, out, condition, seed, query_folder, *options)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="University-1652-layout dataset root")
+    parser.add_argument("--out", required=True, help="output folder (a new dataset-layout tree)")
+    parser.add_argument(
+        "--condition",
+        default="mixed",
+        help=f"one of {', '.join(CONDITIONS)}, or 'mixed' (random per query) or 'all'",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="weather seed (default 0)")
+    parser.add_argument("--query-folder", default="query_drone", help="folder under test/")
+    parser.add_argument("--size", type=int, default=None, help="resize to SIZE x SIZE first")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
+    parser.add_argument(
+        "--reference-size", type=int, default=None, help="draw particles as at this size"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    out = materialise_weather_queries(
+        args.root,
+        args.out,
+        condition=args.condition,
+        seed=args.seed,
+        query_folder=args.query_folder,
+        size=args.size,
+        progress=not args.no_progress,
+        batch_size=args.batch_size,
+        quality=args.quality,
+        reference_size=args.reference_size,
+    )
+    print(f"wrote weathered queries under {out}")
+    return 0

@@ -1,0 +1,142 @@
+"""ASAM: one ``step(closure)`` equals the hand-written two-step algorithm; engine integration."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from geoloc_lib.errors import ConfigError
+from geoloc_lib.optim import ASAM, build_adamw
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(16, 4, generator=g), torch.randn(16, 2, generator=g)
+
+
+def _loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return ((net(x) - y) ** 2).mean()
+
+
+@pytest.mark.parametrize("base", ["sgd", "adamw"])
+def test_one_asam_step_equals_the_two_step_algorithm(base: str) -> None:
+    rho, eta, lr = 0.5, 0.01, 0.1
+    x, y = _batch()
+    make = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=lr, momentum=0.9),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=lr, weight_decay=0.01),
+    }[base]
+
+    # Library: first backward, then step(closure).
+    net = _net()
+    ref = copy.deepcopy(net)
+    opt = ASAM(make(net.parameters()), rho=rho, eta=eta)
+    _loss(net, x, y).backward()
+
+    def closure() -> torch.Tensor:
+        loss = _loss(net, x, y)
+        loss.backward()
+        return loss.detach()
+
+    opt.step(closure)
+
+    # By hand: eps = rho T² g / ‖T g‖, T = |w| + eta; gradient at w + eps; restore; base step.
+    params = list(ref.parameters())
+    grads = torch.autograd.grad(_loss(ref, x, y), params)
+    with torch.no_grad():
+        t = [p.abs() + eta for p in params]
+        norm = torch.sqrt(sum(((ti * gi) ** 2).sum() for ti, gi in zip(t, grads, strict=True)))
+        eps = [rho * ti**2 * gi / norm for ti, gi in zip(t, grads, strict=True)]
+        w0 = [p.clone() for p in params]
+        for p, e in zip(params, eps, strict=True):
+            p.add_(e)
+    grads_at_eps = torch.autograd.grad(_loss(ref, x, y), params)
+    with torch.no_grad():
+        for p, w in zip(params, w0, strict=True):
+            p.copy_(w)
+    base_opt = make(params)
+    for p, gr in zip(params, grads_at_eps, strict=True):
+        p.grad = gr.clone()
+    base_opt.step()
+
+    for got, want in zip(net.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    # The step actually moved the weights, and differently from a plain base step.
+    plain = _net()
+    plain_opt = make(plain.parameters())
+    _loss(plain, x, y).backward()
+    plain_opt.step()
+    assert not torch.allclose(next(net.parameters()), next(_net().parameters()))
+    assert not torch.allclose(next(net.parameters()), next(plain.parameters()))
+
+
+def test_eta_zero_and_rho_scale_the_perturbation() -> None:
+    x, y = _batch()
+    net = _net()
+    opt = ASAM(torch.optim.SGD(net.parameters(), lr=0.1), rho=0.05, eta=0.0)
+    _loss(net, x, y).backward()
+    before = [p.clone() for p in net.parameters()]
+    moved = opt.ascent()
+    # ‖T⁻¹ eps‖ = rho: the perturbation has radius rho in the adaptive metric.
+    with torch.no_grad():
+        r = torch.sqrt(
+            sum(
+                ((e / (p0.abs() + 0.0)) ** 2).sum()
+                for (_, e), p0 in zip(moved, before, strict=True)
+            )
+        )
+    assert r.item() == pytest.approx(0.05, rel=1e-4)
+    opt.restore(moved)
+    for p, b in zip(net.parameters(), before, strict=True):
+        torch.testing.assert_close(p, b)
+
+
+def test_asam_shares_groups_with_base_and_checks_arguments() -> None:
+    net = _net()
+    opt = build_adamw([{"params": net.parameters(), "lr": 1e-3, "name": "all"}], asam=True, rho=2.5)
+    assert isinstance(opt, ASAM) and opt.requires_closure
+    opt.param_groups[0]["lr"] = 5e-4  # what a scheduler does
+    assert opt.base.param_groups[0]["lr"] == 5e-4
+    with pytest.raises(ConfigError, match="closure"):
+        opt.step()
+    with pytest.raises(ConfigError, match="rho"):
+        ASAM(torch.optim.SGD(net.parameters(), lr=0.1), rho=0.0)
+    state = opt.state_dict()
+    opt.load_state_dict(state)
+    assert opt.rho == 2.5
+
+
+def test_asam_through_the_engine_reduces_the_loss() -> None:
+    from geoloc_lib.engine import FitConfig, fit
+
+    class Reg(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = _net()
+
+        def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {"loss": _loss(self.net, batch["x"], batch["y"])}
+
+    x, y = _batch()
+    model = Reg()
+    start = _loss(model.net, x, y).item()
+    loader = [{"x": x, "y": y}] * 10
+    opt = build_adamw([{"params": model.parameters(), "lr": 1e-2}], weight_decay=0.0, asam=True)
+    hist = fit(model, loader, opt, FitConfig(epochs=2, device="cpu", progress=False, seed=0))
+    assert hist.records[-1]["loss"] < start
+
+
+def test_asam_groups_stay_shared_after_load_state_dict() -> None:
+    net = _net()
+    opt = build_adamw([{"params": net.parameters(), "lr": 1e-3}], asam=True)
+    opt.load_state_dict(opt.state_dict())
+    opt.param_groups[0]["lr"] = 7e-4
+    assert opt.base.param_groups[0]["lr"] == 7e-4

@@ -1,0 +1,214 @@
+"""MCGF: shapes at paper and tiny sizes, losses, DDIM inference, pretrained rules, data, training."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from geoloc_lib.data.university import load_university1652
+from geoloc_lib.data.university_torch import ShardedSampler, UniversityTrainSet
+from geoloc_lib.errors import ConfigError
+from geoloc_lib.models import create_model
+from geoloc_lib.models.backbones import create_backbone
+from geoloc_lib.models.mcgf import MCGFConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from layouts import make_university1652  # noqa: E402
+
+
+def _batch(size: int, b: int = 4, classes: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    img = lambda: torch.rand(b, 3, size, size, generator=g)  # noqa: E731
+    return {
+        "drone": img(),
+        "drone_weather": img(),
+        "satellite": img(),
+        "label": torch.randint(0, classes, (b,), generator=g),
+    }
+
+
+def test_paper_size_architecture_on_meta_device():
+    # The real paper-size modules (Swin-T, EVA-02 base at 448) built without allocating weights.
+    with torch.device("meta"):
+        model = create_model("mcgf", preset="paper", pretrained=False, num_classes=701)
+    b = {k: v.to("meta") for k, v in _batch(448, b=2, classes=701).items()}
+    with torch.no_grad():
+        out = model.training_losses(b)
+        restored = model.denoise(b["drone_weather"] * 2 - 1, torch.zeros(2, dtype=torch.long))
+        sat = model.embed(b["satellite"], "satellite")
+    assert isinstance(model.encoder, timm.models.swin_transformer.SwinTransformer)
+    assert isinstance(model.content, timm.models.eva.Eva)
+    assert model.content.patch_embed.img_size == (448, 448)
+    assert model.content.num_features == 768 and len(model.content.blocks) == 12
+    assert [len(s.blocks) for s in model.encoder.layers] == [2, 2, 6, 2]
+    assert model.encoder.num_features == 768
+    assert restored.shape == (2, 3, 448, 448)
+    assert sat.shape == (2, 512)
+    assert out["loss"].shape == () and set(out) == {"loss", "res", "mat", "cls"}
+    assert model.head.dense2.out_features == 701
+    n = sum(p.numel() for p in model.content.parameters())
+    assert 85e6 < n < 90e6  # EVA-02 base
+
+
+@pytest.mark.parametrize("name", ["mcgf", "mcgf_matching_only"])
+def test_tiny_forward_backward_reaches_every_parameter(name):
+    torch.manual_seed(0)
+    model = create_model(name, preset="smoke", num_classes=5)
+    out = model.training_losses(_batch(model.cfg.img_size))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert no_grad == []
+    groups = model.param_groups({"backbone": 0.01, "head": 0.1})
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    assert (name == "mcgf") == (model.encoder is not None)
+
+
+def test_loss_terms():
+    torch.manual_seed(0)
+    model = create_model("mcgf", preset="smoke", num_classes=5, w_res=0.0, w_mat=0.0)
+    batch = _batch(model.cfg.img_size)
+    out = model.training_losses(batch)
+    torch.testing.assert_close(out["loss"], out["cls"])
+
+    # A perfect restorer makes L_res and L_mat exactly zero.
+    model.denoise = lambda z_t, t: batch["drone"] * 2 - 1
+    out = model.training_losses(batch)
+    assert float(out["res"]) == 0.0 and float(out["mat"]) < 1e-10
+
+    # L_res is the MSE between the clean image and the restoration.
+    model.denoise = lambda z_t, t: torch.zeros_like(z_t)  # mid-grey after (x + 1) / 2
+    out = model.training_losses(batch)
+    torch.testing.assert_close(out["res"], ((batch["drone"] - 0.5) ** 2).mean())
+
+
+def test_matching_loss_stops_gradient_at_the_clean_target():
+    torch.manual_seed(0)
+    model = create_model("mcgf", preset="smoke", num_classes=5, w_res=0.0, w_cls=0.0)
+    batch = _batch(model.cfg.img_size)
+    batch["drone"].requires_grad_(True)
+    batch["drone_weather"].requires_grad_(True)
+    model.training_losses(batch)["loss"].backward()
+    assert batch["drone"].grad is None or float(batch["drone"].grad.abs().sum()) == 0.0
+    assert float(batch["drone_weather"].grad.abs().sum()) > 0
+
+
+def test_ddim_inference_is_deterministic_and_multi_step():
+    torch.manual_seed(0)
+    model = create_model("mcgf", preset="smoke", num_classes=5).eval()
+    x = torch.rand(3, 3, model.cfg.img_size, model.cfg.img_size)
+    with torch.no_grad():
+        assert torch.allclose(model.restore_query(x)[-1], x, atol=3e-3)  # identity at init
+    torch.nn.init.normal_(model.restore.deconv3[0].weight, std=0.2)  # make the steps differ
+    with torch.no_grad():
+        preds = model.restore_query(x)
+        f1, f2 = model.embed(x, "drone"), model.embed(x, "drone")
+        model.cfg.pool_steps = True
+        pooled = model.embed(x, "drone")
+    # t_start=10, 2 steps: timesteps 10, 5, 0 -> three x0 predictions in [0, 1]
+    assert len(preds) == 3 and all(p.shape == x.shape for p in preds)
+    assert not torch.allclose(preds[0], preds[-1])
+    assert all(float(p.min()) >= 0 and float(p.max()) <= 1 for p in preds)
+    assert torch.equal(f1, f2)
+    torch.testing.assert_close(f1.norm(dim=1), torch.ones(3))
+    assert not torch.allclose(pooled, f1)
+    with pytest.raises(ConfigError, match="view"):
+        model.embed(x, "street")
+
+
+def test_pretrained_rules(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOLOC_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="pretrained_file"):
+        create_model("mcgf", preset="smoke", num_classes=5, pretrained=True)
+    arch = dict(MCGFConfig.preset("smoke").content_arch, img_size=32, num_classes=0)
+    ref = create_backbone("eva02_base_patch14_448", **arch)
+    assert ref.weights_source == "random"
+    path = tmp_path / "eva.pth"
+    torch.save(ref.state_dict(), path)
+    loaded = create_backbone(
+        "eva02_base_patch14_448", pretrained=True, pretrained_file=path, **arch
+    )
+    assert loaded.weights_source == f"file:{path}"
+    for a, b in zip(ref.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="does not exist"):
+        create_backbone("eva02_base_patch14_448", pretrained_file=tmp_path / "missing.pth")
+    with pytest.raises(ConfigError, match="unknown timm model"):
+        create_backbone("no_such_net")
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="valid keys"):
+        MCGFConfig.preset("smoke", wrong_key=1)
+    with pytest.raises(ConfigError, match="preset"):
+        MCGFConfig.preset("huge")
+    with pytest.raises(ConfigError, match="t_start"):
+        MCGFConfig.preset("smoke", t_start=100)
+
+
+def test_sharded_sampler_partitions_and_is_seeded():
+    full = list(ShardedSampler(10, seed=1, views=[3] * 10, rank=0, world_size=1))
+    shards = [
+        list(ShardedSampler(10, seed=1, views=[3] * 10, rank=r, world_size=3)) for r in range(3)
+    ]
+    assert all(len(s) == 4 for s in shards)  # 10 padded to 12
+    merged = [x for pos in zip(*shards, strict=True) for x in pos]
+    assert merged[:10] == full  # padding repeats the first items (with a fresh view draw)
+    assert [i for i, _ in merged[10:]] == [i for i, _ in full[:2]]
+    assert all(0 <= v < 3 for _, v in full)
+    s = ShardedSampler(10, seed=1)
+    first = list(s)
+    s.set_epoch(1)
+    assert list(s) != first and sorted(s) == list(range(10))
+    s.set_epoch(0)
+    assert list(s) == first
+
+
+def test_train_set_items(tmp_path):
+    root = make_university1652(tmp_path / "u", train_ids=(1, 2, 3), views=2)
+    data = load_university1652(root)
+    ds = UniversityTrainSet(data.sets["train/drone"], data.sets["train/satellite"], 24, cache=True)
+    item = ds[(2, 1)]
+    assert item["drone"].shape == (3, 24, 24) and item["satellite"].shape == (3, 24, 24)
+    assert item["label"] == 2 and item["location"] == 3
+    assert 0 <= float(item["drone"].min()) and float(item["drone"].max()) <= 1
+    assert torch.equal(ds[(2, 1)]["drone"], item["drone"])  # cached and deterministic
+
+
+def test_train_and_evaluate_end_to_end(tmp_path):
+    from geoloc_lib.training.mcgf import RawPixelMatcher, evaluate_mcgf, train_mcgf
+
+    root = make_university1652(tmp_path / "u", train_ids=range(1, 9), test_ids=(10, 11), views=2)
+    res = train_mcgf(
+        root,
+        preset="smoke",
+        epochs=1,
+        out_dir=tmp_path / "run",
+        device="cpu",
+        progress=False,
+        val_queries=2,
+        max_steps_per_epoch=2,
+    )
+    assert res.checkpoint.is_file() and (tmp_path / "run" / "history.csv").is_file()
+    assert {"loss", "res", "mat", "cls", "val_r1"} <= set(res.history.columns)
+    df = evaluate_mcgf(
+        res.checkpoint,
+        root,
+        conditions=("normal", "rain"),
+        tasks=("drone->satellite",),
+        device="cpu",
+        progress=False,
+    )
+    assert list(df["condition"]) == ["normal", "rain", "mean"]
+    assert df[["R@1", "AP"]].apply(np.isfinite).all().all()
+    assert ((df["R@1"] >= 0) & (df["R@1"] <= 100)).all()
+    raw = evaluate_mcgf(
+        RawPixelMatcher(8, img_size=16), root, conditions=("normal",), device="cpu", progress=False
+    )
+    assert set(raw["task"]) == {"drone->satellite", "satellite->drone"}
