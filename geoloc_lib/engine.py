@@ -232,6 +232,9 @@ class FitConfig:
         keep_epoch_checkpoints: also keep ``checkpoint_epoch{N}.pt`` for every epoch.
         progress: tqdm bar on stderr; None -> on unless ``GEOLOC_QUIET=1`` (notebook runs).
         nonfinite: ``"stop"`` raises :class:`NonFiniteLossError` on a NaN/inf loss or gradient.
+        num_threads: ``torch.set_num_threads`` for the run (None leaves it). On a CPU shared with
+            other jobs, fewer threads than cores avoids OpenMP oversubscription, which was
+            measured to slow a step ~80x on this project's 2-core machine.
     """
 
     epochs: int = 1
@@ -248,6 +251,7 @@ class FitConfig:
     keep_epoch_checkpoints: bool = False
     progress: bool | None = None
     nonfinite: str = "stop"
+    num_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -452,6 +456,8 @@ def fit(
     if out_dir is not None and info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
 
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
     model.to(device)
     seed_everything(config.seed + info.rank)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")

@@ -15,7 +15,7 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
 
     def cell(v: object) -> str:
         if isinstance(v, float):
-            return format(v, floatfmt)
+            return "—" if v != v else format(v, floatfmt)  # NaN: metric not defined here
         return str(v)
 
     header = "| " + " | ".join(str(c) for c in df.columns) + " |"

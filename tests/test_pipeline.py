@@ -15,7 +15,11 @@ def _notebook(path, body: str) -> None:
         nbformat.v4.new_code_cell("x = 1\nname = 'a'", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(body),
     ]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, path)
 
 
@@ -23,14 +27,23 @@ def _notebook(path, body: str) -> None:
 def notebooks(tmp_path):
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    _notebook(folder / "00_first.ipynb", "import os\nprint(x * 2, name, os.getcwd().endswith('notebooks'))")
+    _notebook(
+        folder / "00_first.ipynb",
+        "import os\nprint(x * 2, name, os.getcwd().endswith('notebooks'))",
+    )
     _notebook(folder / "01_second.ipynb", "assert x == 1, f'x is {x}'")
     return folder
 
 
 def _profiles(**params):
-    return {"p": {"notebooks": {"00_first": {"x": 1, "name": "a", **params},
-                                "01_second": {"x": 1, "name": "a"}}}}
+    return {
+        "p": {
+            "notebooks": {
+                "00_first": {"x": 1, "name": "a", **params},
+                "01_second": {"x": 1, "name": "a"},
+            }
+        }
+    }
 
 
 def test_run_executes_in_order_into_out_dir(notebooks, tmp_path, monkeypatch):
@@ -61,6 +74,8 @@ def _resolver(profiles):
     from geoloc_lib.profiles import resolve_profile
 
     def resolve(profile, only=None, overrides=None, notebooks_dir=None):
-        return resolve_profile(profile, only, overrides, notebooks_dir=notebooks_dir, profiles=profiles)
+        return resolve_profile(
+            profile, only, overrides, notebooks_dir=notebooks_dir, profiles=profiles
+        )
 
     return resolve

@@ -65,3 +65,16 @@ def test_profile_with_unknown_or_missing_key_is_rejected():
     params.pop("seed")
     with pytest.raises(ConfigError, match=r"missing parameters \['seed'\]"):
         resolve_profile("x", only=["00"], profiles={"x": {"notebooks": {"00_data_prep": params}}})
+
+
+def test_papermill_parses_every_parameter():
+    # papermill's own parser (used for injection warnings and `papermill --help-notebook`)
+    # chokes on some comments, e.g. an '=' after '#'; keep the parameters cells parseable.
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    for notebook in list_notebooks():
+        nb = nbformat.read(notebook, as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        parsed = {p.name for p in PythonTranslator.inspect(cell)}
+        assert parsed == set(notebook_parameters(notebook)), notebook.name

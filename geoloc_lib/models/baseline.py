@@ -10,14 +10,15 @@ fixed size (Swin, ViT) get tied per-view instances through :class:`SiameseBackbo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.config import resolve_preset
+from geoloc_lib.errors import ConfigError
 from geoloc_lib.losses import SymmetricInfoNCE
 from geoloc_lib.models import register_model
 from geoloc_lib.models.geoviewmatch import IMAGENET_MEAN, IMAGENET_STD, SiameseBackbone
@@ -41,17 +42,7 @@ class InfoNCEBaselineConfig:
 
     @classmethod
     def preset(cls, name: str = "default", **overrides: Any) -> InfoNCEBaselineConfig:
-        if name not in PRESETS:
-            raise ConfigError(
-                f"InfoNCE baseline preset: {choices_message('preset', name, PRESETS)}"
-            )
-        valid = {f.name for f in fields(cls)}
-        bad = sorted(set(overrides) - valid)
-        if bad:
-            raise ConfigError(
-                f"unknown infonce_baseline config key(s) {bad}; valid keys: {', '.join(sorted(valid))}"
-            )
-        return replace(PRESETS[name], **overrides)
+        return resolve_preset(PRESETS, name, overrides, "infonce_baseline")
 
     def to_dict(self) -> dict:
         return asdict(self)

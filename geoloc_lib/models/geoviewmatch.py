@@ -30,7 +30,7 @@ triplet loss of (ground, aerial).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -43,6 +43,7 @@ from geoloc_lib.augment import (
     rotate_aerial_and_shift_panorama,
     strong_augment,
 )
+from geoloc_lib.config import resolve_preset
 from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.losses import contrastive_loss, soft_margin_triplet
 from geoloc_lib.models import register_model
@@ -110,15 +111,7 @@ class GeoViewMatchConfig:
 
     @classmethod
     def preset(cls, name: str = "default", **overrides: Any) -> GeoViewMatchConfig:
-        if name not in PRESETS:
-            raise ConfigError(f"GeoViewMatch preset: {choices_message('preset', name, PRESETS)}")
-        valid = {f.name for f in fields(cls)}
-        bad = sorted(set(overrides) - valid)
-        if bad:
-            raise ConfigError(
-                f"unknown GeoViewMatch config key(s) {bad}; valid keys: {', '.join(sorted(valid))}"
-            )
-        return replace(PRESETS[name], **overrides)
+        return resolve_preset(PRESETS, name, overrides, "GeoViewMatch")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -54,13 +54,14 @@ satellite and the *weathered* drone image (registered as ``mcgf_matching_only``)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geoloc_lib.config import resolve_preset
 from geoloc_lib.diffusion import NoiseSchedule, ddim_sample, q_sample
 from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.models import register_model
@@ -132,15 +133,7 @@ class MCGFConfig:
     @classmethod
     def preset(cls, name: str = "default", **overrides: Any) -> MCGFConfig:
         """A preset with ``overrides`` applied; unknown keys are rejected with the valid list."""
-        if name not in PRESETS:
-            raise ConfigError(f"MCGF preset: {choices_message('preset', name, PRESETS)}")
-        valid = {f.name for f in fields(cls)}
-        bad = sorted(set(overrides) - valid)
-        if bad:
-            raise ConfigError(
-                f"unknown MCGF config key(s) {bad}; valid keys: {', '.join(sorted(valid))}"
-            )
-        return replace(PRESETS[name], **overrides)
+        return resolve_preset(PRESETS, name, overrides, "MCGF")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
