@@ -40,6 +40,23 @@ def random_features(n: int, dim: int, seed: int) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(n, dim, generator=gen), dim=1)
 
 
+def _matcher_features(
+    query_paths: Sequence[Path], gallery_paths: Sequence[Path], size: int, seed: int, progress: bool
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(query, gallery) features of each trivial matcher."""
+    dim = 3 * size * size
+    return {
+        "raw pixels": (
+            raw_pixel_features(query_paths, size, progress),
+            raw_pixel_features(gallery_paths, size, progress),
+        ),
+        "random": (
+            random_features(len(query_paths), dim, seed),
+            random_features(len(gallery_paths), dim, seed + 1),
+        ),
+    }
+
+
 def trivial_matchers(
     sources: DataSources, size: int = 16, seed: int = 0, progress: bool = False
 ) -> pd.DataFrame:
@@ -53,32 +70,15 @@ def trivial_matchers(
     rows = []
     for task in ("drone->satellite", "satellite->drone"):
         query, gallery = uni.task(task)
-        feats = {
-            "raw pixels": (
-                raw_pixel_features(query.paths, size, progress),
-                raw_pixel_features(gallery.paths, size, progress),
-            ),
-            "random": (
-                random_features(len(query), 3 * size * size, seed),
-                random_features(len(gallery), 3 * size * size, seed + 1),
-            ),
-        }
+        feats = _matcher_features(query.paths, gallery.paths, size, seed, progress)
         for matcher, (qf, gf) in feats.items():
             m = evaluate_university1652(qf, gf, query.labels, gallery.labels, progress=False)
             rows.append({"task": task, "matcher": matcher, "queries": len(query),
                          "gallery": len(gallery), **m})  # fmt: skip
     pairs = sources.street("test")
-    feats = {
-        "raw pixels": (
-            raw_pixel_features(pairs.ground, size, progress),
-            raw_pixel_features(pairs.aerial, size, progress),
-        ),
-        "random": (
-            random_features(len(pairs), 3 * size * size, seed),
-            random_features(len(pairs), 3 * size * size, seed + 1),
-        ),
-    }
-    for matcher, (qf, gf) in feats.items():
+    for matcher, (qf, gf) in _matcher_features(
+        pairs.ground, pairs.aerial, size, seed, progress
+    ).items():
         m = evaluate_pairs(qf, gf, progress=False)
         rows.append({"task": "street->aerial", "matcher": matcher, "queries": len(pairs),
                      "gallery": len(pairs), **m})  # fmt: skip
