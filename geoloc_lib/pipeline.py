@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from geoloc_lib.errors import GeolocError
-from geoloc_lib.paths import EXECUTED_DIR, NOTEBOOKS_DIR
+from geoloc_lib.paths import EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from geoloc_lib.profiles import ResolvedRun, resolve_profile
 
 KERNEL = "python3"
@@ -73,7 +73,34 @@ def execute(run: ResolvedRun, out_dir: Path, progress: bool = True) -> Path:
             f"notebook {run.notebook.name} failed in {_failing_cell(output)}: "
             f"{err.ename}: {err.evalue}\n  executed copy with the traceback: {output}"
         ) from err
+    _stable_metadata(output)
     return output
+
+
+def _stable_metadata(output: Path) -> None:
+    """Drop what differs between identical reruns: timestamps, durations, this machine's paths.
+
+    The committed executed notebooks then change only when results change.
+    """
+    import nbformat
+
+    nb = nbformat.read(output, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("start_time", "end_time", "duration"):
+        meta.pop(key, None)
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            path = Path(meta[key]).resolve()
+            meta[key] = (
+                str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else path.name
+            )
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        for key in ("start_time", "end_time", "duration"):
+            cell.metadata.get("papermill", {}).pop(key, None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"  # papermill draws a random id
+    nbformat.write(nb, output)
 
 
 def run_pipeline(

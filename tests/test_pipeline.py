@@ -58,6 +58,11 @@ def test_run_executes_in_order_into_out_dir(notebooks, tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "42 b True" in text  # parameters injected, cwd = the notebooks folder
     assert (notebooks / "00_first.ipynb").read_text() == before  # notebooks/ untouched
+    assert not executed.metadata["papermill"]["input_path"].startswith("/")  # no machine paths
+    # Reruns write identical files: no timestamps, no random cell ids.
+    first = (out / "01_second.ipynb").read_bytes()
+    run_pipeline("p", only=["01"], notebooks_dir=notebooks, out_dir=out, progress=False)
+    assert (out / "01_second.ipynb").read_bytes() == first
 
 
 def test_failure_names_notebook_and_cell(notebooks, tmp_path, monkeypatch):
