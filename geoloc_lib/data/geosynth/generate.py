@@ -85,42 +85,29 @@ def plan(profile: GeoSynthProfile, seed: int, out: Path) -> list[CampusTask]:
             street_ids.setdefault(c, {})[split] = list(range(pair, pair + quota))
             pair += quota
     index = 0
-    for c in range(profile.train_campuses):
-        ids = [f"{train_base + c * n_loc + k:04d}" for k in range(n_loc)]
-        origin = (UTM_BASE[0] + c * DISTRICT_PITCH_M, UTM_BASE[1])
-        tasks.append(
-            _task(
-                index,
-                f"train-{c}",
-                "train",
-                origin,
-                profile.campus_px,
-                ids,
-                street_ids[index],
-                seed,
-                profile,
-                out,
+    # Train districts in the west, test districts 12 pitches east (72 km): disjoint areas.
+    for split, campuses, id_base, pitch_offset in (
+        ("train", profile.train_campuses, train_base, 0),
+        ("test", profile.test_campuses, test_base, 12),
+    ):
+        for c in range(campuses):
+            ids = [f"{id_base + c * n_loc + k:04d}" for k in range(n_loc)]
+            origin = (UTM_BASE[0] + (c + pitch_offset) * DISTRICT_PITCH_M, UTM_BASE[1])
+            tasks.append(
+                _task(
+                    index,
+                    f"{split}-{c}",
+                    split,
+                    origin,
+                    profile.campus_px,
+                    ids,
+                    street_ids[index],
+                    seed,
+                    profile,
+                    out,
+                )
             )
-        )
-        index += 1
-    for c in range(profile.test_campuses):
-        ids = [f"{test_base + c * n_loc + k:04d}" for k in range(n_loc)]
-        origin = (UTM_BASE[0] + (c + 12) * DISTRICT_PITCH_M, UTM_BASE[1])
-        tasks.append(
-            _task(
-                index,
-                f"test-{c}",
-                "test",
-                origin,
-                profile.campus_px,
-                ids,
-                street_ids[index],
-                seed,
-                profile,
-                out,
-            )
-        )
-        index += 1
+            index += 1
     n_tile = profile.distractor_grid**2
     for c in range(profile.distractor_campuses):
         ids = [f"{distractor_base + c * n_tile + k:04d}" for k in range(n_tile)]
