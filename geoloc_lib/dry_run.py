@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from geoloc_lib.data.sources import resolve_sources
+from geoloc_lib.errors import ConfigError
 from geoloc_lib.profiles import ResolvedRun
+from geoloc_lib.training.runs import check_config, check_model
 
 
 def _data_checks(params: dict, base: Path) -> list[str]:
@@ -40,7 +42,20 @@ def _data_checks(params: dict, base: Path) -> list[str]:
     return notes
 
 
+def _model_checks(params: dict) -> list[str]:
+    """Build (on the meta device) every model a training notebook's parameters name."""
+    if "models" not in params or "preset" not in params:
+        return []
+    overrides = params.get("overrides") or {}
+    for name in overrides:
+        check_model(name)
+    return [check_config(m, params["preset"], overrides.get(m)) for m in params["models"]]
+
+
 def check_run(run: ResolvedRun, profile: str) -> list[str]:
     """Raise on an invalid configuration; return notes on what was checked."""
     base = run.notebook.parent
-    return _data_checks(run.parameters, base)
+    try:
+        return _data_checks(run.parameters, base) + _model_checks(run.parameters)
+    except ConfigError as err:
+        raise ConfigError(f"profile {profile!r}, notebook {run.notebook.stem}: {err}") from err

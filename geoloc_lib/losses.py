@@ -67,6 +67,14 @@ def contrastive_loss(strong: Tensor, weak: Tensor, alpha: float = 10.0) -> Tenso
     return soft_margin_triplet(strong, weak, alpha)
 
 
+def first_occurrence(labels: Tensor) -> Tensor:
+    """Boolean mask of the entries of ``labels`` that are the first with their value."""
+    _, inverse = torch.unique(labels, return_inverse=True)
+    pos = torch.arange(labels.shape[0], device=labels.device)
+    first = torch.full_like(pos, labels.shape[0]).scatter_reduce(0, inverse, pos, "amin")
+    return first[inverse] == pos
+
+
 class SymmetricInfoNCE(nn.Module):
     """Symmetric InfoNCE with a learnable logit scale and label smoothing (Sample4Geo).
 
@@ -93,8 +101,13 @@ class SymmetricInfoNCE(nn.Module):
     def scale(self) -> Tensor:
         return self.log_scale.exp().clamp(max=self.max_scale)
 
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+    def forward(self, a: Tensor, b: Tensor, labels: Tensor | None = None) -> Tensor:
+        """``a[i]``, ``b[i]`` are a positive pair; with ``labels``, rows repeating an earlier
+        row's label are dropped (a repeated location would otherwise be its own negative)."""
         _check_pair(a, b, "SymmetricInfoNCE")
+        if labels is not None:
+            keep = first_occurrence(labels)
+            a, b = a[keep], b[keep]
         logits = self.scale * (a.float() @ b.float().t())
         target = torch.arange(a.shape[0], device=a.device)
         ls = self.label_smoothing

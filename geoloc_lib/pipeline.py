@@ -15,6 +15,7 @@ from pathlib import Path
 from geoloc_lib.errors import GeolocError
 from geoloc_lib.paths import EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from geoloc_lib.profiles import ResolvedRun, resolve_profile
+from geoloc_lib.reports_index import write_reports_index
 
 KERNEL = "python3"
 
@@ -134,6 +135,11 @@ def run_pipeline(
         outputs.append(execute(run, out_dir, progress=progress))
         print(f"[{i}/{len(runs)}] {run.notebook.name} done in {time.perf_counter() - start:.1f} s")
     print(f"all {len(runs)} notebook(s) done in {time.perf_counter() - total:.1f} s; see {out_dir}")
+    for reports_dir in sorted(
+        {r.parameters["reports_dir"] for r in runs if "reports_dir" in r.parameters}
+    ):
+        index = write_reports_index(notebooks_dir / reports_dir, profile)
+        print(f"reports index: {os.path.relpath(index, REPO_ROOT)}")
     return outputs
 
 

@@ -160,8 +160,12 @@ def test_sharded_sampler_partitions_and_is_seeded():
     assert all(len(s) == 4 for s in shards)  # 10 padded to 12
     merged = [x for pos in zip(*shards, strict=True) for x in pos]
     assert merged[:10] == full  # padding repeats the first items (with a fresh view draw)
-    assert [i for i, _ in merged[10:]] == [i for i, _ in full[:2]]
-    assert all(0 <= v < 3 for _, v in full)
+    assert [i for i, _, _ in merged[10:]] == [i for i, _, _ in full[:2]]
+    assert all(0 <= v < 3 for _, v, _ in full)
+    # the augmentation draw changes with the epoch, so a location is not augmented the same way
+    views = ShardedSampler(10, seed=1, views=[3] * 10)
+    views.set_epoch(1)
+    assert {d for *_, d in views} != {d for *_, d in full}
     s = ShardedSampler(10, seed=1)
     first = list(s)
     s.set_epoch(1)
@@ -179,6 +183,10 @@ def test_train_set_items(tmp_path):
     assert item["label"] == 2 and item["location"] == 3
     assert 0 <= float(item["drone"].min()) and float(item["drone"].max()) <= 1
     assert torch.equal(ds[(2, 1)]["drone"], item["drone"])  # cached and deterministic
+    # the draw seeds the augmentation: some draw turns the satellite tile, the same draw repeats
+    sats = [ds[(2, 1, d)]["satellite"] for d in range(8)]
+    assert any(not torch.equal(sats[0], x) for x in sats[1:])
+    assert torch.equal(ds[(2, 1, 5)]["satellite"], sats[5])
 
 
 def test_train_and_evaluate_end_to_end(tmp_path):

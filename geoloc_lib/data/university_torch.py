@@ -55,7 +55,9 @@ class ShardedSampler(Sampler):
 
     Each epoch's permutation comes from ``(seed, epoch)``; ``repeats`` visits each item that many
     times per epoch. With ``views`` (the number of drone views of each item) it yields
-    ``(item, view)`` pairs, the view drawn uniformly from the same seed. Like
+    ``(item, view, draw)``: the view drawn uniformly from the same seed and ``draw``, a random
+    integer the dataset seeds its augmentation with (so augmentations change every epoch yet stay
+    a function of ``(seed, epoch)``). Like
     ``DistributedSampler`` the order is padded to a multiple of ``world_size`` and rank ``r`` takes
     positions ``r, r + W, r + 2W, ...``; rank and world size default to the current job.
     """
@@ -94,32 +96,37 @@ class ShardedSampler(Sampler):
     def __len__(self) -> int:
         return math.ceil(self.n * self.repeats / self.world_size)
 
-    def _order(self) -> tuple[np.ndarray, np.ndarray | None]:
+    def _order(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         rng = np.random.default_rng([self.seed, self.epoch])
         items = np.tile(np.arange(self.n), self.repeats)
         if self.shuffle:
             items = items[rng.permutation(len(items))]
         total = len(self) * self.world_size
         items = np.concatenate([items, items[: total - len(items)]])  # pad like DistributedSampler
-        views = None
+        views = draws = None
         if self.views is not None:
             views = np.floor(rng.random(len(items)) * self.views[items]).astype(np.int64)
-        return items, views
+            # own stream: the first n draws do not depend on the padding (world size)
+            draws = np.random.default_rng([self.seed, self.epoch, 1]).integers(0, 2**31, len(items))
+        return items, views, draws
 
     def __iter__(self) -> Iterator[Any]:
-        items, views = self._order()
+        items, views, draws = self._order()
         picked = slice(self.rank, None, self.world_size)
-        if views is None:
+        if views is None or draws is None:
             yield from (int(i) for i in items[picked])
         else:
-            yield from ((int(i), int(v)) for i, v in zip(items[picked], views[picked], strict=True))
+            yield from (
+                (int(i), int(v), int(d))
+                for i, v, d in zip(items[picked], views[picked], draws[picked], strict=True)
+            )
 
 
 class UniversityTrainSet(Dataset):
     """Per-location training items: ``{"drone", "satellite", "label", "location"}``.
 
-    Index with ``(location, view)`` (what :class:`ShardedSampler` yields with ``views``) or with a
-    plain location index (view 0). ``label`` is the contiguous class index of the location among
+    Index with ``(location, view, draw)`` (what :class:`ShardedSampler` yields with ``views``;
+    ``draw`` seeds the augmentation), ``(location, view)`` or a plain location index (view 0). ``label`` is the contiguous class index of the location among
     ``classes`` (the sorted training locations).
     """
 
@@ -162,14 +169,14 @@ class UniversityTrainSet(Dataset):
     def __len__(self) -> int:
         return len(self.classes)
 
-    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
-        loc, view = index if isinstance(index, tuple) else (int(index), 0)
+    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any]:
+        loc, view, draw = (tuple(index) + (0, 0))[:3] if isinstance(index, tuple) else (index, 0, 0)
         drone = self.cache.get(self.drone_paths[loc][view % len(self.drone_paths[loc])])
         sat = self.cache.get(self.sat_paths[loc])
         if self.augment:
             # Flips and quarter turns keep a nadir satellite tile a valid view of the location;
-            # drawn from the item index so the batch is a function of (seed, epoch) only.
-            rng = np.random.default_rng([loc, view, 12345])
+            # drawn from the sampler's draw so the batch is a function of (seed, epoch) only.
+            rng = np.random.default_rng([loc, view, draw])
             if rng.random() < 0.5:
                 drone = drone.flip(-1)
             sat = torch.rot90(sat, int(rng.integers(4)), dims=(1, 2))

@@ -64,6 +64,7 @@ from torch import Tensor, nn
 from geoloc_lib.config import resolve_preset
 from geoloc_lib.diffusion import NoiseSchedule, ddim_sample, q_sample
 from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.losses import SymmetricInfoNCE
 from geoloc_lib.models import register_model
 from geoloc_lib.models.backbones import create_backbone
 
@@ -107,6 +108,11 @@ class MCGFConfig:
     w_res: float = 1.0
     w_mat: float = 1.0
     w_cls: float = 1.0
+    # Optional symmetric InfoNCE between satellite and drone matching features (not in the
+    # paper; 0 in the paper preset). Random-init CPU-size models memorise the training
+    # locations with the cross-entropy alone; this term is what makes them generalise.
+    w_nce: float = 0.0
+    nce_temperature: float = 0.07
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(self.decoder_channels)
@@ -304,6 +310,7 @@ class MCGF(nn.Module):
                 residual=cfg.residual,
                 time_embed=cfg.time_embed,
             )
+        self.nce = SymmetricInfoNCE(cfg.nce_temperature) if cfg.w_nce > 0 else None
         sched = NoiseSchedule.linear if cfg.schedule == "linear" else NoiseSchedule.cosine
         with torch.device("cpu"):  # the schedule is host data, also when built under meta
             self.schedule = sched(cfg.timesteps)
@@ -376,9 +383,12 @@ class MCGF(nn.Module):
         weathered = batch["drone_weather"]
         b = sat.shape[0]
         if self.restore is None:  # baseline: E_content on the weathered drone image
-            m = torch.cat([self.match_features(sat), self.match_features(weathered)])
-            cls = F.cross_entropy(self.head.logits(m).float(), label.repeat(2))
-            return {"loss": cfg.w_cls * cls, "cls": cls.detach()}
+            m_sat, m_drone = self.match_features(sat), self.match_features(weathered)
+            cls = F.cross_entropy(
+                self.head.logits(torch.cat([m_sat, m_drone])).float(), label.repeat(2)
+            )
+            out = {"loss": cfg.w_cls * cls, "cls": cls.detach()}
+            return self._add_nce(out, m_sat, [m_drone], label)
 
         clean = batch["drone"]
         # DDPM forward process on the weathered image, one noise level per sample (eq. 3).
@@ -397,7 +407,20 @@ class MCGF(nn.Module):
         l_mat = F.mse_loss(m_rest.float(), m_clean.detach().float())  # eq. 10
         cls = F.cross_entropy(self.head.logits(m).float(), label.repeat(3))
         loss = cfg.w_res * l_res + cfg.w_mat * l_mat + cfg.w_cls * cls  # eq. 11 + CE
-        return {"loss": loss, "res": l_res.detach(), "mat": l_mat.detach(), "cls": cls.detach()}
+        out = {"loss": loss, "res": l_res.detach(), "mat": l_mat.detach(), "cls": cls.detach()}
+        return self._add_nce(out, m_sat, [m_clean, m_rest], label)
+
+    def _add_nce(
+        self, out: dict[str, Tensor], m_sat: Tensor, m_drone: list[Tensor], label: Tensor
+    ) -> dict[str, Tensor]:
+        """``w_nce`` x mean InfoNCE(satellite, each drone feature) on normalised features."""
+        if self.nce is None:
+            return out
+        sat = F.normalize(m_sat.float(), dim=-1)
+        nce = torch.stack(
+            [self.nce(sat, F.normalize(m.float(), dim=-1), label) for m in m_drone]
+        ).mean()
+        return {**out, "loss": out["loss"] + self.cfg.w_nce * nce, "nce": nce.detach()}
 
     def param_groups(self, lr: dict[str, float]) -> list[dict]:
         """``lr["backbone"]`` for EVA-02 and Swin-T, ``lr["head"]`` for the MLP and restoration."""

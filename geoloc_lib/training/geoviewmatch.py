@@ -119,7 +119,7 @@ def street_pairs(sources_or_root: DataSources | str | Path, split: str) -> PairS
     )
 
 
-def _split_overrides(model: str, preset: str, overrides: dict[str, Any]) -> tuple[dict, dict]:
+def split_overrides(overrides: dict[str, Any]) -> tuple[dict, dict]:
     """Route ``**overrides`` to the training settings or the model config by field name."""
     train_keys = {f.name for f in fields(StreetTrainSettings)}
     train = {k: v for k, v in overrides.items() if k in train_keys}
@@ -168,7 +168,7 @@ def train_street_model(
         raise ConfigError(
             f"parameter preset: {choices_message('preset', preset, ('paper', 'default', 'smoke'))}"
         )
-    train_over, model_over = _split_overrides(model, preset, overrides)
+    train_over, model_over = split_overrides(overrides)
     settings = replace(TRAIN_PRESETS[(model, preset)], **train_over)
     if epochs is not None:
         settings = replace(settings, epochs=epochs)

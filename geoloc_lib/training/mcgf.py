@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,15 @@ from geoloc_lib.engine import (
 from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.eval import evaluate_university1652
 from geoloc_lib.models import create_model
-from geoloc_lib.weather import CONDITIONS, WeatherSynth
+from geoloc_lib.weather import CONDITIONS, WeatherSynth, conditions_from_seeds
 
 MODELS = ("mcgf", "mcgf_matching_only")
 # The weather recipe was published for 512 px drone images (weather applied before resizing);
 # drawing it at that reference scale keeps drops, flakes and blur the same relative size.
 WEATHER_REFERENCE_SIZE = 512
 EVAL_WEATHER_SEED = 20240611
+# University160k-WX-style query set: each image gets its own random condition.
+MIXED = "mixed"
 
 
 @dataclass
@@ -73,6 +75,7 @@ class TrainSettings:
     step_size: int = 0
     grad_clip: float | None = 5.0
     repeats: int = 1  # visits of each training location per epoch
+    optimizer: str = "sgd"  # sgd (the paper's) | adamw
 
 
 TRAIN_PRESETS: dict[str, TrainSettings] = {
@@ -98,6 +101,15 @@ class TrainResult:
     model: nn.Module
     out_dir: Path | None
     settings: TrainSettings
+
+
+def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route overrides to :class:`TrainSettings` or the model's ``MCGFConfig`` by field name."""
+    train_keys = {f.name for f in fields(TrainSettings)}
+    return (
+        {k: v for k, v in overrides.items() if k in train_keys},
+        {k: v for k, v in overrides.items() if k not in train_keys},
+    )
 
 
 def _university(sources_or_root: DataSources | University1652 | str | Path) -> University1652:
@@ -134,10 +146,60 @@ def _fixed_weather(condition: int, synth: WeatherSynth, seed: int) -> Any:
     return apply
 
 
+def eval_weather(
+    condition: str, synth: WeatherSynth | None = None, seed: int = EVAL_WEATHER_SEED
+) -> Any:
+    """``batch_transform`` weathering ``batch["image"]`` for evaluation.
+
+    ``condition``: one of :data:`CONDITIONS` for every image, or ``"mixed"`` (a condition per
+    image drawn from its key, as in University160k-WX). Keys come from ``(seed, index in the
+    set)``, so an image looks the same whatever the batch size or the call. With ``"mixed"``
+    the batch also gets ``"condition"``, the index drawn for each image.
+    """
+    synth = synth or WeatherSynth(reference_size=WEATHER_REFERENCE_SIZE)
+    if condition != MIXED:
+        if condition not in CONDITIONS:
+            raise ConfigError(choices_message("condition", condition, (*CONDITIONS, MIXED)))
+        return _fixed_weather(CONDITIONS.index(condition), synth, seed)
+
+    def apply(batch: dict[str, Any]) -> dict[str, Any]:
+        keys = batch["index"].to(torch.int64) * 1_000_003 + seed
+        img, cond = synth(batch["image"], conditions_from_seeds(keys), seeds=keys)
+        return {**batch, "image": img.clamp(0, 1), "condition": cond}
+
+    return apply
+
+
 def _subset(images: ImageSet, n: int | None, seed: int) -> ImageSet:
     if n is None or n >= len(images):
         return images
     pick = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
+    return ImageSet(
+        name=images.name,
+        paths=[images.paths[i] for i in pick],
+        labels=images.labels[pick],
+        names=[images.names[i] for i in pick],
+    )
+
+
+def eval_queries(
+    images: ImageSet, max_queries: int | None, seed: int = EVAL_WEATHER_SEED
+) -> ImageSet:
+    """The drone queries :func:`evaluate_mcgf` uses with ``max_queries`` (a seeded subset)."""
+    return _subset(images, max_queries, seed)
+
+
+def _views_per_location(images: ImageSet, k: int | None, seed: int) -> ImageSet:
+    """At most ``k`` images per location (label), drawn with ``seed``; the order is kept."""
+    if k is None:
+        return images
+    order = np.random.default_rng(seed).permutation(len(images))
+    labels = images.labels[order]
+    grouped = np.argsort(labels, kind="stable")  # random order within each location
+    sorted_labels = labels[grouped]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_labels)) + 1]
+    position = np.arange(len(images)) - np.repeat(starts, np.diff(np.r_[starts, len(images)]))
+    pick = np.sort(order[grouped[position < k]])
     return ImageSet(
         name=images.name,
         paths=[images.paths[i] for i in pick],
@@ -183,12 +245,14 @@ def train_mcgf(
             (seeded) weather condition, against the full satellite gallery (``val_r1``). It is a
             subset of the test split (GeoSynth has no validation split): it is reported, never
             used to pick a checkpoint. None = all queries, 0 = no validation.
-        **overrides: ``MCGFConfig`` fields (``pool_steps``, ``w_mat``, ``img_size``...).
+        **overrides: ``TrainSettings`` fields (``optimizer``, ``weight_decay``...) or
+            ``MCGFConfig`` fields (``pool_steps``, ``w_mat``, ``w_nce``, ``img_size``...).
     """
     if model not in MODELS:
         raise ConfigError(f"train_mcgf: {choices_message('model', model, MODELS)}")
     if preset not in TRAIN_PRESETS:
         raise ConfigError(f"train_mcgf: {choices_message('preset', preset, TRAIN_PRESETS)}")
+    train_over, overrides = split_overrides(overrides)
     setup_distributed()
     data = _university(sources_or_root)
     s = TRAIN_PRESETS[preset]
@@ -206,6 +270,7 @@ def train_mcgf(
                 ).items()
                 if v is not None
             },
+            **train_over,
         }
     )
     seed_everything(seed)  # model initialisation
@@ -221,12 +286,22 @@ def train_mcgf(
         num_workers=num_workers,
         cache=cache_images,
     )
-    optimizer = torch.optim.SGD(
-        net.param_groups({"backbone": settings.lr_backbone, "head": settings.lr_head}),
-        lr=settings.lr_backbone,
-        momentum=settings.momentum,
-        weight_decay=settings.weight_decay,
-    )
+    groups = net.param_groups({"backbone": settings.lr_backbone, "head": settings.lr_head})
+    if settings.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            groups,
+            lr=settings.lr_backbone,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+        )
+    elif settings.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(
+            groups, lr=settings.lr_backbone, weight_decay=settings.weight_decay
+        )
+    else:
+        raise ConfigError(
+            "train_mcgf: " + choices_message("optimizer", settings.optimizer, ("sgd", "adamw"))
+        )
     scheduler = make_scheduler(
         optimizer,
         settings.scheduler,
@@ -319,6 +394,7 @@ def evaluate_mcgf(
     device: str = "auto",
     max_queries: int | None = None,
     max_gallery_drones: int | None = None,
+    gallery_views_per_location: int | None = None,
     progress: bool | None = None,
 ) -> pd.DataFrame:
     """Per-weather retrieval metrics: one row per (task, condition), R@1/5/10/AP in percent.
@@ -327,8 +403,11 @@ def evaluate_mcgf(
     condition applied on the fly, each image keyed by ``(seed, index)`` so the weathered sets are
     the same on every call. Works with any model that has ``embed(images, view)`` and (for
     models without ``cfg.img_size``) ``img_size``. ``max_queries`` / ``max_gallery_drones``
-    subsample the drone sets with a fixed seed (CPU budgets); an ``"mean"`` row per task averages
-    the conditions.
+    subsample the drone sets with a fixed seed (CPU budgets); ``gallery_views_per_location``
+    keeps that many drone views of every location in the satellite->drone gallery instead, so
+    no satellite query loses all its true matches. ``conditions`` may include ``"mixed"`` (a
+    random condition per drone image, University160k-WX style). A ``"mean"`` row per task
+    averages the fixed conditions (not ``"mixed"``); ``n_queries``/``n_gallery`` give the sizes.
     """
     if progress is None:
         progress = os.environ.get("GEOLOC_QUIET", "0") in ("", "0")
@@ -344,9 +423,10 @@ def evaluate_mcgf(
     )
     if size is None:
         raise ConfigError("evaluate_mcgf: pass img_size for a model without cfg.img_size")
-    bad = [c for c in conditions if c not in CONDITIONS]
+    bad = [c for c in conditions if c not in CONDITIONS and c != MIXED]
     if bad:
-        raise ConfigError(f"evaluate_mcgf: {choices_message('condition', bad[0], CONDITIONS)}")
+        valid = (*CONDITIONS, MIXED)
+        raise ConfigError(f"evaluate_mcgf: {choices_message('condition', bad[0], valid)}")
     data = _university(root)
     dev = resolve_device(device)
     synth = WeatherSynth(reference_size=WEATHER_REFERENCE_SIZE)
@@ -358,6 +438,7 @@ def evaluate_mcgf(
             query = _subset(query, max_queries, seed)
         else:
             gallery = _subset(gallery, max_gallery_drones, seed)
+            gallery = _views_per_location(gallery, gallery_views_per_location, seed)
         fixed_view = "satellite"
         fixed = extract_features(
             model,
@@ -368,22 +449,23 @@ def evaluate_mcgf(
             desc=f"{task} {fixed_view}",
         )
         for name in conditions:
-            c = CONDITIONS.index(name)
             drone = extract_features(
                 model,
                 eval_loader(query if drone_is_query else gallery, size, batch_size),
                 "drone",
                 device=dev,
-                batch_transform=_fixed_weather(c, synth, seed),
+                batch_transform=eval_weather(name, synth, seed),
                 progress=progress,
                 desc=f"{task} drone/{name}",
             )
             qf, ql = drone if drone_is_query else fixed
             gf, gl = fixed if drone_is_query else drone
             res = evaluate_university1652(qf, gf, ql, gl, progress=False)
-            rows.append({"task": task, "condition": name, **res})
+            rows.append({"task": task, "condition": name, **res, "n_gallery": len(gf)})
     df = pd.DataFrame(rows)
-    means = df.groupby("task", sort=False)[["R@1", "R@5", "R@10", "AP"]].mean().reset_index()
+    fixed = df[df["condition"] != MIXED]
+    metrics = ["R@1", "R@5", "R@10", "AP", "n_queries", "n_gallery"]
+    means = fixed.groupby("task", sort=False)[metrics].mean().reset_index()
     means["condition"] = "mean"
     return pd.concat([df, means], ignore_index=True)
 

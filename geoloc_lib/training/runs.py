@@ -1,0 +1,237 @@
+"""One entry point for every model the notebooks train: ``train_run`` / ``load_run``.
+
+A *run* is a folder ``runs_dir/<name>/`` holding the engine's ``checkpoint_last.pt`` and
+``history.csv`` plus ``run.json`` (model, preset, epochs, seed, overrides, training time). The
+notebooks pass run folders between each other: 01 trains, 02-04 load them by name.
+
+Models and the task they train on:
+
+- ``mcgf``, ``mcgf_matching_only``: drone -> satellite (University-1652 layout, weathered drones);
+- ``geoviewmatch``, ``infonce_baseline``: street -> aerial (CVUSA / CVACT layout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from geoloc_lib.data.sources import DataSources
+from geoloc_lib.engine import CHECKPOINT_LAST, load_checkpoint
+from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.models import create_model
+
+TASKS = {
+    "mcgf": "drone->satellite",
+    "mcgf_matching_only": "drone->satellite",
+    "geoviewmatch": "street->aerial",
+    "infonce_baseline": "street->aerial",
+}
+RUN_FILE = "run.json"
+
+
+@dataclass
+class Run:
+    """A trained run: its folder, what trained it, its per-epoch history and the model."""
+
+    name: str
+    model_name: str
+    out_dir: Path
+    info: dict[str, Any]
+    history: pd.DataFrame
+    model: nn.Module
+
+    @property
+    def task(self) -> str:
+        return TASKS[self.model_name]
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / CHECKPOINT_LAST
+
+
+def check_model(model: str) -> str:
+    if model not in TASKS:
+        raise ConfigError(f"parameter models: {choices_message('model', model, TASKS)}")
+    return model
+
+
+def check_config(model: str, preset: str, overrides: dict[str, Any] | None = None) -> str:
+    """Build the network a run would train, on the meta device (no weights, no data, no time).
+
+    An unknown model, preset or config key fails here with the valid choices; returns a line
+    describing the model. ``geoloc run --dry-run`` calls it for every model a profile trains.
+    """
+    check_model(model)
+    if TASKS[model] == "drone->satellite":
+        from geoloc_lib.training.mcgf import TRAIN_PRESETS, split_overrides
+
+        known = preset in TRAIN_PRESETS
+    else:
+        from geoloc_lib.training.geoviewmatch import TRAIN_PRESETS, split_overrides
+
+        known = (model, preset) in TRAIN_PRESETS
+    if not known:
+        raise ConfigError(
+            f"parameter preset: {choices_message('preset', preset, ('paper', 'default', 'smoke'))}"
+        )
+    _, model_over = split_overrides(dict(overrides or {}))
+    with torch.device("meta"):
+        net = create_model(model, preset=preset, **{**model_over, "pretrained": False})
+    params = sum(p.numel() for p in net.parameters()) / 1e6
+    return f"{model} ({preset} preset): {params:.2f} M parameters"
+
+
+def train_run(
+    model: str,
+    sources: DataSources,
+    runs_dir: str | Path,
+    *,
+    name: str | None = None,
+    preset: str = "default",
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool | None = None,
+    resume: bool = False,
+    **overrides: Any,
+) -> Run:
+    """Train ``model`` into ``runs_dir/<name or model>`` and return the :class:`Run`.
+
+    ``overrides`` go to the model family's trainer: :func:`geoloc_lib.training.mcgf.train_mcgf`
+    (``MCGFConfig`` fields, ``batch_size``, ``lr_backbone``...) or
+    :func:`geoloc_lib.training.geoviewmatch.train_street_model` (``ablation``, settings and
+    config fields).
+    """
+    check_model(model)
+    name = name or model
+    out_dir = Path(runs_dir) / name
+    start = time.perf_counter()
+    if TASKS[model] == "drone->satellite":
+        from geoloc_lib.training.mcgf import train_mcgf
+
+        res = train_mcgf(
+            sources,
+            preset=preset,
+            model=model,
+            epochs=epochs,
+            out_dir=out_dir,
+            seed=seed,
+            device=device,
+            progress=progress,
+            resume=resume,
+            **overrides,
+        )
+        net, history, settings = res.model, res.history, res.settings
+    else:
+        from geoloc_lib.training.geoviewmatch import train_street_model
+
+        res = train_street_model(
+            sources,
+            model=model,
+            preset=preset,
+            epochs=epochs,
+            out_dir=out_dir,
+            seed=seed,
+            device=device,
+            progress=bool(progress) if progress is not None else _terminal(),
+            resume=resume,
+            **overrides,
+        )
+        net, history, settings = res.model, res.history, res.settings
+    info = {
+        "name": name,
+        "model": model,
+        "task": TASKS[model],
+        "preset": preset,
+        "epochs": int(settings.epochs),
+        "seed": seed,
+        "overrides": overrides,
+        "train_time_s": round(time.perf_counter() - start, 1),
+    }
+    (out_dir / RUN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    return Run(name, model, out_dir, info, history, net)
+
+
+def _terminal() -> bool:
+    return os.environ.get("GEOLOC_QUIET", "0") in ("", "0")
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Rebuild a trained run from its folder (``checkpoint_last.pt`` + ``history.csv``)."""
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT_LAST
+    if not ckpt_path.is_file():
+        raise ConfigError(
+            f"no trained run in {run_dir} (missing {CHECKPOINT_LAST}); train it with "
+            "notebooks/01_train.ipynb or geoloc_lib.training.runs.train_run"
+        )
+    model_name = load_checkpoint(ckpt_path).get("model_name")
+    check_model(str(model_name))
+    if TASKS[model_name] == "drone->satellite":
+        from geoloc_lib.training.mcgf import load_mcgf as load
+    else:
+        from geoloc_lib.training.geoviewmatch import load_street_model as load
+    model = load(ckpt_path).eval()
+    info_file = run_dir / RUN_FILE
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {"model": model_name}
+    history_file = run_dir / "history.csv"
+    history = pd.read_csv(history_file) if history_file.is_file() else pd.DataFrame()
+    return Run(run_dir.name, model_name, run_dir, info, history, model)
+
+
+def load_runs(runs_dir: str | Path, names: list[str]) -> dict[str, Run]:
+    """``{name: Run}`` for ``names`` under ``runs_dir``; a missing run is an error naming it."""
+    runs_dir = Path(runs_dir)
+    missing = [n for n in names if not (runs_dir / n / CHECKPOINT_LAST).is_file()]
+    if missing:
+        raise ConfigError(
+            f"runs {missing} are not in {runs_dir}: run notebooks/01_train.ipynb with the same "
+            "profile first (geoloc run --profile NAME --only 01), or fix parameter runs_dir"
+        )
+    return {n: load_run(runs_dir / n) for n in names}
+
+
+def export_weights(run: Run, path: str | Path) -> Path:
+    """Weights-only copy of a run (model name, config and state; no optimizer or RNG state).
+
+    ``load_mcgf`` / ``load_street_model`` read it like a full checkpoint."""
+    ckpt = load_checkpoint(run.checkpoint)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keep = {k: ckpt[k] for k in ("model", "model_name", "model_config", "epoch") if k in ckpt}
+    torch.save(keep, path)
+    return path
+
+
+def training_summary(runs: dict[str, Run]) -> pd.DataFrame:
+    """One row per run: what trained, for how long, its parameters, last loss and the last
+    validation recall in percent (``val R@1``, ``val R@1%``)."""
+    rows = []
+    for name, run in runs.items():
+        last = run.history.iloc[-1] if len(run.history) else pd.Series(dtype=float)
+        vals = {
+            "val " + c.removeprefix("val_").replace("r1", "R@1"): run.history[c].dropna().iloc[-1]
+            for c in run.history.columns
+            if c.startswith("val_") and "ap" not in c.lower() and run.history[c].notna().any()
+        }
+        rows.append(
+            {
+                "run": name,
+                "model": run.model_name,
+                "task": run.task,
+                "preset": run.info.get("preset"),
+                "epochs": int(last.get("epoch", 0)),
+                "params (M)": sum(p.numel() for p in run.model.parameters()) / 1e6,
+                "final loss": float(last.get("loss", float("nan"))),
+                **vals,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,24 @@
+"""reports/README.md lists every table (inline) and figure with captions, grouped by notebook."""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from geoloc_lib.reporting import ReportDir
+from geoloc_lib.reports_index import CAPTIONS, write_reports_index
+
+
+def test_index_lists_every_output_in_notebook_order(tmp_path):
+    out = ReportDir(tmp_path)
+    out.table(pd.DataFrame({"set": ["a"], "images": [3]}), "00_counts")
+    out.table(pd.DataFrame({"x": [1.234]}), "02_new_table")
+    out.figure(Figure(figsize=(1, 1)), "01_curves")
+    index = write_reports_index(tmp_path, "default", commit="abc123")
+    text = index.read_text()
+    assert "profile: `default`" in text and "commit: `abc123`" in text
+    assert CAPTIONS["00_counts"] in text and "| set | images |" in text
+    assert "![01_curves](figures/01_curves.png)" in text
+    assert "**02_new_table** — 02 new table" in text  # uncaptioned outputs are still listed
+    assert text.index("## 00") < text.index("## 01") < text.index("## 02")
+    assert "(tables/00_counts.csv)" in text

@@ -1,0 +1,120 @@
+"""Runs: train_run -> run folder -> load_run rebuilds the same model; summaries, dry-run checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from layouts import make_university1652
+
+from geoloc_lib.data.sources import DataSources
+from geoloc_lib.errors import ConfigError
+from geoloc_lib.losses import SymmetricInfoNCE, first_occurrence
+from geoloc_lib.models import create_model
+from geoloc_lib.training.mcgf import load_mcgf
+from geoloc_lib.training.runs import (
+    check_config,
+    export_weights,
+    load_run,
+    load_runs,
+    train_run,
+    training_summary,
+)
+from geoloc_lib.viz.training import loss_columns, training_curves_figure, val_columns
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    root = make_university1652(tmp / "u", train_ids=range(1, 9), test_ids=(10, 11), views=2)
+    sources = DataSources("real", university_root=root, street_root=None, street_format="cvact")
+    run = train_run(
+        "mcgf_matching_only",
+        sources,
+        tmp / "runs",
+        name="baseline",
+        preset="smoke",
+        epochs=2,
+        progress=False,
+        val_queries=2,
+        max_steps_per_epoch=2,
+        w_nce=0.5,
+    )
+    return tmp, run
+
+
+def test_train_run_writes_a_loadable_run(trained):
+    tmp, run = trained
+    info = json.loads((tmp / "runs" / "baseline" / "run.json").read_text())
+    assert info["model"] == "mcgf_matching_only" and info["epochs"] == 2
+    assert info["overrides"]["w_nce"] == 0.5 and info["task"] == "drone->satellite"
+    assert "nce" in run.history.columns  # the override reached the model config
+    loaded = load_run(tmp / "runs" / "baseline")
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        run.model.eval()
+        assert torch.allclose(run.model.embed(x, "drone"), loaded.model.embed(x, "drone"))
+    assert list(loaded.history["epoch"]) == [1, 2]
+    # the weights-only export rebuilds the same network without optimizer state
+    path = export_weights(run, tmp / "export" / "baseline.pt")
+    assert "optimizer" not in torch.load(path, weights_only=False)
+    with torch.no_grad():
+        assert torch.allclose(load_mcgf(path).eval().embed(x, "drone"), run.model.embed(x, "drone"))
+
+
+def test_summary_and_curves(trained):
+    _, run = trained
+    table = training_summary({"baseline": run})
+    assert table.loc[0, "epochs"] == 2 and "val R@1" in table.columns
+    assert loss_columns(run.history)[0] == "loss" and "lr_backbone" not in loss_columns(run.history)
+    assert val_columns(run.history) == ["val_r1"]
+    fig = training_curves_figure({"a": run.history, "b": run.history})
+    assert len(fig.axes) == 4
+
+
+def test_missing_runs_name_the_folder(tmp_path):
+    with pytest.raises(ConfigError, match="01_train"):
+        load_runs(tmp_path, ["mcgf"])
+    with pytest.raises(ConfigError, match="no trained run"):
+        load_run(tmp_path / "nothing")
+
+
+def test_check_config_builds_on_meta_and_rejects_bad_input():
+    assert "M parameters" in check_config("geoviewmatch", "paper", {"ablation": "BS"})
+    assert "M parameters" in check_config("mcgf", "default", {"lr_backbone": 0.1, "w_nce": 1.0})
+    with pytest.raises(ConfigError, match="w_foo"):
+        check_config("mcgf", "default", {"w_foo": 1})
+    with pytest.raises(ConfigError, match="preset"):
+        check_config("infonce_baseline", "huge")
+    with pytest.raises(ConfigError, match="mcgf_matching_only"):
+        check_config("mcfg", "default")
+
+
+def test_infonce_drops_repeated_locations():
+    labels = torch.tensor([3, 1, 3, 2, 1])
+    assert first_occurrence(labels).tolist() == [True, True, False, True, False]
+    a = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    loss = SymmetricInfoNCE(0.1)
+    keep = [0, 1, 3]
+    assert torch.allclose(loss(a, b, labels), loss(a[keep], b[keep]))
+
+
+def test_mcgf_nce_term_is_added_with_its_weight():
+    torch.manual_seed(0)
+    batch = {
+        "drone": torch.rand(4, 3, 32, 32),
+        "drone_weather": torch.rand(4, 3, 32, 32),
+        "satellite": torch.rand(4, 3, 32, 32),
+        "label": torch.tensor([0, 1, 2, 3]),
+    }
+    model = create_model("mcgf", preset="smoke", num_classes=5, w_nce=2.0).eval()
+    plain = create_model("mcgf", preset="smoke", num_classes=5).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)  # all but the InfoNCE scale
+    torch.manual_seed(1)  # same noise levels and noise in both steps
+    out = model.training_losses(batch)
+    torch.manual_seed(1)
+    base = plain.training_losses(batch)
+    assert "nce" in out and "nce" not in base
+    assert torch.allclose(out["loss"], base["loss"] + 2.0 * out["nce"], atol=1e-5)
