@@ -45,6 +45,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "geoloc_lib.eval.bench",
         "benchmark the retrieval evaluator against the bare matrix product",
     ),
+    ("bench", "train"): (
+        "geoloc_lib.train_bench",
+        "benchmark training throughput per model, fp32 vs bf16 autocast",
+    ),
     ("bench", "weather"): (
         "geoloc_lib.weather_bench",
         "benchmark the weather synthesis (images/s per condition)",

@@ -1,0 +1,91 @@
+"""``geoloc bench train``: training throughput (images/s) of every model, fp32 vs bf16 autocast.
+
+Each model is built at a preset, given one random batch of its training inputs at the preset's
+image sizes, and timed over a few full steps (forward, backward, optimizer step; the model's own
+batch augmentation and the weather included) with :func:`geoloc_lib.engine.measure_throughput`.
+The ratio column is what ``FitConfig(amp="auto")`` is decided from: on a CPU, autocast is used only
+where it is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from typing import Any
+
+import pandas as pd
+import torch
+
+from geoloc_lib.engine import measure_throughput, seed_everything
+from geoloc_lib.models import create_model
+from geoloc_lib.reporting import markdown_table
+from geoloc_lib.training.runs import TASKS, check_model
+
+
+def _batch(model: torch.nn.Module, batch_size: int) -> dict[str, Any]:
+    cfg = model.cfg
+    if hasattr(cfg, "img_size"):  # MCGF family: clean + weathered drone, satellite, label
+        s = cfg.img_size
+        img = lambda: torch.rand(batch_size, 3, s, s)  # noqa: E731
+        return {
+            "drone": img(),
+            "drone_weather": img(),
+            "satellite": img(),
+            "label": torch.arange(batch_size) % cfg.num_classes,
+        }
+    (gh, gw), (ah, aw) = cfg.ground_size, cfg.aerial_size
+    return {
+        "ground": torch.rand(batch_size, 3, gh, gw),
+        "aerial": torch.rand(batch_size, 3, ah, aw),
+        "index": torch.arange(batch_size),
+    }
+
+
+def bench_train(
+    models: list[str], preset: str = "default", batch_size: int = 16, steps: int = 5
+) -> pd.DataFrame:
+    """One row per model: fp32 and bf16-autocast training images/s on the CPU, and their ratio."""
+    rows = []
+    for name in models:
+        check_model(name)
+        seed_everything(0)
+        extra = {"num_classes": 256} if TASKS[name] == "drone->satellite" else {}
+        base = create_model(name, preset=preset, **extra)
+        batch = _batch(base, batch_size)
+        rates = {}
+        for amp in ("off", "bf16"):
+            model = copy.deepcopy(base)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            transform = getattr(model, "augment_batch", None)
+            rates[amp] = measure_throughput(
+                model, batch, opt, amp=amp, steps=steps, batch_transform=transform
+            )
+        rows.append(
+            {
+                "model": name,
+                "preset": preset,
+                "batch": batch_size,
+                "fp32 img/s": rates["off"],
+                "bf16 img/s": rates["bf16"],
+                "bf16 / fp32": rates["bf16"] / rates["off"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default=",".join(TASKS), help="comma-separated model names")
+    parser.add_argument("--preset", default="default", help="smoke | default | paper")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    table = bench_train(models, args.preset, args.batch_size, args.steps)
+    print(f"training throughput on {torch.get_num_threads()} CPU thread(s), images per second:")
+    print(markdown_table(table))
+    return 0

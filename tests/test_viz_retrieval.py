@@ -1,0 +1,116 @@
+"""Top-k retrieval figures: ranking, match flags and the green/red framing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+
+from geoloc_lib.errors import ConfigError
+from geoloc_lib.viz.retrieval import (
+    MATCH_COLOR,
+    MISS_COLOR,
+    frame_colors,
+    pick_queries,
+    retrieval_figure,
+    top_matches,
+)
+from tests.layouts import make_cvact, make_university1652
+
+
+def _unit(rows: list[list[float]]) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.tensor(rows, dtype=torch.float32), dim=1)
+
+
+def test_top_matches_orders_by_score_flags_matches_and_skips_junk():
+    gallery = _unit([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0.8, 0.2, 0], [0, 0, 1]])
+    g_labels = [7, 8, -1, 7, 9]  # item 2 is junk
+    query = _unit([[1, 0, 0], [0, 1, 0.05]])
+    top = top_matches(query, gallery, [7, 9], g_labels, k=3)
+    # query 0: items 0 (7), 1 (8), 3 (7); query 1: junk item 2 skipped -> 3, 1, 4 by score.
+    assert top.indices.tolist() == [[0, 1, 3], [3, 1, 4]]
+    assert top.is_match.tolist() == [[True, False, True], [False, False, True]]
+    assert top.true_rank.tolist() == [0, 2]
+    assert top.rank_labels() == ["true match #1", "true match #3"]
+    assert bool((top.scores[:, :-1] >= top.scores[:, 1:]).all())
+    no_match = top_matches(query[:1], gallery, [5], g_labels, k=2)
+    assert no_match.rank_labels() == ["no true match"]
+    assert not no_match.is_match.any()
+    with pytest.raises(ConfigError, match="k must be >= 1"):
+        top_matches(query, gallery, [7, 9], g_labels, k=0)
+
+
+def test_frame_colors_and_pick_queries():
+    colors = frame_colors(torch.tensor([[True, False], [False, True]]))
+    assert colors.tolist() == [[MATCH_COLOR, MISS_COLOR], [MISS_COLOR, MATCH_COLOR]]
+    picks = pick_queries(100, 4, seed=3)
+    assert picks.tolist() == sorted(set(picks.tolist())) and len(picks) == 4
+    assert np.array_equal(picks, pick_queries(100, 4, seed=3))
+    assert len(pick_queries(2, 5, seed=0)) == 2  # capped at the set size
+    with pytest.raises(ConfigError):
+        pick_queries(0, 3, seed=0)
+
+
+def _frames(fig: Figure, k: int) -> list[list[tuple | None]]:
+    """Per figure row: the query's frame (None if hidden) then each retrieved item's colour."""
+    axes = fig.axes
+    rows = []
+    for start in range(0, len(axes), k + 1):
+        row = []
+        for ax in axes[start : start + k + 1]:
+            spine = ax.spines["left"]
+            row.append(tuple(spine.get_edgecolor()) if spine.get_visible() else None)
+        rows.append(row)
+    return rows
+
+
+def test_retrieval_figure_frames_true_matches_green_and_others_red():
+    rng = np.random.default_rng(0)
+    queries = [rng.integers(0, 255, (8, 40, 3), dtype=np.uint8), torch.rand(3, 8, 8)]
+    gallery = [[torch.rand(3, 8, 8) for _ in range(3)] for _ in range(2)]
+    is_match = np.array([[False, True, False], [False, False, False]])
+    fig = retrieval_figure(queries, gallery, is_match, scores=np.ones((2, 3)), title="t")
+    assert len(fig.axes) == 2 * 4
+    green, red = to_rgba(MATCH_COLOR), to_rgba(MISS_COLOR)
+    assert _frames(fig, 3) == [[None, red, green, red], [None, red, red, red]]
+    assert fig.axes[2].get_title() == "#2  1.00"
+    with pytest.raises(ConfigError, match="one row per query"):
+        retrieval_figure(queries, gallery[:1], is_match)
+    with pytest.raises(ConfigError, match="needs 3 retrieved"):
+        retrieval_figure(queries, [gallery[0], gallery[1][:2]], is_match)
+
+
+def test_drone_figure_frames_follow_the_labels(tmp_path):
+    from geoloc_lib.data.university import load_university1652
+    from geoloc_lib.training.mcgf import RawPixelMatcher
+    from geoloc_lib.viz.retrieval import drone_retrieval_figure
+
+    root = make_university1652(tmp_path / "u", train_ids=(1,), test_ids=(10, 11), views=2)
+    query, gallery = load_university1652(root).task("drone->satellite")
+    model = RawPixelMatcher(4, img_size=16)
+    fig = drone_retrieval_figure(model, query, gallery, "mixed", n_queries=2, k=5, seed=1)
+    assert len(fig.axes) == 2 * 6
+    # Recompute the expected frames independently of the figure code's ranking.
+    picks = pick_queries(len(query), 2, seed=1)
+    titles = [fig.axes[i * 6].get_title() for i in range(2)]
+    assert all(t.startswith(query.names[p]) for t, p in zip(titles, picks, strict=True))
+    green = to_rgba(MATCH_COLOR)
+    for row in _frames(fig, 5):
+        assert row[0] is None
+        assert sum(c == green for c in row[1:]) == 1  # one satellite tile per location, all ranked
+
+
+def test_street_figure_marks_the_paired_tile(tmp_path):
+    from geoloc_lib.data.street import load_cvact
+    from geoloc_lib.training.geoviewmatch import StreetRawPixelMatcher
+    from geoloc_lib.viz.retrieval import street_retrieval_figure
+
+    pairs = load_cvact(make_cvact(tmp_path / "act"), "train")
+    model = StreetRawPixelMatcher(ground_size=(8, 32), aerial_size=(16, 16), grid=2)
+    k = len(pairs)  # the whole gallery: the true tile is always among the frames
+    fig = street_retrieval_figure(model, pairs, n_queries=2, k=k, seed=0)
+    green = to_rgba(MATCH_COLOR)
+    for row in _frames(fig, k):
+        assert sum(c == green for c in row[1:]) == 1
