@@ -30,6 +30,32 @@ CAPTIONS = {
     "00_weather_conditions": "The ten synthetic weather conditions on three test drone views.",
     "01_training": "What trained: model, preset, epochs, parameters, last loss, last monitoring recall (%).",
     "01_curves": "Loss terms and monitoring recall per epoch for every trained model.",
+    "02_mcgf_table1_mixed": "MCGF Table 1 format: drone→satellite and satellite→drone under mixed weather.",
+    "02_weather_drone_to_satellite": "Drone→satellite R@1/5/10/AP per weather condition, per method.",
+    "02_weather_satellite_to_drone": "Satellite→drone R@1/5/10/AP per weather condition, per method.",
+    "02_street_recall": "GeoViewMatch Table 1 format: street→aerial R@1/5/10/1%.",
+    "02_street_meter_level": "GeoViewMatch Table 2 format: top-1 within 0/36/72/144 m of the true location.",
+    "02_street_topk_distance": "GeoViewMatch Table 3 format: mean distance of the top-k to the truth.",
+    "02_top5_drone_to_satellite": "Top-5 satellite tiles for weathered drone queries (green: true match).",
+    "02_top5_street_to_aerial": "Top-5 aerial tiles for street panoramas (green: true match).",
+    "03_geoviewmatch_stage_heatmaps": "GeoViewMatch Fig. 8: channel-mean heatmaps of stages 2-4 and the "
+    "multi-scale descriptor on aerial tiles.",
+    "03_geoviewmatch_panorama_heatmaps": "GeoViewMatch Fig. 9: the same heatmaps on the panoramas.",
+    "03_geoviewmatch_heatmap_stats": "Centre weight and contrast of each heatmap.",
+    "03_mcgf_weather_heatmaps": "MCGF Fig. 3: one drone query under the 10 weathers and rotations, "
+    "restored image, heatmaps, top-5 matches.",
+    "03_mcgf_weather_matches": "Rank of the true satellite tile for each weather and rotation of the query.",
+    "03_gradcam_geoviewmatch": "Grad-CAM (target: cosine similarity to the matched view's embedding).",
+    "04_table5": "GeoViewMatch Table 5 on GeoSynth: BS, BS+CL, BS+MF, BS+CL+MF at one budget.",
+    "04_table5_paper": "GeoViewMatch Table 5 as printed in the paper (CVUSA / CVACT), for comparison.",
+    "04_table6": "GeoViewMatch Table 6 on GeoSynth: Swin stages feeding the descriptor.",
+    "04_table6_paper": "GeoViewMatch Table 6 as printed in the paper (CVUSA / CVACT).",
+    "04_geoviewmatch_ablations": "All GeoViewMatch ablation variants, one row each.",
+    "04_ablation_claims": "The paper's ablation claims and whether this run supports them.",
+    "04_mcgf_ablations": "MCGF with/without restoration and diffusion, per weather (long form).",
+    "04_mcgf_weather": "MCGF variants: drone→satellite R@1 and AP per weather condition.",
+    "04_mcgf_ablation_deltas": "What the restoration branch and the diffusion add, per condition.",
+    "04_cost": "GeoViewMatch Table 4 format: parameters, GFLOPs, memory, latency per model and size.",
 }
 
 

@@ -72,7 +72,9 @@ def test_tiny_forward_backward_reaches_every_parameter(name):
 
 def test_loss_terms():
     torch.manual_seed(0)
-    model = create_model("mcgf", preset="smoke", num_classes=5, w_res=0.0, w_mat=0.0)
+    model = create_model(
+        "mcgf", preset="smoke", num_classes=5, w_res=0.0, w_mat=0.0, w_cls=1.0, w_nce=0.0
+    )
     batch = _batch(model.cfg.img_size)
     out = model.training_losses(batch)
     torch.testing.assert_close(out["loss"], out["cls"])
@@ -90,7 +92,7 @@ def test_loss_terms():
 
 def test_matching_loss_stops_gradient_at_the_clean_target():
     torch.manual_seed(0)
-    model = create_model("mcgf", preset="smoke", num_classes=5, w_res=0.0, w_cls=0.0)
+    model = create_model("mcgf", preset="smoke", num_classes=5, w_res=0.0, w_cls=0.0, w_nce=0.0)
     batch = _batch(model.cfg.img_size)
     batch["drone"].requires_grad_(True)
     batch["drone_weather"].requires_grad_(True)

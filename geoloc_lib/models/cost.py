@@ -1,25 +1,129 @@
 """Computational cost of a model: parameters, FLOPs, peak memory, latency (any nn.Module).
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (one multiply-add = 2 FLOPs,
-matmuls and convolutions only: norms, softmax and element-wise ops are not counted). Papers often
-report multiply-accumulates from ``thop``/``fvcore`` under the name "FLOPs"; ``gmacs`` (= GFLOPs/2)
-is returned for that comparison.
+matmuls, convolutions and attention only: norms, softmax and element-wise ops are not counted).
+torch's counter has no formula for the CPU attention kernel
+(``_scaled_dot_product_flash_attention_for_cpu``): :func:`flop_counter` adds one, so a model
+using ``F.scaled_dot_product_attention`` counts the same on CPU, CUDA and the meta device.
+Papers often report multiply-accumulates from ``thop``/``fvcore`` under the name "FLOPs";
+``gmacs`` (= GFLOPs/2) is returned for that comparison.
+
+Memory without a GPU: :class:`TensorMemoryTracker` counts the bytes of every tensor the forward
+allocates and frees (a dispatch mode), so the peak is known on CPU and on the meta device, where
+a paper-size model costs nothing to run. It counts tensors, not allocator caches or the CUDA
+context, so it is a lower bound of what ``nvidia-smi`` shows.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+
+from geoloc_lib.errors import ConfigError
+
+aten = torch.ops.aten
+
+
+def _sdpa_cpu_flop(
+    query_shape: Sequence[int],
+    key_shape: Sequence[int],
+    value_shape: Sequence[int],
+    *args: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
+    """q @ kᵀ and attn @ v: 2·B·H·Lq·Lk·(d + d_v) FLOPs (as torch's formula for CUDA kernels)."""
+    *batch, lq, d = query_shape
+    lk, dv = key_shape[-2], value_shape[-1]
+    return 2 * math.prod(batch) * lq * lk * (d + dv)
+
+
+_EXTRA_FLOP_FORMULAS: dict[Any, Callable[..., int]] = {}
+if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    _EXTRA_FLOP_FORMULAS[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flop
+
+
+def flop_counter() -> FlopCounterMode:
+    """torch's FLOP counter plus the CPU attention kernel it misses."""
+    return FlopCounterMode(display=False, custom_mapping=dict(_EXTRA_FLOP_FORMULAS))
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Distinct parameters (shared weights counted once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage()._cdata
+
+
+class TensorMemoryTracker(TorchDispatchMode):
+    """Peak bytes of the tensors allocated by the ops run inside it (any device, meta included).
+
+    A new storage counts from the op that creates it until the last tensor viewing it is
+    garbage-collected. Outputs that alias an input (views, in-place ops) are not new memory.
+    Tensors that exist before entering (weights, inputs) are not counted: add them yourself.
+    ``used_storages`` collects the storages every op read, so the parameters a forward really
+    uses can be told from those it carries (a training-only head).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current = 0
+        self.peak = 0
+        self.used_storages: set[int] = set()
+        self._live: dict[int, int] = {}  # storage key -> bytes
+        self._refs: dict[int, int] = {}  # storage key -> live tensors viewing it
+
+    def _release(self, key: int) -> None:
+        self._refs[key] -= 1
+        if self._refs[key] == 0:
+            del self._refs[key]
+            self.current -= self._live.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        inputs = [
+            _storage_key(t)
+            for t in torch.utils._pytree.tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor)
+        ]
+        self.used_storages.update(inputs)
+        out = func(*args, **kwargs)
+        for t in torch.utils._pytree.tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            key = _storage_key(t)
+            if key not in self._live:
+                if key in inputs:  # a view of a weight or an input: not new memory
+                    continue
+                self._live[key] = t.untyped_storage().nbytes()
+                self.current += self._live[key]
+                self.peak = max(self.peak, self.current)
+            self._refs[key] = self._refs.get(key, 0) + 1
+            weakref.finalize(t, self._release, key)
+        return out
+
+
+def _tensor_bytes(tensors: Any) -> int:
+    seen: dict[int, int] = {}
+    for t in torch.utils._pytree.tree_leaves(tensors):
+        if isinstance(t, torch.Tensor):
+            seen[_storage_key(t)] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
+def _default_forward(m: nn.Module, x: Any) -> Any:
+    return m(*x) if isinstance(x, tuple | list) else m(x)
 
 
 def model_cost(
@@ -33,30 +137,35 @@ def model_cost(
 ) -> dict[str, float]:
     """Cost of one inference call ``forward(model, inputs)`` (default ``model(*inputs)``).
 
-    Returns ``params_m`` (millions, shared weights once), ``gflops`` and ``gmacs`` of one call,
-    ``latency_ms`` (median over ``repeats`` after ``warmup``, in eval mode without gradients),
-    ``peak_mem_gb`` (CUDA only, else NaN) and ``device``.
+    Returns ``params_m`` (millions, shared weights once), ``inference_params_m`` (the
+    parameters the call reads), ``gflops`` and ``gmacs`` of one call, ``tensor_mem_gb`` (weights
+    + inputs + the peak of the tensors the call allocates, :class:`TensorMemoryTracker`),
+    ``latency_ms`` (median over ``repeats`` after ``warmup``, in eval mode without gradients;
+    NaN on the meta device or with ``measure_latency=False``), ``peak_mem_gb`` (the CUDA
+    allocator's peak during the timed calls, CUDA only, else NaN) and ``device``.
     """
-    if forward is None:
-
-        def forward(m: nn.Module, x: Any) -> Any:
-            return m(*x) if isinstance(x, tuple | list) else m(x)
-
+    forward = forward or _default_forward
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    out: dict[str, float] = {"params_m": count_parameters(model) / 1e6, "device": str(device)}
+    out: dict[str, Any] = {"params_m": count_parameters(model) / 1e6, "device": str(device)}
     with torch.no_grad():
-        counter = FlopCounterMode(display=False)
-        with counter:
+        counter, tracker = flop_counter(), TensorMemoryTracker()
+        with counter, tracker:
             forward(model, inputs)
         flops = counter.get_total_flops()
         out["gflops"] = flops / 1e9
         out["gmacs"] = flops / 2e9
+        params = {_storage_key(p): p.numel() for p in model.parameters()}
+        used = sum(n for k, n in params.items() if k in tracker.used_storages)
+        out["inference_params_m"] = used / 1e6
+        resident = _tensor_bytes((list(model.parameters()), list(model.buffers()), inputs))
+        out["tensor_mem_gb"] = (resident + tracker.peak) / 1e9
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         times = []
-        for i in range(warmup + repeats if measure_latency else 0):
+        timed = measure_latency and device.type != "meta"
+        for i in range(warmup + repeats if timed else 0):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             t0 = time.perf_counter()
@@ -67,13 +176,153 @@ def model_cost(
                 times.append(time.perf_counter() - t0)
         out["latency_ms"] = float(sorted(times)[len(times) // 2] * 1e3) if times else float("nan")
         out["peak_mem_gb"] = (
-            torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
+            torch.cuda.max_memory_allocated(device) / 1e9
+            if device.type == "cuda" and times
+            else float("nan")
         )
     model.train(was_training)
     return out
 
 
+# --------------------------------------------------------------------------- retrieval models
+
+STREET_VIEWS = ("ground", "aerial")
+UNIVERSITY_VIEWS = ("drone", "satellite")
+
+
+def view_pair(model: nn.Module) -> tuple[str, str]:
+    """(query view, gallery view) of a retrieval model: street->aerial or drone->satellite."""
+    cfg = getattr(model, "cfg", None)
+    if hasattr(cfg, "ground_size"):
+        return STREET_VIEWS
+    if hasattr(cfg, "img_size"):
+        return UNIVERSITY_VIEWS
+    raise ConfigError(
+        f"{type(model).__name__}: cost needs a model with cfg.ground_size/aerial_size "
+        "(street->aerial) or cfg.img_size (drone->satellite)"
+    )
+
+
+def pair_inputs(
+    model: nn.Module, batch: int = 1, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (query, gallery) images at the model's input sizes, on ``device`` (the model's)."""
+    device = device or next(model.parameters()).device
+    cfg = model.cfg  # type: ignore[attr-defined]
+    if view_pair(model) == STREET_VIEWS:
+        sizes = (tuple(cfg.ground_size), tuple(cfg.aerial_size))
+    else:
+        sizes = ((cfg.img_size, cfg.img_size),) * 2
+    gen = torch.Generator().manual_seed(0)
+    return tuple(  # type: ignore[return-value]
+        torch.rand(batch, 3, *s, generator=gen).to(device)
+        if torch.device(device).type != "meta"
+        else torch.empty(batch, 3, *s, device="meta")
+        for s in sizes
+    )
+
+
 def pair_forward(model: nn.Module, inputs: tuple[torch.Tensor, torch.Tensor]) -> Any:
-    """Embed a (ground, aerial) batch: the inference cost of a street-view/aerial pair."""
-    ground, aerial = inputs
-    return model.embed(ground, "ground"), model.embed(aerial, "aerial")
+    """Embed a (query, gallery) batch: the inference cost of one retrieval pair per row.
+
+    Street models embed (ground, aerial); MCGF embeds (drone, satellite): the drone query goes
+    through the DDIM restoration steps, the satellite straight to the matching branch.
+    """
+    query_view, gallery_view = view_pair(model)
+    query, gallery = inputs
+    return model.embed(query, query_view), model.embed(gallery, gallery_view)
+
+
+def build_for_cost(
+    name: str, preset: str, device: str | torch.device = "meta", **overrides: Any
+) -> nn.Module:
+    """``create_model(name, preset=preset, **overrides)`` without pretrained weights, on ``device``.
+
+    On ``"meta"`` no memory is allocated and nothing is initialised: parameters, FLOPs and
+    tensor memory of a paper-size model in about a second.
+    """
+    from geoloc_lib.models import create_model
+
+    with torch.device(device):
+        return create_model(name, preset=preset, **{**overrides, "pretrained": False}).eval()
+
+
+def _device_gflops_per_s(device: torch.device) -> float:
+    """Rough matmul throughput of ``device`` (only used to decide whether timing is affordable)."""
+    n = 512
+    a = torch.rand(n, n, device=device)
+    best = math.inf
+    for _ in range(3):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        a @ a
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / max(best, 1e-9) / 1e9
+
+
+ModelSpec = str | tuple[str, str, dict[str, Any]]
+
+
+def cost_table(
+    models: Sequence[ModelSpec],
+    presets: Sequence[str] = ("paper", "default"),
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "auto",
+    latency_budget_s: float = 5.0,
+    repeats: int = 3,
+) -> pd.DataFrame:
+    """GeoViewMatch Table 4's columns for every (model, preset), one row each.
+
+    ``models``: registry names, or ``(label, name, config overrides)`` for a variant. The
+    deterministic columns come from one meta-device pass over a batch of ``batch_size`` pairs:
+    ``params_m`` (all parameters, shared weights once), ``inference_params_m`` (those inference
+    reads), ``gflops``/``gmacs`` per query+gallery pair (the batch's count / ``batch_size``, so
+    per-call work such as SwinV2's position-bias MLP is shared by the batch: +0.2% at batch 1) and ``tensor_mem_gb`` per batch. Measured on ``device`` with random
+    weights: ``latency_ms`` and (CUDA) ``peak_mem_gb`` per batch, only when the estimated time of
+    ``1 + repeats`` batches fits ``latency_budget_s`` (else NaN, the reason in ``note``).
+    """
+    from geoloc_lib.engine import resolve_device
+
+    if batch_size < 1:
+        raise ConfigError(f"cost_table: batch_size must be >= 1, got {batch_size}")
+    dev = resolve_device(device)
+    speed = _device_gflops_per_s(dev)
+    specs = [(m, m, {}) if isinstance(m, str) else m for m in models]
+    rows = []
+    for preset in presets:
+        for label, name, overrides in specs:
+            meta = build_for_cost(name, preset, "meta", **overrides)
+            batch = model_cost(meta, pair_inputs(meta, batch_size), forward=pair_forward)
+            row: dict[str, Any] = {
+                "model": label,
+                "preset": preset,
+                "params_m": batch["params_m"],
+                "inference_params_m": batch["inference_params_m"],
+                "gflops": batch["gflops"] / batch_size,
+                "gmacs": batch["gmacs"] / batch_size,
+                "tensor_mem_gb": batch["tensor_mem_gb"],
+                "latency_ms": float("nan"),
+                "peak_mem_gb": float("nan"),
+                "device": str(dev),
+                "note": "",
+            }
+            estimate = batch["gflops"] / speed * (1 + repeats)
+            if estimate > latency_budget_s:
+                row["note"] = (
+                    f"not timed: ~{estimate:.0f} s for {1 + repeats} batches on {dev.type} "
+                    f"(budget {latency_budget_s:g} s)"
+                )
+            else:
+                net = build_for_cost(name, preset, dev, **overrides)
+                measured = model_cost(
+                    net, pair_inputs(net, batch_size), forward=pair_forward, repeats=repeats
+                )
+                row["latency_ms"] = measured["latency_ms"]
+                row["peak_mem_gb"] = measured["peak_mem_gb"]
+                del net
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -156,6 +156,8 @@ PRESETS: dict[str, MCGFConfig] = {
         content_arch=dict(patch_size=8, embed_dim=96, depth=3, num_heads=3),
         decoder_channels=(48, 24),
         bottleneck=128,
+        w_cls=0.1,  # the cross-entropy memorises the training locations at this size
+        w_nce=1.0,
     ),
     "smoke": MCGFConfig(
         img_size=32,
@@ -167,6 +169,8 @@ PRESETS: dict[str, MCGFConfig] = {
         t_max=20,
         t_start=10,
         infer_steps=2,
+        w_cls=0.1,
+        w_nce=1.0,
     ),
 }
 

@@ -75,15 +75,17 @@ TRAIN_PRESETS: dict[tuple[str, str], StreetTrainSettings] = {
     # ASAM. rho and eta are not given: GeoViewMatch follows TransGeo, which used rho = 2.5 with
     # AdamW; eta = 0.01 is ASAM's default. Weight decay is not given: 0.03 (TransGeo's).
     ("geoviewmatch", "paper"): StreetTrainSettings(200, 32, 1e-4, 2e-4, asam=True),
-    # CPU: random-init tiny SwinV2 needs larger steps than fine-tuning; sized for <= 15 min.
+    # CPU: random-init tiny SwinV2 needs larger steps than fine-tuning. Validation recall takes
+    # off only after ~10 epochs (measured: 8 epochs R@1 0.6 %, 60 epochs 6.7 %); 40 epochs is
+    # ~8 min on 2 cores, inside the 15 min budget.
     ("geoviewmatch", "default"): StreetTrainSettings(
-        8, 32, 1e-3, 2e-3, asam=True, rho=0.5, warmup_epochs=0.5, grad_clip=5.0
+        40, 32, 1e-3, 2e-3, asam=True, rho=0.5, warmup_epochs=0.5, grad_clip=5.0
     ),
     ("geoviewmatch", "smoke"): StreetTrainSettings(1, 4, 1e-3, 2e-3, asam=True, rho=0.5),
     # Sample4Geo's recipe: AdamW lr 1e-3, 1 warmup epoch, cosine, batch 128, 40 epochs.
     ("infonce_baseline", "paper"): StreetTrainSettings(40, 128, 1e-3, 1e-3, warmup_epochs=1.0),
     ("infonce_baseline", "default"): StreetTrainSettings(
-        16, 32, 2e-3, 2e-3, warmup_epochs=0.5, grad_clip=5.0
+        40, 32, 2e-3, 2e-3, warmup_epochs=0.5, grad_clip=5.0
     ),
     ("infonce_baseline", "smoke"): StreetTrainSettings(1, 4, 1e-3, 1e-3),
 }

@@ -115,37 +115,24 @@ def train_run(
     out_dir = Path(runs_dir) / name
     start = time.perf_counter()
     if TASKS[model] == "drone->satellite":
-        from geoloc_lib.training.mcgf import train_mcgf
-
-        res = train_mcgf(
-            sources,
-            preset=preset,
-            model=model,
-            epochs=epochs,
-            out_dir=out_dir,
-            seed=seed,
-            device=device,
-            progress=progress,
-            resume=resume,
-            **overrides,
-        )
-        net, history, settings = res.model, res.history, res.settings
+        from geoloc_lib.training.mcgf import train_mcgf as trainer
     else:
-        from geoloc_lib.training.geoviewmatch import train_street_model
+        from geoloc_lib.training.geoviewmatch import train_street_model as trainer
 
-        res = train_street_model(
-            sources,
-            model=model,
-            preset=preset,
-            epochs=epochs,
-            out_dir=out_dir,
-            seed=seed,
-            device=device,
-            progress=bool(progress) if progress is not None else _terminal(),
-            resume=resume,
-            **overrides,
-        )
-        net, history, settings = res.model, res.history, res.settings
+        progress = bool(progress) if progress is not None else _terminal()
+    res = trainer(
+        sources,
+        preset=preset,
+        model=model,
+        epochs=epochs,
+        out_dir=out_dir,
+        seed=seed,
+        device=device,
+        progress=progress,
+        resume=resume,
+        **overrides,
+    )
+    net, history, settings = res.model, res.history, res.settings
     info = {
         "name": name,
         "model": model,

@@ -1,0 +1,276 @@
+"""Ablation grid (geoloc_lib.ablations), its figures, and the cost measurements (models.cost)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from layouts import make_university1652
+from torch import nn
+
+from geoloc_lib import ablations as A
+from geoloc_lib.data.sources import DataSources
+from geoloc_lib.errors import ConfigError
+from geoloc_lib.models.cost import (
+    TensorMemoryTracker,
+    build_for_cost,
+    cost_table,
+    flop_counter,
+    model_cost,
+    pair_forward,
+    pair_inputs,
+    view_pair,
+)
+
+# --------------------------------------------------------------------------- variants
+
+
+def test_geoviewmatch_variants_share_runs_of_equal_configurations():
+    variants = A.geoviewmatch_variants(preset="smoke")
+    runs = {v.label: v.run_name for v in variants}
+    # the paper's f4 / f4+f3 rows repeat BS+CL / BS+CL+MF: one run each
+    assert runs["f4"] == "BS+CL" and runs["f4+f3"] == "BS+CL+MF"
+    assert len(set(runs.values())) == 6
+    assert all(v.overrides == {"ablation": v.run_name} for v in variants)
+    assert [v.run_name for v in A.geoviewmatch_variants(A.TABLE6, "smoke")][:2] == [
+        "BS+CL",
+        "BS+CL+MF",
+    ]
+    with pytest.raises(ConfigError, match="valid choices"):
+        A.geoviewmatch_variants(("BS", "BS+XX"))
+
+
+def test_no_diffusion_variant_trains_at_t0_and_restores_in_one_pass():
+    from geoloc_lib.models.mcgf import MCGFConfig
+
+    v = {x.label: x for x in A.mcgf_variants()}["w/o diffusion"]
+    cfg = MCGFConfig.preset("smoke", **v.overrides)
+    assert (cfg.t_max, cfg.t_start, cfg.infer_steps) == (1, 0, 1) and cfg.restoration
+
+
+def test_paper_tables_are_transcribed_consistently():
+    # The paper's Table 6 rows f4 and f4+f3 are its Table 5 rows BS+CL and BS+CL+MF, and its
+    # text quotes these R@1 changes (CVUSA, CVACT): a transcription error breaks one of them.
+    for ds in ("CVUSA", "CVACT"):
+        assert A.PAPER_TABLE6[ds]["f4"] == A.PAPER_TABLE5[ds]["BS+CL"]
+        assert A.PAPER_TABLE6[ds]["f4+f3"] == A.PAPER_TABLE5[ds]["BS+CL+MF"]
+    quoted = {"BS+CL": (0.29, 0.52), "BS+MF": (0.33, 0.60)}
+    for label, (cvusa, cvact) in quoted.items():
+        for ds, delta in (("CVUSA", cvusa), ("CVACT", cvact)):
+            got = A.PAPER_TABLE5[ds][label][0] - A.PAPER_TABLE5[ds]["BS"][0]
+            assert got == pytest.approx(delta, abs=1e-6)
+    for ds, delta in (("CVUSA", 0.24), ("CVACT", 0.54)):
+        assert A.PAPER_TABLE6[ds]["f4+f3"][0] - A.PAPER_TABLE6[ds]["f4"][0] == pytest.approx(delta)
+    for ds, delta in (("CVUSA", -0.14), ("CVACT", -0.46)):
+        got = A.PAPER_TABLE6[ds]["f4+f3+f2"][0] - A.PAPER_TABLE6[ds]["f4+f3"][0]
+        assert got == pytest.approx(delta)
+    paper = A.paper_ablation_table(5)
+    assert list(paper.columns) == ["Source", "Method", "R@1", "R@5", "R@10", "R@1%"]
+    assert set(paper["Source"]) == {"paper, CVUSA", "paper, CVACT"} and len(paper) == 8
+    with pytest.raises(ConfigError, match="5 or 6"):
+        A.paper_ablation_table(4)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@pytest.fixture(scope="module")
+def tiny_sources(tmp_path_factory):
+    root = make_university1652(
+        tmp_path_factory.mktemp("u") / "u", train_ids=range(1, 9), test_ids=(10, 11), views=2
+    )
+    return DataSources("geosynth", root, None, "cvact")
+
+
+def _variant() -> A.Variant:
+    fast = {"val_queries": 0, "max_steps_per_epoch": 1}
+    return A.Variant("w/o restoration", "mcgf_matching_only", fast, "matching")
+
+
+def test_ensure_run_reuses_a_finished_run_and_retrains_on_other_settings(
+    tiny_sources, tmp_path, monkeypatch
+):
+    calls = []
+    real = A.train_run
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(A, "train_run", spy)
+    v = _variant()
+    kw = dict(preset="smoke", epochs=1, seed=0, device="cpu", progress=False)
+    run, trained = A.ensure_run(v, tiny_sources, tmp_path, **kw)
+    out = tmp_path / A.ABLATION_DIR / "matching"
+    assert trained and run.out_dir == out and (out / "run.json").is_file()
+    assert not (out / A.PENDING_FILE).exists() and calls[-1]["resume"] is False
+    again, trained = A.ensure_run(v, tiny_sources, tmp_path, **kw)
+    assert not trained and len(calls) == 1
+    for a, b in zip(
+        run.model.state_dict().values(), again.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a.cpu(), b.cpu())
+    # another seed: retrained from scratch, run.json rewritten with the new settings
+    _, trained = A.ensure_run(v, tiny_sources, tmp_path, **{**kw, "seed": 1})
+    assert trained and calls[-1]["resume"] is False
+    assert json.loads((out / "run.json").read_text())["seed"] == 1
+    # interrupted (no run.json, pending settings equal): resumes from the checkpoint
+    (out / "run.json").unlink()
+    (out / A.PENDING_FILE).write_text(json.dumps(A.run_settings(v, "smoke", 1, 1)))
+    _, trained = A.ensure_run(v, tiny_sources, tmp_path, **{**kw, "seed": 1})
+    assert trained and calls[-1]["resume"] is True and (out / "run.json").is_file()
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        A.ensure_run(v, tiny_sources, tmp_path, **{**kw, "epochs": 0})
+
+
+def test_ensure_run_reuses_the_main_run_of_01_when_settings_match(tiny_sources, tmp_path):
+    main = A.train_run(
+        "mcgf_matching_only", tiny_sources, tmp_path, preset="smoke", epochs=1, progress=False
+    )
+    plain = A.Variant("w/o restoration", "mcgf_matching_only", {}, "matching")
+    kw = dict(preset="smoke", epochs=1, seed=0, device="cpu", progress=False)
+    run, trained = A.ensure_run(plain, tiny_sources, tmp_path, **kw)
+    assert not trained and run.out_dir == main.out_dir
+    # another budget than 01's: trained under ablations/
+    run, trained = A.ensure_run(plain, tiny_sources, tmp_path, **{**kw, "epochs": 2})
+    assert trained and run.out_dir == tmp_path / A.ABLATION_DIR / "matching"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _street_results() -> pd.DataFrame:
+    r1 = {"BS": 10.0, "BS+CL": 12.5, "BS+MF": 7.5, "BS+CL+MF": 15.0}
+    r1 |= {"f4": 12.5, "f4+f3": 15.0, "f4+f3+f2": 15.0, "f4+f3+f2+f1": 5.0}
+    rows = [
+        {"variant": k, "run": k, "queries": 40, "R@1": v, "R@5": v + 1, "R@10": v + 2, "R@1%": v}
+        for k, v in r1.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_ablation_table_and_claims():
+    res = _street_results()
+    t6 = A.ablation_table(res, A.TABLE6)
+    assert list(t6["Method"]) == list(A.TABLE6) and list(t6.columns[2:]) == list(A.STREET_METRICS)
+    claims = A.ablation_claims(res).set_index("change")
+    assert claims.loc["+ contrastive learning", "ours ΔR@1"] == 2.5
+    assert claims.loc["+ contrastive learning", "paper CVACT ΔR@1"] == pytest.approx(0.52)
+    assert claims.loc["+ contrastive learning", "verdict"] == "same direction"
+    assert claims.loc["+ multi-scale features", "verdict"] == "opposite direction"
+    assert claims.loc["f4+f3 -> f4+f3+f2", "verdict"] == "no change"
+    assert claims.loc["f4+f3+f2 -> all four stages", "verdict"] == "same direction"
+    assert (claims["resolution"] == 2.5).all()
+    with pytest.raises(ConfigError, match="no results"):
+        A.ablation_table(res[res["variant"] != "BS"], A.TABLE5)
+
+
+def _mcgf_results() -> pd.DataFrame:
+    conds = ["normal", "fog", "mean"]
+    r1 = {"MCGF (full)": [50.0, 30.0], "w/o restoration": [40.0, 35.0], "w/o diffusion": [50.0, 20]}
+    rows = []
+    for v, vals in r1.items():
+        vals = [*vals, sum(vals) / 2]
+        rows += [
+            {"variant": v, "condition": c, "R@1": x, "AP": x + 5}
+            for c, x in zip(conds, vals, strict=True)
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_mcgf_weather_table_and_deltas():
+    res = _mcgf_results()
+    wide = A.mcgf_weather_table(res)
+    assert list(wide["condition"]) == ["normal", "fog", "mean"]
+    assert list(wide.columns)[1:3] == ["MCGF (full) R@1", "MCGF (full) AP"]
+    assert wide.loc[1, "w/o restoration R@1"] == 35.0
+    d = A.mcgf_ablation_deltas(res).set_index("part")
+    assert d.loc["restoration branch", "mean ΔR@1"] == pytest.approx(2.5)
+    assert d.loc["restoration branch", "conditions better"] == "1/2"
+    assert d.loc["restoration branch", "conditions worse"] == "1/2"
+    assert d.loc["diffusion", "mean ΔAP"] == pytest.approx(5.0)
+    assert d.loc["diffusion", "conditions better"] == "1/2"
+    assert d.loc["diffusion", "conditions worse"] == "0/2"
+
+
+def test_figures_have_one_panel_per_group():
+    from geoloc_lib.viz.ablations import ablation_bars_figure, weather_recall_figure
+
+    assert len(ablation_bars_figure(_street_results()).axes) == 2
+    fig = weather_recall_figure(_mcgf_results())
+    assert len(fig.axes) == 2 and len(fig.axes[0].patches) >= 9
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def test_cpu_attention_flops_are_counted_like_the_math_path():
+    q = torch.randn(2, 3, 16, 8)
+    counts = {}
+    for dev in ("cpu", "meta"):
+        c = flop_counter()
+        with c:
+            F.scaled_dot_product_attention(q.to(dev), q.to(dev), q.to(dev))
+        counts[dev] = c.get_total_flops()
+    assert counts["cpu"] == counts["meta"] == 2 * 2 * 3 * 16 * 16 * (8 + 8)
+
+
+def test_tensor_memory_tracker_counts_live_tensors():
+    x = torch.zeros(1000)  # 4000 bytes, made before tracking: not counted
+    with TensorMemoryTracker() as t:
+        y = x * 2  # +4000
+        z = y.view(10, 100)  # a view: no new memory
+        w = y + 1  # +4000 -> 8000
+        del y, z, w  # all freed
+        v = x[:500]  # view of an untracked tensor: nothing
+        u = torch.ones(2000)  # +8000 (peak 8000, not 16000: y and w are gone)
+    assert t.peak == 8000 and t.current == 8000 and v.numel() == 500 and u.numel() == 2000
+    w_ = nn.Linear(4, 3)
+    head = nn.Linear(3, 2)  # never called: not an inference parameter
+    m = nn.ModuleDict({"body": w_, "head": head})
+    c = model_cost(m, torch.zeros(5, 4), forward=lambda mod, x: mod["body"](x), repeats=1)
+    assert c["params_m"] == pytest.approx(23 / 1e6)
+    assert c["inference_params_m"] == pytest.approx(15 / 1e6)
+    assert c["gflops"] == pytest.approx(2 * 5 * 4 * 3 / 1e9)
+
+
+def test_meta_build_counts_like_a_real_model():
+    for name in ("geoviewmatch", "mcgf"):
+        meta = build_for_cost(name, "smoke", "meta")
+        real = build_for_cost(name, "smoke", "cpu")
+        assert view_pair(real) == (
+            ("ground", "aerial") if name == "geoviewmatch" else ("drone", "satellite")
+        )
+        cm = model_cost(meta, pair_inputs(meta, 2), forward=pair_forward)
+        cr = model_cost(real, pair_inputs(real, 2), forward=pair_forward, repeats=1)
+        assert cm["params_m"] == cr["params_m"] and cm["gflops"] == pytest.approx(cr["gflops"])
+        assert cm["inference_params_m"] < cm["params_m"]  # training-only heads are not read
+        assert cm["latency_ms"] != cm["latency_ms"] and cr["latency_ms"] > 0  # NaN on meta
+        assert cm["tensor_mem_gb"] > 0
+
+
+def test_cost_table_times_only_within_budget():
+    df = cost_table(
+        ["infonce_baseline", ("gvm unshared", "geoviewmatch", {"share_backbone": False})],
+        ("smoke",),
+        batch_size=2,
+        device="cpu",
+        latency_budget_s=60.0,
+        repeats=1,
+    )
+    assert list(df["model"]) == ["infonce_baseline", "gvm unshared"]
+    assert (df["latency_ms"] > 0).all() and (df["note"] == "").all()
+    shared = build_for_cost("geoviewmatch", "smoke")
+    assert df.loc[1, "params_m"] > _n_params(shared)  # two backbones
+    skipped = cost_table(["infonce_baseline"], ("smoke",), device="cpu", latency_budget_s=0.0)
+    assert skipped["latency_ms"].isna().all() and skipped["note"][0].startswith("not timed")
+    assert skipped.loc[0, "gflops"] == pytest.approx(df.loc[0, "gflops"])  # per pair
+    table = A.cost_comparison(df)
+    assert "paper params (M)" in table and table["paper params (M)"].isna().all()  # smoke rows
+
+
+def _n_params(model: nn.Module) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6
