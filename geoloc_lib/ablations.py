@@ -26,7 +26,7 @@ import pandas as pd
 
 from geoloc_lib.data.sources import DataSources
 from geoloc_lib.errors import ConfigError, choices_message
-from geoloc_lib.training.runs import RUN_FILE, Run, load_run, train_run
+from geoloc_lib.training.runs import RUN_FILE, Run, load_run, resolved_config, train_run
 
 ABLATION_DIR = "ablations"
 PENDING_FILE = "ablation_pending.json"  # settings of a run in progress (resume only if equal)
@@ -149,6 +149,8 @@ def run_settings(variant: Variant, preset: str, epochs: int, seed: int) -> dict[
             "epochs": int(epochs),
             "seed": int(seed),
             "overrides": variant.overrides,
+            # the resolved model config and training settings: a changed preset retrains
+            "config": resolved_config(variant.model, preset, variant.overrides),
         }
     )
 

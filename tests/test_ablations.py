@@ -134,9 +134,16 @@ def test_ensure_run_reuses_the_main_run_of_01_when_settings_match(tiny_sources, 
     kw = dict(preset="smoke", epochs=1, seed=0, device="cpu", progress=False)
     run, trained = A.ensure_run(plain, tiny_sources, tmp_path, **kw)
     assert not trained and run.out_dir == main.out_dir
+    # a run trained by another version of the preset (its resolved config differs): retrained
+    info = json.loads((main.out_dir / "run.json").read_text())
+    info["config"]["training"]["lr_backbone"] = 99.0
+    (main.out_dir / "run.json").write_text(json.dumps(info))
+    run, trained = A.ensure_run(plain, tiny_sources, tmp_path, **kw)
+    assert trained and run.out_dir == tmp_path / A.ABLATION_DIR / "matching"
     # another budget than 01's: trained under ablations/
     run, trained = A.ensure_run(plain, tiny_sources, tmp_path, **{**kw, "epochs": 2})
     assert trained and run.out_dir == tmp_path / A.ABLATION_DIR / "matching"
+    assert run.info["config"] == A.resolved_config("mcgf_matching_only", "smoke", {})
 
 
 # --------------------------------------------------------------------------- tables

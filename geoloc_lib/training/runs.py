@@ -12,10 +12,11 @@ Models and the task they train on:
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,29 +64,57 @@ def check_model(model: str) -> str:
     return model
 
 
-def check_config(model: str, preset: str, overrides: dict[str, Any] | None = None) -> str:
-    """Build the network a run would train, on the meta device (no weights, no data, no time).
+def _family(model: str) -> tuple[Any, Any]:
+    """The model family's training module and its train function."""
+    if TASKS[model] == "drone->satellite":
+        from geoloc_lib.training import mcgf
 
-    An unknown model, preset or config key fails here with the valid choices; returns a line
-    describing the model. ``geoloc run --dry-run`` calls it for every model a profile trains.
+        return mcgf, mcgf.train_mcgf
+    from geoloc_lib.training import geoviewmatch
+
+    return geoviewmatch, geoviewmatch.train_street_model
+
+
+def preset_key(model: str, preset: str) -> Any:
+    """The key of a preset in the model family's ``TRAIN_PRESETS``."""
+    return preset if TASKS[model] == "drone->satellite" else (model, preset)
+
+
+def resolved_config(
+    model: str, preset: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a run trains, fully resolved: the model's config and the training settings after
+    ``overrides``, built on the meta device (no weights, no data, no time).
+
+    An unknown model, preset or config key fails here with the valid choices. ``run.json``
+    stores it, so a run folder can be reused only by a run that would train the same thing
+    (a changed preset changes it).
     """
     check_model(model)
-    if TASKS[model] == "drone->satellite":
-        from geoloc_lib.training.mcgf import TRAIN_PRESETS, split_overrides
-
-        known = preset in TRAIN_PRESETS
-    else:
-        from geoloc_lib.training.geoviewmatch import TRAIN_PRESETS, split_overrides
-
-        known = (model, preset) in TRAIN_PRESETS
-    if not known:
+    family, trainer = _family(model)
+    if preset_key(model, preset) not in family.TRAIN_PRESETS:
         raise ConfigError(
             f"parameter preset: {choices_message('preset', preset, ('paper', 'default', 'smoke'))}"
         )
-    _, model_over = split_overrides(dict(overrides or {}))
+    run_options = set(inspect.signature(trainer).parameters)  # val_queries, batch_size, ...
+    train_over, model_over = family.split_overrides(dict(overrides or {}))
+    settings = replace(family.TRAIN_PRESETS[preset_key(model, preset)], **train_over)
+    # run options (val_queries, max_steps_per_epoch...) are neither; ablation goes to the model
+    model_over = {k: v for k, v in model_over.items() if k not in run_options or k == "ablation"}
     with torch.device("meta"):
         net = create_model(model, preset=preset, **{**model_over, "pretrained": False})
-    params = sum(p.numel() for p in net.parameters()) / 1e6
+    cfg = {k: v for k, v in net.config_dict().items() if k != "num_classes"}  # set by the data
+    params = sum(p.numel() for p in net.parameters())
+    return json.loads(
+        json.dumps({"model": cfg, "training": asdict(settings), "parameters": params}, default=str)
+    )
+
+
+def check_config(model: str, preset: str, overrides: dict[str, Any] | None = None) -> str:
+    """Build the network a run would train on the meta device; a line describing it.
+
+    ``geoloc run --dry-run`` calls it for every model a profile trains."""
+    params = resolved_config(model, preset, overrides)["parameters"] / 1e6
     return f"{model} ({preset} preset): {params:.2f} M parameters"
 
 
@@ -141,6 +170,7 @@ def train_run(
         "epochs": int(settings.epochs),
         "seed": seed,
         "overrides": overrides,
+        "config": resolved_config(model, preset, overrides),
         "train_time_s": round(time.perf_counter() - start, 1),
     }
     (out_dir / RUN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
