@@ -178,6 +178,13 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 # --------------------------------------------------------------------------- config & history
 
 
+def resolve_progress(progress: bool | None) -> bool:
+    """``progress`` if given; else a bar unless ``GEOLOC_QUIET=1`` (set by notebook runs)."""
+    if progress is not None:
+        return progress
+    return os.environ.get("GEOLOC_QUIET", "0") in ("", "0")
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> ``cuda:LOCAL_RANK`` when a GPU is present, else CPU."""
     if isinstance(device, torch.device):
@@ -270,9 +277,7 @@ class FitConfig:
 
     @property
     def show_progress(self) -> bool:
-        if self.progress is not None:
-            return self.progress
-        return os.environ.get("GEOLOC_QUIET", "0") in ("", "0")
+        return resolve_progress(self.progress)
 
 
 @dataclass
@@ -688,7 +693,7 @@ def extract_features(
     dev = resolve_device(device)
     mode = resolve_amp(amp, dev)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
-    show = progress if progress is not None else os.environ.get("GEOLOC_QUIET", "0") in ("", "0")
+    show = resolve_progress(progress)
     model.eval().to(dev)
     feats, labels = [], []
     total = len(loader) if hasattr(loader, "__len__") else None

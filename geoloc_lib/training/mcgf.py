@@ -21,7 +21,6 @@ trains ``E_content`` + MLP with cross-entropy on ``[satellite, drone_weather]``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -43,6 +42,7 @@ from geoloc_lib.engine import (
     load_checkpoint,
     make_scheduler,
     resolve_device,
+    resolve_progress,
     seed_everything,
     setup_distributed,
 )
@@ -412,8 +412,7 @@ def evaluate_mcgf(
     random condition per drone image, University160k-WX style). A ``"mean"`` row per task
     averages the fixed conditions (not ``"mixed"``); ``n_queries``/``n_gallery`` give the sizes.
     """
-    if progress is None:
-        progress = os.environ.get("GEOLOC_QUIET", "0") in ("", "0")
+    progress = resolve_progress(progress)
     model = (
         load_mcgf(checkpoint_or_model)
         if isinstance(checkpoint_or_model, str | Path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.engine import CHECKPOINT_LAST, load_checkpoint
+from geoloc_lib.engine import CHECKPOINT_LAST, load_checkpoint, resolve_progress
 from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.models import create_model
 
@@ -148,7 +147,7 @@ def train_run(
     else:
         from geoloc_lib.training.geoviewmatch import train_street_model as trainer
 
-        progress = bool(progress) if progress is not None else _terminal()
+        progress = resolve_progress(progress)
     res = trainer(
         sources,
         preset=preset,
@@ -175,10 +174,6 @@ def train_run(
     }
     (out_dir / RUN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
     return Run(name, model, out_dir, info, history, net)
-
-
-def _terminal() -> bool:
-    return os.environ.get("GEOLOC_QUIET", "0") in ("", "0")
 
 
 def load_run(run_dir: str | Path) -> Run:
