@@ -16,6 +16,7 @@ interrupted one with the same settings resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,8 @@ class Variant:
     model: str
     overrides: dict[str, Any] = field(default_factory=dict)
     run_name: str = ""
+    # config fields changed on the trained model before evaluation (test-time ablations)
+    eval_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def geoviewmatch_variants(
@@ -128,11 +131,14 @@ def geoviewmatch_variants(
 
 
 def mcgf_variants() -> list[Variant]:
-    """MCGF full, w/o restoration (the matching branch alone), w/o diffusion (:data:`NO_DIFFUSION`)."""
+    """MCGF full, w/o restoration (the matching branch alone), w/o diffusion (:data:`NO_DIFFUSION`)
+    and the full model with its queries not restored at test (what the restoration pass adds)."""
     return [
         Variant("MCGF (full)", "mcgf", {}, "mcgf"),
         Variant("w/o restoration", "mcgf_matching_only", {}, "mcgf_matching_only"),
         Variant("w/o diffusion", "mcgf", dict(NO_DIFFUSION), "mcgf_no_diffusion"),
+        # the full model's run, its drone queries matched without the restoration pass
+        Variant("queries not restored", "mcgf", {}, "mcgf", {"restore_queries": False}),
     ]
 
 
@@ -301,8 +307,13 @@ def run_mcgf_ablations(
             v, sources, runs_dir, preset=preset, epochs=epochs, seed=seed,
             device=device, progress=progress,
         )  # fmt: skip
+        model = run.model
+        if v.eval_overrides:
+            model = copy.deepcopy(model)
+            for key, value in v.eval_overrides.items():
+                setattr(model.cfg, key, value)
         res = evaluate_mcgf(
-            run.model,
+            model,
             sources,
             tasks=("drone->satellite",),
             max_queries=max_queries,
@@ -406,6 +417,7 @@ def mcgf_ablation_deltas(results: pd.DataFrame) -> pd.DataFrame:
     for part, ablated in (
         ("restoration branch", "w/o restoration"),
         ("diffusion", "w/o diffusion"),
+        ("restoration pass at test", "queries not restored"),
     ):
         if ablated not in per["R@1"].columns:
             continue

@@ -1,4 +1,5 @@
-"""GeoViewMatch's aerial augmentations on batched tensors (paper §3.3).
+"""Training augmentations: GeoViewMatch's batched aerial augmentations (paper §3.3) and the
+per-item drone/satellite pair augmentation of the University-1652 loaders (:class:`PairAugConfig`).
 
 Images are float tensors ``[B, 3, H, W]`` in ``[0, 1]`` (the models normalise internally), so the
 augmentations run on whatever device holds the batch, with per-sample random parameters drawn
@@ -16,13 +17,15 @@ the new panorama must show at column ``c`` what the old one showed at ``c - W/4`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.errors import ConfigError, choices_message
 
 # ITU-R BT.601 luma, the weights torchvision's rgb_to_grayscale uses.
 _LUMA = (0.299, 0.587, 0.114)
@@ -151,3 +154,118 @@ def rotate_aerial_and_shift_panorama(
 def random_quarter_turns(n: int, generator: torch.Generator | None = None) -> Tensor:
     """Per-sample k in {1, 2, 3}: the paper limits the weak rotation to 90°, 180° and 270°."""
     return torch.randint(1, 4, (n,), generator=generator)
+
+
+# --------------------------------------------------------------------------- drone/satellite pairs
+
+
+@dataclass(frozen=True)
+class PairAugConfig:
+    """Per-item augmentation of a University-1652 training pair (drone view, satellite tile).
+
+    Geometric changes keep the pair a valid view of the same place: a nadir tile can be rotated by
+    any angle (the drone's heading is arbitrary) and mirroring both views together gives the
+    mirrored world. ``joint_flip=False`` flips the drone view alone, as University-1652's
+    baseline recipe does. Zooms are scale ranges (< 1 zooms in); ``drone_shift`` is a fraction of
+    the image side; brightness/contrast are jitter half-ranges applied to each view separately.
+    """
+
+    joint_flip: bool = True
+    sat_rotation: str = "any"  # "quarter": k x 90 degrees (exact) | "any": uniform angle
+    sat_zoom: tuple[float, float] = (1.0, 1.0)
+    drone_zoom: tuple[float, float] = (1.0, 1.0)
+    drone_shift: float = 0.0
+    drone_tilt_deg: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.sat_rotation not in ("quarter", "any"):
+            raise ConfigError(
+                "PairAugConfig.sat_rotation: "
+                + choices_message("sat_rotation", self.sat_rotation, ("quarter", "any"))
+            )
+        for name in ("sat_zoom", "drone_zoom"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ConfigError(
+                    f"PairAugConfig.{name} must be a range 0 < lo <= hi, got {lo, hi}"
+                )
+
+
+PAIR_AUGMENTS: dict[str, PairAugConfig | None] = {
+    "none": None,
+    # University-1652's baseline recipe: drone flips, satellite quarter turns.
+    "flip_rot90": PairAugConfig(joint_flip=False, sat_rotation="quarter"),
+    # Joint flips and any-angle satellite rotation (the CPU presets' choice, measured in issue 6).
+    "flip_rotate": PairAugConfig(),
+    # Any-angle satellite rotation, joint flips, zooms, drone shift/tilt, brightness/contrast.
+    "strong": PairAugConfig(
+        sat_zoom=(0.8, 1.0),
+        drone_zoom=(0.8, 1.0),
+        drone_shift=0.05,
+        drone_tilt_deg=6.0,
+        brightness=0.2,
+        contrast=0.2,
+    ),
+}
+
+
+def pair_augment(name: str | PairAugConfig | None) -> PairAugConfig | None:
+    """Resolve a :data:`PAIR_AUGMENTS` name (or pass a config / None through)."""
+    if name is None or isinstance(name, PairAugConfig):
+        return name
+    if name not in PAIR_AUGMENTS:
+        raise ConfigError(choices_message("augment", name, PAIR_AUGMENTS))
+    return PAIR_AUGMENTS[name]
+
+
+def affine_warp(
+    image: Tensor, angle: float, scale: float = 1.0, flip: bool = False, shift=(0.0, 0.0)
+) -> Tensor:
+    """Resample ``[C, H, W]``: mirror (``flip``), rotate by ``angle`` radians, zoom by ``scale``
+    (< 1 zooms in) and shift by ``shift`` (fractions of the side); reflection outside the image."""
+    c, s = math.cos(angle) * scale, math.sin(angle) * scale
+    fx = -1.0 if flip else 1.0
+    theta = torch.tensor([[c * fx, -s, 2 * shift[0]], [s * fx, c, 2 * shift[1]]], dtype=image.dtype)
+    grid = F.affine_grid(theta[None], [1, *image.shape], align_corners=False)
+    out = F.grid_sample(
+        image[None], grid, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
+    return out[0]
+
+
+def _jitter(x: Tensor, cfg: PairAugConfig, rng: np.random.Generator) -> Tensor:
+    bright = rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
+    contrast = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
+    mean = x.mean()
+    return ((x - mean) * contrast + mean).mul(bright).clamp(0, 1)
+
+
+def augment_pair(
+    drone: Tensor, satellite: Tensor, cfg: PairAugConfig, rng: np.random.Generator
+) -> tuple[Tensor, Tensor]:
+    """One training pair ``[3, H, W]`` each, augmented with draws from ``rng`` (a pure function of
+    the rng's seed, so the loader's batches depend on ``(seed, epoch)`` only)."""
+    flip = bool(rng.random() < 0.5)
+    if flip:
+        drone = drone.flip(-1)
+    if cfg.sat_rotation == "quarter" and cfg.sat_zoom == (1.0, 1.0):
+        turns = int(rng.integers(4))
+        sat = satellite.flip(-1) if flip and cfg.joint_flip else satellite
+        satellite = torch.rot90(sat, turns, dims=(1, 2))
+    else:
+        angle = (
+            float(rng.integers(4)) * math.pi / 2
+            if cfg.sat_rotation == "quarter"
+            else rng.uniform(0, 2 * math.pi)
+        )
+        zoom = rng.uniform(*cfg.sat_zoom)
+        satellite = affine_warp(satellite, angle, zoom, flip and cfg.joint_flip)
+    if cfg.drone_zoom != (1.0, 1.0) or cfg.drone_shift or cfg.drone_tilt_deg:
+        tilt = math.radians(rng.uniform(-cfg.drone_tilt_deg, cfg.drone_tilt_deg))
+        shift = tuple(rng.uniform(-cfg.drone_shift, cfg.drone_shift, 2))
+        drone = affine_warp(drone, tilt, rng.uniform(*cfg.drone_zoom), shift=shift)
+    if cfg.brightness or cfg.contrast:
+        drone, satellite = _jitter(drone, cfg, rng), _jitter(satellite, cfg, rng)
+    return drone, satellite

@@ -52,9 +52,14 @@ CAPTIONS = {
     "04_table6_paper": "GeoViewMatch Table 6 as printed in the paper (CVUSA / CVACT).",
     "04_geoviewmatch_ablations": "All GeoViewMatch ablation variants, one row each.",
     "04_ablation_claims": "The paper's ablation claims and whether this run supports them.",
-    "04_mcgf_ablations": "MCGF with/without restoration and diffusion, per weather (long form).",
+    "04_mcgf_ablations": (
+        "MCGF with/without restoration and diffusion, and with queries not restored at test, "
+        "per weather (long form)."
+    ),
     "04_mcgf_weather": "MCGF variants: drone→satellite R@1 and AP per weather condition.",
-    "04_mcgf_ablation_deltas": "What the restoration branch and the diffusion add, per condition.",
+    "04_mcgf_ablation_deltas": (
+        "What the restoration branch, the diffusion and the restoration pass at test add, per condition."
+    ),
     "04_cost": "GeoViewMatch Table 4 format: parameters, GFLOPs, memory, latency per model and size.",
 }
 

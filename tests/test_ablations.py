@@ -51,6 +51,25 @@ def test_no_diffusion_variant_trains_at_t0_and_restores_in_one_pass():
     assert (cfg.t_max, cfg.t_start, cfg.infer_steps) == (1, 0, 1) and cfg.restoration
 
 
+def test_queries_not_restored_reuses_the_full_run_and_skips_restoration_at_test():
+    import torch
+
+    from geoloc_lib.models import create_model
+
+    v = {x.label: x for x in A.mcgf_variants()}
+    assert v["queries not restored"].run_name == v["MCGF (full)"].run_name
+    assert v["queries not restored"].overrides == v["MCGF (full)"].overrides
+    model = create_model("mcgf", preset="smoke", num_classes=4).eval()
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.restore.deconv3[0].weight, std=0.1)  # a non-identity restorer
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        restored = model.embed(x, "drone")
+        model.cfg.restore_queries = False
+        direct, sat = model.embed(x, "drone"), model.embed(x, "satellite")
+    assert torch.allclose(direct, sat) and not torch.allclose(direct, restored, atol=1e-4)
+
+
 def test_paper_tables_are_transcribed_consistently():
     # The paper's Table 6 rows f4 and f4+f3 are its Table 5 rows BS+CL and BS+CL+MF, and its
     # text quotes these R@1 changes (CVUSA, CVACT): a transcription error breaks one of them.

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from geoloc_lib.augment import (
+    PAIR_AUGMENTS,
+    PairAugConfig,
     StrongAugConfig,
+    affine_warp,
+    augment_pair,
     gaussian_blur,
     random_quarter_turns,
     rotate_aerial_and_shift_panorama,
@@ -114,3 +119,57 @@ def test_gaussian_blur_preserves_constants_and_smooths() -> None:
     blurred = gaussian_blur(noise, torch.tensor([0.1, 2.0]), 5)
     torch.testing.assert_close(blurred[0], noise[0], atol=1e-3, rtol=0)  # tiny sigma: ~identity
     assert blurred[1].std() < 0.6 * noise[1].std()
+
+
+# --------------------------------------------------------------------------- drone/satellite pairs
+
+
+def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 quarter-turn/mirror images of ``[C, H, W]``."""
+    return [torch.rot90(y, k, dims=(1, 2)) for y in (x, x.flip(-1)) for k in range(4)]
+
+
+def test_affine_warp_quarter_turns_and_flip_are_exact():
+    x = torch.rand(3, 16, 16)
+    assert torch.allclose(affine_warp(x, 0.0), x, atol=1e-5)
+    assert torch.allclose(affine_warp(x, 0.0, flip=True), x.flip(-1), atol=1e-5)
+    turned = affine_warp(x, math.pi / 2)
+    assert any(torch.allclose(turned, y, atol=1e-5) for y in _dihedral(x)[1:4])
+    zoomed = affine_warp(x, 0.3, scale=0.8, shift=(0.1, -0.1))
+    assert zoomed.shape == x.shape and 0 <= zoomed.min() and zoomed.max() <= 1
+
+
+def test_augment_pair_recipes():
+    drone, sat = torch.rand(3, 16, 16), torch.rand(3, 16, 16)
+    # University-1652's recipe: the drone flipped alone, the tile turned by quarter turns, exactly
+    base = PAIR_AUGMENTS["flip_rot90"]
+    seen_flip = set()
+    for seed in range(12):
+        d, s = augment_pair(drone, sat, base, np.random.default_rng(seed))
+        flipped = torch.equal(d, drone.flip(-1))
+        assert flipped or torch.equal(d, drone)
+        seen_flip.add(flipped)
+        assert any(torch.equal(s, y) for y in _dihedral(sat)[:4])
+    assert seen_flip == {True, False}
+    # joint flips: a flipped drone view comes with a mirrored tile (the mirrored world)
+    joint = PairAugConfig(sat_rotation="quarter")
+    for seed in range(12):
+        d, s = augment_pair(drone, sat, joint, np.random.default_rng(seed))
+        mirrored = any(torch.equal(s, y) for y in _dihedral(sat)[4:])
+        assert mirrored == torch.equal(d, drone.flip(-1))
+    # strong: a pure function of the rng seed, images stay in [0, 1]
+    strong = PAIR_AUGMENTS["strong"]
+    a = augment_pair(drone, sat, strong, np.random.default_rng([3, 1, 7]))
+    b = augment_pair(drone, sat, strong, np.random.default_rng([3, 1, 7]))
+    c = augment_pair(drone, sat, strong, np.random.default_rng([3, 1, 8]))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[1], c[1])
+    for x in (*a, *c):
+        assert x.shape == (3, 16, 16) and 0 <= x.min() and x.max() <= 1
+
+
+def test_pair_aug_config_errors():
+    with pytest.raises(ConfigError, match="sat_rotation"):
+        PairAugConfig(sat_rotation="half")
+    with pytest.raises(ConfigError, match="drone_zoom"):
+        PairAugConfig(drone_zoom=(1.0, 0.5))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 
 from geoloc_lib.data.university import load_university1652
 from geoloc_lib.data.university_torch import ShardedSampler, UniversityTrainSet
@@ -152,6 +153,28 @@ def test_config_validation():
         MCGFConfig.preset("huge")
     with pytest.raises(ConfigError, match="t_start"):
         MCGFConfig.preset("smoke", t_start=100)
+    with pytest.raises(ConfigError, match="content_norm"):
+        MCGFConfig.preset("smoke", content_norm="imagenet")
+
+
+def test_per_image_content_norm_removes_brightness_and_contrast():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 0.6 + 0.2
+    dark = x * 0.25 + 0.01  # a darker, lower-contrast copy, same colour ratios around the mean
+    per_image = create_model("mcgf", preset="smoke", num_classes=4, content_norm="per_image").eval()
+    clip = create_model("mcgf", preset="smoke", num_classes=4, content_norm="clip").eval()
+    clip.load_state_dict(per_image.state_dict())
+    with torch.no_grad():
+        normed, normed_dark = per_image.content_norm(x), per_image.content_norm(dark)
+        assert torch.allclose(normed.mean((1, 2, 3)), torch.zeros(2), atol=1e-5)
+        # eps keeps flat images finite; the rest is a positive rescaling of the same image
+        assert torch.allclose(
+            F.normalize(normed.flatten(1)), F.normalize(normed_dark.flatten(1)), atol=1e-5
+        )
+        a, b = per_image.embed(x, "satellite"), per_image.embed(dark, "satellite")
+        c, d = clip.embed(x, "satellite"), clip.embed(dark, "satellite")
+    assert (a * b).sum(1).min() > (c * d).sum(1).min()
+    assert torch.isfinite(per_image.content_norm(torch.full((1, 3, 8, 8), 0.5))).all()
 
 
 def test_sharded_sampler_partitions_and_is_seeded():

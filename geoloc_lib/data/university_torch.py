@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from geoloc_lib.augment import PairAugConfig, augment_pair, pair_augment
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.types import ImageSet
 from geoloc_lib.data.university import University1652
@@ -136,7 +137,7 @@ class UniversityTrainSet(Dataset):
         satellite: ImageSet,
         size: int,
         *,
-        augment: bool = True,
+        augment: str | PairAugConfig | None = "flip_rot90",
         cache: bool = False,
     ) -> None:
         self.classes = np.unique(satellite.labels)
@@ -155,7 +156,7 @@ class UniversityTrainSet(Dataset):
         }
         self.drone_paths = [drone_by_loc[int(c)] for c in self.classes]
         self.sat_paths = [sat_by_loc[int(c)] for c in self.classes]
-        self.size, self.augment = size, augment
+        self.size, self.augment = size, pair_augment(augment)
         self.cache = _ImageCache(size, cache)
 
     @property
@@ -173,13 +174,10 @@ class UniversityTrainSet(Dataset):
         loc, view, draw = (tuple(index) + (0, 0))[:3] if isinstance(index, tuple) else (index, 0, 0)
         drone = self.cache.get(self.drone_paths[loc][view % len(self.drone_paths[loc])])
         sat = self.cache.get(self.sat_paths[loc])
-        if self.augment:
-            # Flips and quarter turns keep a nadir satellite tile a valid view of the location;
-            # drawn from the sampler's draw so the batch is a function of (seed, epoch) only.
+        if self.augment is not None:
+            # Drawn from the sampler's draw so the batch is a function of (seed, epoch) only.
             rng = np.random.default_rng([loc, view, draw])
-            if rng.random() < 0.5:
-                drone = drone.flip(-1)
-            sat = torch.rot90(sat, int(rng.integers(4)), dims=(1, 2))
+            drone, sat = augment_pair(drone, sat, self.augment, rng)
         return {"drone": drone, "satellite": sat, "label": loc, "location": int(self.classes[loc])}
 
 
@@ -207,12 +205,13 @@ def train_loader(
     *,
     seed: int = 0,
     repeats: int = 1,
-    augment: bool = True,
+    augment: str | PairAugConfig | None = "flip_rot90",
     num_workers: int = 0,
     cache: bool = False,
 ) -> DataLoader:
     """Seeded per-location training loader over ``train/drone`` + ``train/satellite``.
 
+    ``augment``: a :data:`~geoloc_lib.augment.PAIR_AUGMENTS` name, a ``PairAugConfig`` or None.
     Sharded over ranks when torch.distributed is initialised (``drop_last`` keeps BatchNorm
     batches full and every rank at the same number of steps).
     """
