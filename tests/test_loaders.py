@@ -103,3 +103,18 @@ def test_cvact_bad_mat_names_file(tmp_path):
     (root / "ACT_data.mat").write_bytes(b"not a mat file")
     with pytest.raises(DatasetError, match="ACT_data.mat"):
         load_cvact(root, "val")
+
+
+def test_eval_loader_cache_gives_the_same_images(tmp_path):
+    import torch
+
+    from geoloc_lib.data.university_torch import eval_loader
+
+    data = load_university1652(make_university1652(tmp_path / "u", train_ids=(1, 2), views=2))
+    query, _ = data.task("drone->satellite")
+    plain = eval_loader(query, 24, batch_size=3)
+    cached = eval_loader(query, 24, batch_size=3, cache=True)
+    for _ in range(2):  # the second pass reads the cache
+        for a, b in zip(plain, cached, strict=True):
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["index"], b["index"])
+    assert len(cached.dataset.cache.store) == len(query)

@@ -184,15 +184,16 @@ class UniversityTrainSet(Dataset):
 class ImageListDataset(Dataset):
     """Plain evaluation items ``{"image", "label", "index"}`` from an :class:`ImageSet`."""
 
-    def __init__(self, images: ImageSet, size: int) -> None:
+    def __init__(self, images: ImageSet, size: int, cache: bool = False) -> None:
         self.images, self.size = images, size
+        self.cache = _ImageCache(size, cache)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {
-            "image": to_tensor(self.images.paths[i], self.size),
+            "image": self.cache.get(Path(self.images.paths[i])),
             "label": int(self.images.labels[i]),
             "index": i,
         }
@@ -237,11 +238,12 @@ def train_loader(
 
 
 def eval_loader(
-    images: ImageSet, size: int, batch_size: int = 64, num_workers: int = 0
+    images: ImageSet, size: int, batch_size: int = 64, num_workers: int = 0, cache: bool = False
 ) -> DataLoader:
-    """Ordered loader over an evaluation set (query or gallery)."""
+    """Ordered loader over an evaluation set (query or gallery). ``cache`` keeps the decoded
+    images for the loader's later passes (per-epoch validation)."""
     return DataLoader(
-        ImageListDataset(images, size),
+        ImageListDataset(images, size, cache),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,

@@ -335,7 +335,8 @@ def train_mcgf(
             np.random.default_rng(seed).integers(0, len(CONDITIONS), len(query))
         )
         synth = WeatherSynth(reference_size=WEATHER_REFERENCE_SIZE)
-        q_loader, g_loader = eval_loader(query, size), eval_loader(gallery, size)
+        q_loader = eval_loader(query, size, cache=cache_images)
+        g_loader = eval_loader(gallery, size, cache=cache_images)
 
         def weathered(batch: dict[str, Any]) -> dict[str, Any]:
             idx = batch["index"].to(torch.int64)
@@ -463,10 +464,12 @@ def evaluate_mcgf(
             progress=progress,
             desc=f"{task} {fixed_view}",
         )
+        # decoded once, weathered per condition
+        drones = eval_loader(query if drone_is_query else gallery, size, batch_size, cache=True)
         for name in conditions:
             drone = extract_features(
                 model,
-                eval_loader(query if drone_is_query else gallery, size, batch_size),
+                drones,
                 "drone",
                 device=dev,
                 batch_transform=eval_weather(name, synth, seed),
