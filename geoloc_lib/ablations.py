@@ -132,13 +132,16 @@ def geoviewmatch_variants(
 
 def mcgf_variants() -> list[Variant]:
     """MCGF full, w/o restoration (the matching branch alone), w/o diffusion (:data:`NO_DIFFUSION`)
-    and the full model with its queries not restored at test (what the restoration pass adds)."""
+    and two test-time variants of the full model's run: queries not restored (what the
+    restoration pass adds) and the last DDIM step's features only (what pooling the steps,
+    the paper's "multiple granularities", adds)."""
     return [
         Variant("MCGF (full)", "mcgf", {}, "mcgf"),
         Variant("w/o restoration", "mcgf_matching_only", {}, "mcgf_matching_only"),
         Variant("w/o diffusion", "mcgf", dict(NO_DIFFUSION), "mcgf_no_diffusion"),
         # the full model's run, its drone queries matched without the restoration pass
         Variant("queries not restored", "mcgf", {}, "mcgf", {"restore_queries": False}),
+        Variant("last step only", "mcgf", {}, "mcgf", {"pool_steps": False}),
     ]
 
 
@@ -418,6 +421,7 @@ def mcgf_ablation_deltas(results: pd.DataFrame) -> pd.DataFrame:
         ("restoration branch", "w/o restoration"),
         ("diffusion", "w/o diffusion"),
         ("restoration pass at test", "queries not restored"),
+        ("pooling the DDIM steps", "last step only"),
     ):
         if ablated not in per["R@1"].columns:
             continue

@@ -436,6 +436,8 @@ def fit(
             epoch or per step (``config.scheduler_interval``).
         validate: ``validate(model, epoch) -> {metric: value}``, called on rank 0 in eval mode
             with the unwrapped model; the metrics go to the history (and to ``config.monitor``).
+            The global RNG states are restored after it, so validating (or not) never changes
+            the training.
         batch_transform: runs on the device on each batch before the forward pass, outside
             autocast (MCGF applies the synthetic weather there).
 
@@ -608,10 +610,15 @@ def fit(
         ):
             metrics = None
             if info.is_main:
+                # Validation must not consume the training randomness (a DataLoader draws its
+                # iterator seed from the global RNG): val_every and rank 0's extra work then
+                # leave the trained weights unchanged.
+                training_rng = rng_state()
                 model.eval()
                 with torch.no_grad():
                     metrics = dict(validate(model, epoch + 1))
                 model.train()
+                set_rng_state(training_rng)
             record.update(broadcast_object(metrics))
         history.records.append(record)
         if show:

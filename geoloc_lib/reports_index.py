@@ -53,12 +53,13 @@ CAPTIONS = {
     "04_geoviewmatch_ablations": "All GeoViewMatch ablation variants, one row each.",
     "04_ablation_claims": "The paper's ablation claims and whether this run supports them.",
     "04_mcgf_ablations": (
-        "MCGF with/without restoration and diffusion, and with queries not restored at test, "
-        "per weather (long form)."
+        "MCGF with/without restoration and diffusion, with queries not restored at test and "
+        "with the last DDIM step's features only, per weather (long form)."
     ),
     "04_mcgf_weather": "MCGF variants: drone→satellite R@1 and AP per weather condition.",
     "04_mcgf_ablation_deltas": (
-        "What the restoration branch, the diffusion and the restoration pass at test add, per condition."
+        "What the restoration branch, the diffusion, the restoration pass at test and pooling "
+        "the DDIM steps add, per condition."
     ),
     "04_cost": "GeoViewMatch Table 4 format: parameters, GFLOPs, memory, latency per model and size.",
 }

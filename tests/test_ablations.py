@@ -70,6 +70,22 @@ def test_queries_not_restored_reuses_the_full_run_and_skips_restoration_at_test(
     assert torch.allclose(direct, sat) and not torch.allclose(direct, restored, atol=1e-4)
 
 
+def test_last_step_only_reuses_the_full_run_and_stops_pooling():
+    v = {x.label: x for x in A.mcgf_variants()}
+    assert v["last step only"].run_name == v["MCGF (full)"].run_name
+    assert v["last step only"].eval_overrides == {"pool_steps": False}
+    results = pd.DataFrame(
+        [
+            {"variant": var, "condition": c, "R@1": r, "AP": r + 1}
+            for var, rs in (("MCGF (full)", (3.0, 1.0, 2.0)), ("last step only", (2.0, 2.0, 2.0)))
+            for c, r in zip(("rain", "fog", "mean"), rs, strict=True)
+        ]
+    )
+    row = A.mcgf_ablation_deltas(results).set_index("part").loc["pooling the DDIM steps"]
+    assert row["mean ΔR@1"] == 0.0 and row["conditions better"] == "1/2"
+    assert row["conditions worse"] == "1/2"
+
+
 def test_paper_tables_are_transcribed_consistently():
     # The paper's Table 6 rows f4 and f4+f3 are its Table 5 rows BS+CL and BS+CL+MF, and its
     # text quotes these R@1 changes (CVUSA, CVACT): a transcription error breaks one of them.

@@ -132,6 +132,31 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
     )
 
 
+def test_validation_does_not_change_the_training():
+    """Validating every epoch or only at the end gives the same weights, even when validation
+    draws from the global RNG (as a DataLoader iterator's seed does)."""
+
+    def val_drawing(model: nn.Module, epoch: int) -> dict[str, float]:
+        loader = DataLoader(ToyData(), batch_size=8, shuffle=True)  # seeded by the global RNG
+        return {**_val(model, epoch), "noise": float(torch.rand(()) + len(list(loader)))}
+
+    cfg = dict(epochs=3, seed=5, device="cpu", scheduler_interval="step", progress=False)
+    weights = []
+    for every in (1, 3):
+        model, loader, opt, sched = _setup()
+        fit(
+            model,
+            loader,
+            opt,
+            FitConfig(val_every=every, **cfg),
+            scheduler=sched,
+            validate=val_drawing,
+        )
+        weights.append(model.state_dict())
+    for k, a in weights[0].items():
+        assert torch.equal(a, weights[1][k]), k
+
+
 def test_logs_written(tmp_path):
     model, loader, opt, _ = _setup()
     hist = fit(model, loader, opt, FitConfig(epochs=2, out_dir=tmp_path, progress=False))

@@ -16,7 +16,7 @@ from geoloc_lib.data.university_torch import ShardedSampler, UniversityTrainSet
 from geoloc_lib.errors import ConfigError
 from geoloc_lib.models import create_model
 from geoloc_lib.models.backbones import create_backbone
-from geoloc_lib.models.mcgf import MCGFConfig
+from geoloc_lib.models.mcgf import RESIDUALS, MCGFConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from layouts import make_university1652  # noqa: E402
@@ -93,7 +93,15 @@ def test_loss_terms():
 
 def test_matching_loss_stops_gradient_at_the_clean_target():
     torch.manual_seed(0)
-    model = create_model("mcgf", preset="smoke", num_classes=5, w_res=0.0, w_cls=0.0, w_nce=0.0)
+    model = create_model(
+        "mcgf",
+        preset="smoke",
+        num_classes=5,
+        w_res=0.0,
+        w_cls=0.0,
+        w_nce=0.0,
+        mat_to_restorer=True,  # end to end: L_mat reaches the weathered input
+    )
     batch = _batch(model.cfg.img_size)
     batch["drone"].requires_grad_(True)
     batch["drone_weather"].requires_grad_(True)
@@ -102,18 +110,35 @@ def test_matching_loss_stops_gradient_at_the_clean_target():
     assert float(batch["drone_weather"].grad.abs().sum()) > 0
 
 
+@pytest.mark.parametrize("to_restorer", [True, False])
+def test_matching_loss_reaches_the_restorer_only_when_asked(to_restorer):
+    torch.manual_seed(0)
+    model = create_model(
+        "mcgf", preset="smoke", num_classes=5, w_res=0.0, w_nce=0.0, mat_to_restorer=to_restorer
+    )
+    model.training_losses(_batch(model.cfg.img_size))["loss"].backward()
+
+    def grad_sum(module):
+        return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+
+    assert grad_sum(model.content) > 0  # E_content always learns from L_mat and L_cls
+    assert (grad_sum(model.restore) > 0) == to_restorer  # (the encoder's is 0 at init: the
+    # restorer's last deconvolution starts at zero)
+
+
 def test_ddim_inference_is_deterministic_and_multi_step():
     torch.manual_seed(0)
-    model = create_model("mcgf", preset="smoke", num_classes=5).eval()
+    model = create_model("mcgf", preset="smoke", num_classes=5, pool_steps=False).eval()
     x = torch.rand(3, 3, model.cfg.img_size, model.cfg.img_size)
     with torch.no_grad():
-        assert torch.allclose(model.restore_query(x)[-1], x, atol=3e-3)  # identity at init
+        assert torch.allclose(model.restore_query(x)[-1], x, atol=1e-5)  # identity at init
     torch.nn.init.normal_(model.restore.deconv3[0].weight, std=0.2)  # make the steps differ
     with torch.no_grad():
         preds = model.restore_query(x)
         f1, f2 = model.embed(x, "drone"), model.embed(x, "drone")
         model.cfg.pool_steps = True
         pooled = model.embed(x, "drone")
+        mean = torch.stack([F.normalize(model.match_features(p), dim=-1) for p in preds]).mean(0)
     # t_start=10, 2 steps: timesteps 10, 5, 0 -> three x0 predictions in [0, 1]
     assert len(preds) == 3 and all(p.shape == x.shape for p in preds)
     assert not torch.allclose(preds[0], preds[-1])
@@ -121,8 +146,33 @@ def test_ddim_inference_is_deterministic_and_multi_step():
     assert torch.equal(f1, f2)
     torch.testing.assert_close(f1.norm(dim=1), torch.ones(3))
     assert not torch.allclose(pooled, f1)
+    torch.testing.assert_close(pooled, F.normalize(mean, dim=-1))  # every step's ẑ_0, pooled
     with pytest.raises(ConfigError, match="view"):
         model.embed(x, "street")
+
+
+@pytest.mark.parametrize("residual", RESIDUALS)
+@pytest.mark.parametrize("patch", [4, 2])
+def test_restorer_output_size_and_residual_modes(residual, patch):
+    """ẑ_0 has the input's size for any encoder patch size; at init (last deconvolution zero)
+    the residual modes return their input and "none" a grey image."""
+    torch.manual_seed(0)
+    arch = {**MCGFConfig.preset("smoke").encoder_arch, "patch_size": patch}
+    model = create_model(
+        "mcgf", preset="smoke", num_classes=5, residual=residual, encoder_arch=arch
+    )
+    z = torch.rand(2, 3, model.cfg.img_size, model.cfg.img_size) * 1.6 - 0.8
+    t = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        out = model.eval().denoise(z, t)
+    assert out.shape == z.shape
+    x_in = z / model.alpha_bar[0].sqrt()
+    expected = torch.zeros_like(z) if residual == "none" else x_in
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+    with torch.no_grad():  # a large correction stays in [-1, 1]
+        torch.nn.init.constant_(model.restore.deconv3[0].bias, 10.0)
+        out = model.denoise(z, t)
+    assert float(out.min()) >= -1 and float(out.max()) <= 1 and float(out.mean()) > 0.9
 
 
 def test_pretrained_rules(tmp_path, monkeypatch):
@@ -155,6 +205,8 @@ def test_config_validation():
         MCGFConfig.preset("smoke", t_start=100)
     with pytest.raises(ConfigError, match="content_norm"):
         MCGFConfig.preset("smoke", content_norm="imagenet")
+    with pytest.raises(ConfigError, match="residual"):
+        MCGFConfig.preset("smoke", residual=True)
 
 
 def test_per_image_content_norm_removes_brightness_and_contrast():

@@ -77,6 +77,7 @@ class TrainSettings:
     repeats: int = 1  # visits of each training location per epoch
     optimizer: str = "sgd"  # sgd (the paper's) | adamw
     augment: str = "flip_rot90"  # a geoloc_lib.augment.PAIR_AUGMENTS name
+    val_every: int = 1  # epochs between validation passes (and always after the last one)
 
 
 TRAIN_PRESETS: dict[str, TrainSettings] = {
@@ -99,6 +100,7 @@ TRAIN_PRESETS: dict[str, TrainSettings] = {
         warmup_epochs=1.0,
         repeats=4,
         augment="flip_rotate",
+        val_every=3,  # 20 points on the curve; each pass is ~3 s of the ~14 s epoch
     ),
     "smoke": TrainSettings(
         1, 4, 1e-3, 1e-3, optimizer="adamw", weight_decay=0.05, augment="flip_rotate"
@@ -241,7 +243,6 @@ def train_mcgf(
     num_workers: int = 0,
     cache_images: bool = True,
     val_queries: int | None = 300,
-    val_every: int = 1,
     max_steps_per_epoch: int | None = None,
     repeats: int | None = None,
     num_threads: int | None = None,
@@ -256,11 +257,12 @@ def train_mcgf(
         out_dir: checkpoints and ``history.csv``; None trains in memory.
         resume: continue from ``out_dir/checkpoint_last.pt``.
         num_threads: CPU threads (``FitConfig.num_threads``); 1 on a CPU shared with other jobs.
-        val_queries: per-epoch monitoring on this many test drone queries, each under a random
-            (seeded) weather condition, against the full satellite gallery (``val_r1``). It is a
-            subset of the test split (GeoSynth has no validation split): it is reported, never
-            used to pick a checkpoint. None = all queries, 0 = no validation.
-        **overrides: ``TrainSettings`` fields (``optimizer``, ``weight_decay``...) or
+        val_queries: monitoring (every ``val_every`` epochs, a ``TrainSettings`` field) on this
+            many test drone queries, each under a random (seeded) weather condition, against the
+            full satellite gallery (``val_r1``). It is a subset of the test split (GeoSynth has
+            no validation split): it is reported, never used to pick a checkpoint. None = all
+            queries, 0 = no validation.
+        **overrides: ``TrainSettings`` fields (``optimizer``, ``val_every``...) or
             ``MCGFConfig`` fields (``pool_steps``, ``w_mat``, ``w_nce``, ``img_size``...).
     """
     if model not in MODELS:
@@ -360,7 +362,7 @@ def train_mcgf(
         grad_clip=settings.grad_clip,
         scheduler_interval="step",
         max_steps_per_epoch=max_steps_per_epoch,
-        val_every=val_every,
+        val_every=settings.val_every,
         resume=resume,
         progress=progress,
         num_threads=num_threads,
