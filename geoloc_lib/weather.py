@@ -76,9 +76,11 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geoloc_lib import portable_ops as P
 from geoloc_lib.errors import ConfigError, choices_message
 
 CONDITIONS: tuple[str, ...] = (
@@ -147,7 +149,7 @@ def _normal(keys: torch.Tensor, stream: int, counter: torch.Tensor | int = 0) ->
     """Standard normal by Box-Muller from two hashed uniforms."""
     u1 = _uniform(keys, 2 * stream, counter).clamp_(min=1e-7)
     u2 = _uniform(keys, 2 * stream + 1, counter)
-    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+    return P.sqrt(-2.0 * P.log(u1)) * P.cos(2.0 * math.pi * u2)
 
 
 def _between(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -173,12 +175,14 @@ def _frequency_noise(
     fx = torch.arange(w, device=device, dtype=torch.float32)
     fy = torch.minimum(fy, h - fy)[:, None]
     fx = torch.minimum(fx, w - fx)[None, :]
-    f = torch.sqrt(fy**2 + fx**2)
+    f = P.sqrt(fy**2 + fx**2)
     f[0, 0] = 1.0
     scale = f**exponent
     scale[0, 0] = 0.0
-    spectrum = torch.polar(magnitude * scale, phase)
-    noise = torch.fft.ifft2(spectrum).real
+    spectrum = torch.polar(magnitude * scale, phase).cpu().numpy().astype(np.complex128)
+    # numpy's FFT, in float64: torch's CPU FFT is MKL's, whose results depend on the CPU's
+    # instruction set (portable_ops), and the bytes of a weather rendering must not.
+    noise = torch.from_numpy(np.fft.ifft2(spectrum).real.astype(np.float32)).to(device)
     flat = noise.flatten(1)
     lo = flat.min(1).values.view(-1, 1, 1)
     hi = flat.max(1).values.view(-1, 1, 1)
@@ -202,18 +206,18 @@ def _apply_fog(images: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     keys = _derive(keys, 101)
 
     def up(x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x[:, None], size=(mid_h, mid_w), mode="bicubic", align_corners=False)
+        return P.resize(x[:, None], (mid_h, mid_w), mode="bicubic")
 
     ah, aw = _small_size(h, w, 10)
     alpha_local = up(_frequency_noise(keys, 0, ah, aw, -2.0)).clamp_(0, 1)
-    alpha = ((1.0 + 0.9 * alpha_local) ** 0.9 * 0.5).clamp_(0, 1)
+    alpha = (P.pow(1.0 + 0.9 * alpha_local, 0.9) * 0.5).clamp_(0, 1)
     coarse = 225.0 + 2.0 * _normal(keys[:, None], 4, torch.arange(64, device=keys.device))
     intensity = up(coarse.view(b, 8, 8))
     fine = _frequency_noise(keys, 10, mid_h, mid_w, -2.0)[:, None]
     intensity = (intensity + 225.0 * (2.0 * fine - 1.0) / 5.0).clamp_(0, 255) / 255.0
     # out = (1 - alpha)·img + alpha·intensity, maps upsampled together to full size.
     maps = torch.cat([1.0 - alpha, alpha * intensity], 1)
-    maps = F.interpolate(maps, size=(h, w), mode="bicubic", align_corners=False)
+    maps = P.resize(maps, (h, w), mode="bicubic")
     return images.mul_(maps[:, :1]).add_(maps[:, 1:]).clamp_(0, 1)
 
 
@@ -276,7 +280,7 @@ def _streak_maps(
     k_ref = torch.floor(speed * ref_longest)
     k_work = torch.where(k_ref <= 1, torch.zeros_like(k_ref), k_ref.clamp(min=3)) * px_per_ref
     k_frame = torch.round(k_work / phi).clamp(min=1).long()
-    cos, sin = torch.cos(angle), torch.sin(angle)
+    cos, sin = P.cos(angle), P.sin(angle)
     ext_v = w * cos.abs() + h * sin.abs()  # rotated image extent across the streaks
     ext_u = w * sin.abs() + h * cos.abs()  # ... and along them
     frame_w = torch.ceil(ext_v / phi).long() + 2
@@ -286,7 +290,7 @@ def _streak_maps(
     # Salt: a Poisson number of particles per layer (normal approximation), uniform positions.
     cells = frame_h * frame_w * (phi / cell) ** 2
     lam = density * cells
-    counts = (lam + lam.sqrt() * _normal(keys, 8)).round().clamp(min=0).long()
+    counts = (lam + P.sqrt(lam) * _normal(keys, 8)).round().clamp(min=0).long()
     total = int(counts.sum())
     layer_of = torch.repeat_interleave(torch.arange(n_layers, device=device), counts)
     # SplitMix64 stream per layer: state_i = key + (i + 1)·golden, one 64-bit draw per particle
@@ -299,7 +303,7 @@ def _streak_maps(
     rows = ((bits & 0x1FFFFF).to(torch.float32) * scale21 * frame_h[layer_of]).long()
     cols = (_shr(bits, 21) & 0x1FFFFF).to(torch.float32).mul_(scale21)
     cols = (cols * frame_w[layer_of]).long()
-    value = _shr(bits, 43).to(torch.float32).mul_(math.pi * scale21).cos_().abs_()
+    value = P.cos(_shr(bits, 43).to(torch.float32).mul_(math.pi * scale21)).abs_()
     value = value.mul_(0.5).add_(0.5)
 
     # Density gate: GxG (8x8 per image) Beta(1, 1 - uniformity) field, bicubic to 4Gx4G,
@@ -307,10 +311,8 @@ def _streak_maps(
     g_n, g_up = gate_cells, 4 * gate_cells
     beta = (1.0 - uniformity).clamp(min=1e-3)[:, None]
     gate_u = _uniform(keys[:, None], 30, torch.arange(g_n * g_n, device=device))
-    gate = 1.0 - (1.0 - gate_u).clamp(min=1e-7) ** (1.0 / beta)
-    gate = F.interpolate(
-        gate.view(-1, 1, g_n, g_n), size=(g_up, g_up), mode="bicubic", align_corners=False
-    )
+    gate = 1.0 - P.pow((1.0 - gate_u).clamp(min=1e-7), 1.0 / beta)
+    gate = P.resize(gate.view(-1, 1, g_n, g_n), (g_up, g_up), mode="bicubic")
     gate = gate.clamp_(0, 1).flatten()
     gy = rows * g_up // frame_h[layer_of]
     gx = cols * g_up // frame_w[layer_of]
@@ -344,7 +346,7 @@ def _streak_maps(
     torch.add(xs[None, None, :] * (c_ * inv * sx), off_x, out=grid[..., 0])
     torch.add(xs[None, None, :] * (s_ * inv * sy), off_y, out=grid[..., 1])
     mode = "bicubic" if spec.kind == "snow" else "bilinear"
-    noise = F.grid_sample(
+    noise = P.grid_sample(
         streak[:, None], grid, mode=mode, padding_mode="zeros", align_corners=False
     )
     noise = noise.clamp_(min=0)
@@ -374,10 +376,10 @@ def _apply_particles(
         alpha = full.view(b, 3, 1, h, w)
         drop_grey = torch.tensor(240.0 / 255.0, device=device)
         for j in range(3):
-            images.lerp_(drop_grey, alpha[:, j])
+            images.add_((drop_grey - images).mul_(alpha[:, j]))  # lerp, unfused
         return images
     u = params["flake_uniformity"].view(-1, 1, 1, 1)
-    flakes = noise.clamp_(0, 1).pow_(1.0 + 2.0 * (1.0 - u)).mul_(1.0 + 5.0 * (1.0 - u))
+    flakes = P.pow(noise.clamp_(0, 1), 1.0 + 2.0 * (1.0 - u)).mul_(1.0 + 5.0 * (1.0 - u))
     sum_gain = torch.zeros(b * 3, 1, 1, 1, device=device)
     max_gain = torch.zeros(b * 3, 1, 1, 1, device=device)
     sum_gain[positions] = 0.1 + 20.0 * speed
@@ -418,24 +420,24 @@ def _brightness(
     s = (add * (1.0 - add_first)).view(n, 1, 1, 1)
 
     luma = images[:, 0:1] * 0.299
-    luma.add_(images[:, 1:2], alpha=0.587).add_(images[:, 2:3], alpha=0.114)
-    channel = torch.lerp(luma, images.amax(1, keepdim=True), by_value)
-    new = torch.addcmul(q, channel, p).clamp_(0, 1).mul_(r).add_(s).clamp_(0, 1)
+    luma.add_(images[:, 1:2] * 0.587).add_(images[:, 2:3] * 0.114)
+    channel = P.lerp(luma, images.amax(1, keepdim=True), by_value)
+    new = P.mul_add(channel, p, q).clamp_(0, 1).mul_(r).add_(s).clamp_(0, 1)
     # Luma: gain 1, shift t(y) - y. Value: gain t(v)/v; a black pixel (v below eps) becomes
     # grey t(v), which the shift term supplies as v -> 0.
     eps = 1e-6
     ratio = new / channel.clamp(min=eps)
     gain = ratio.sub_(1.0).mul_(by_value).add_(1.0)
     black = (1.0 - channel / eps).clamp_(min=0.0).mul_(new)
-    shift = torch.lerp(new - channel, black, by_value)
-    return torch.addcmul(shift, images, gain, out=images).clamp_(0, 1)
+    shift = P.lerp(new - channel, black, by_value)
+    return images.mul_(gain).add_(shift).clamp_(0, 1)
 
 
 def _apply_dark(images: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """BlendAlpha(0.5, Add(100), Multiply(0.2)) then MultiplyAndAddToBrightness(0.2, (-30, -15))."""
     # 0.5·min(img + 100/255, 1) + 0.5·(0.2·img), in place.
     blended = (images + 100.0 / 255.0).clamp_(max=1.0).mul_(0.5)
-    blended = torch.add(blended, images, alpha=0.1, out=images)
+    blended = images.mul_(0.1).add_(blended)
     return _brightness(blended, _derive(keys, 201), 0.2, (-30.0, -15.0))
 
 
@@ -455,8 +457,8 @@ def motion_blur_kernels(
     offs = torch.arange(size, device=device, dtype=torch.float32) - half
     dy, dx = offs[:, None], offs[None, :]
     theta = (angle_deg * (math.pi / 180)).view(-1, 1, 1)
-    along = dx * torch.sin(theta) + dy * torch.cos(theta)
-    across = dx * torch.cos(theta) - dy * torch.sin(theta)
+    along = dx * P.sin(theta) + dy * P.cos(theta)
+    across = dx * P.cos(theta) - dy * P.sin(theta)
     start = ((direction.clamp(-1, 1) + 1) / 2).view(-1, 1, 1)
     ramp = start + (1 - 2 * start) * (along + half) / max(2 * half, 1e-6)
     weight = ramp.clamp(min=0) * (1 - across.abs()).clamp(min=0)
@@ -642,7 +644,8 @@ def _render_particle_bank(
             out[lo:hi, 0] = (1.0 - full).prod(1)
             continue
         u = params["flake_uniformity"].view(-1, 1, 1)
-        flakes = noise[:, 0].clamp_(0, 1).pow_(1.0 + 2.0 * (1.0 - u)).mul_(1.0 + 5.0 * (1.0 - u))
+        flakes = P.pow(noise[:, 0].clamp_(0, 1), 1.0 + 2.0 * (1.0 - u))
+        flakes = flakes.mul_(1.0 + 5.0 * (1.0 - u))
         speed = params["speed"].view(-1, 1, 1)
         gain_add = torch.zeros(hi - lo, 3, 1, 1, device=device)
         gain_max = torch.zeros(hi - lo, 3, 1, 1, device=device)
@@ -676,7 +679,7 @@ def _circular_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     gx = xs / (w0 + 3) * 2.0 - 1.0
     grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), -1)
     grid = grid[None].expand(n, -1, -1, -1)
-    return F.grid_sample(padded, grid, mode="bicubic", padding_mode="border", align_corners=True)
+    return P.grid_sample(padded, grid, mode="bicubic", padding_mode="border", align_corners=True)
 
 
 def _render_fog_bank(size: int, h: int, w: int, bank_seed: int, device: torch.device) -> _Bank:
@@ -687,7 +690,7 @@ def _render_fog_bank(size: int, h: int, w: int, bank_seed: int, device: torch.de
     mid_h, mid_w = _small_size(h, w, 64)
     ah, aw = _small_size(h, w, 10)
     alpha_local = _circular_resize(_frequency_noise(keys, 0, ah, aw, -2.0)[:, None], (mid_h, mid_w))
-    alpha = ((1.0 + 0.9 * alpha_local.clamp(0, 1)) ** 0.9 * 0.5).clamp_(0, 1)
+    alpha = (P.pow(1.0 + 0.9 * alpha_local.clamp(0, 1), 0.9) * 0.5).clamp_(0, 1)
     coarse = 225.0 + 2.0 * _normal(keys[:, None], 4, torch.arange(64, device=device))
     intensity = _circular_resize(coarse.view(size, 1, 8, 8), (mid_h, mid_w))
     fine = _frequency_noise(keys, 10, mid_h, mid_w, -2.0)[:, None]
@@ -925,7 +928,7 @@ class WeatherSynth:
                     floor = torch.maximum(floor.add_(more[:, :1]).clamp_(max=1.0), more[:, 1:])
                     total.add_(more[:, :1])
                 if keep is not None:  # flush the pending affine map first
-                    images = torch.addcmul(add, images, keep, out=images)
+                    images = images.mul_(keep).add_(add)
                     keep = add = None
                 images = images.add_(total).clamp_(max=1.0)
                 images = torch.maximum(images, floor, out=images)
@@ -936,7 +939,7 @@ class WeatherSynth:
                 keep = keep.mul_(m)
                 add = add.mul_(m).add_(a)
         if keep is not None:
-            images = torch.addcmul(add, images, keep, out=images)
+            images = images.mul_(keep).add_(add)
         return images
 
 

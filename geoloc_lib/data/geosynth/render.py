@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geoloc_lib import portable_ops as P
 from geoloc_lib.data.geosynth.world import TREE, WATER, Campus
 
 SEASONS: dict[str, tuple[float, float, float]] = {
@@ -84,7 +85,7 @@ def _season_albedo(albedo: torch.Tensor, veg: torch.Tensor, season: str) -> torc
 def _finish(rgb: torch.Tensor, cond: Conditions) -> torch.Tensor:
     """Colour balance, exposure and a display gamma; rgb is [3, ...] linear-ish."""
     gains = torch.tensor(cond.gains).reshape(3, *([1] * (rgb.dim() - 1)))
-    out = (rgb * gains * cond.exposure).clamp(0, 1) ** (1 / 1.6)
+    out = P.pow((rgb * gains * cond.exposure).clamp(0, 1), 1 / 1.6)
     return out
 
 
@@ -121,7 +122,7 @@ def shadow_visibility(
         shifted = padded[pad + dr : pad + dr + Hc, pad + dc : pad + dc + Wc]
         torch.maximum(occl, shifted - dist * tan_el, out=occl)
     lit = (occl <= coarse + 0.3).float()
-    up = F.interpolate(lit[None, None], size=height.shape, mode="bilinear", align_corners=False)
+    up = P.resize(lit[None, None], tuple(height.shape), mode="bilinear")
     return up[0, 0]
 
 
@@ -264,7 +265,7 @@ def _march_shadow(s: _Sampler, px, py, pz, sun: torch.Tensor, n_steps: int, hmax
     tan_el = float(sun[2]) / max(horiz, 1e-6)
     reach = max(hmax - float(pz.min()), 1.0) / max(tan_el, 1e-3)
     k = torch.arange(1, n_steps + 1, dtype=torch.float32)
-    dist = reach * (k / n_steps) ** 1.5  # denser near the point
+    dist = reach * P.pow(k / n_steps, 1.5)  # denser near the point
     shape = (-1,) + (1,) * px.dim()
     dist = dist.reshape(shape)
     ux, uy = float(sun[0]) / horiz, float(sun[1]) / horiz
@@ -315,14 +316,14 @@ def render_drone(
     pitch = torch.from_numpy(np.radians(orbit["pitch_deg"]).astype(np.float32))
     brg = torch.from_numpy(np.radians(orbit["bearing"]).astype(np.float32))
     dist = torch.from_numpy(orbit["distance_m"].astype(np.float32))
-    cx = target_xy[0] + dist * torch.sin(brg)
-    cy = target_xy[1] + dist * torch.cos(brg)
+    cx = target_xy[0] + dist * P.sin(brg)
+    cy = target_xy[1] + dist * P.cos(brg)
     cz = torch.from_numpy(orbit["altitude_m"].astype(np.float32))
     fwd = torch.stack(
-        [torch.sin(yaw) * torch.cos(pitch), torch.cos(yaw) * torch.cos(pitch), -torch.sin(pitch)], 1
+        [P.sin(yaw) * P.cos(pitch), P.cos(yaw) * P.cos(pitch), -P.sin(pitch)], 1
     )
-    right = torch.stack([torch.cos(yaw), -torch.sin(yaw), torch.zeros_like(yaw)], 1)
-    up = torch.linalg.cross(right, fwd)
+    right = torch.stack([P.cos(yaw), -P.sin(yaw), torch.zeros_like(yaw)], 1)
+    up = P.cross(right, fwd, dim=1)
     t = math.tan(math.radians(fov_deg) / 2)
     g = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
     gy, gx = torch.meshgrid(-g, g, indexing="ij")
@@ -352,10 +353,10 @@ def render_drone(
     first = torch.full(dz.shape, n_steps, dtype=torch.int64)
     found = torch.zeros(dz.shape, dtype=torch.bool)
     for k in range(1, n_steps):
-        col = torch.add(col0, dcol, alpha=k).long().clamp_(0, s.W2 - 1)
-        row = torch.add(row0, drow, alpha=k).long().clamp_(0, s.H2 - 1)
+        col = (col0 + dcol * k).long().clamp_(0, s.W2 - 1)
+        row = (row0 + drow * k).long().clamp_(0, s.H2 - 1)
         hk = s.h2flat[row.mul_(s.W2).add_(col)]
-        new = (torch.add(z0, dzs, alpha=k) <= hk) & ~found
+        new = (z0 + dzs * k <= hk) & ~found
         first.masked_fill_(new, k)
         found |= new
         if k % 8 == 0 and bool(found.all()):
@@ -377,7 +378,7 @@ def render_drone(
     top_n = torch.stack([-gx_.clamp(-1.5, 1.5), -gy_.clamp(-1.5, 1.5), torch.ones_like(gx_)])
     wgx, wgy = s.gradient(px, py, 0.75)
     wn = torch.stack([-wgx, -wgy])
-    wlen = torch.sqrt(wn[0] * wn[0] + wn[1] * wn[1])
+    wlen = P.sqrt(wn[0] * wn[0] + wn[1] * wn[1])
     wn = torch.where(wlen[None] > 1e-3, wn / wlen.clamp(min=1e-3), -d[:, :2].movedim(1, 0))
     wall_n = torch.cat([wn, torch.zeros_like(wn[:1])])
     n = torch.where(facade[None], wall_n, top_n)
@@ -395,7 +396,7 @@ def render_drone(
     rgb = _lighting(alb, n, sun, lit)
     rgb = torch.where((klass == WATER)[None] & ~facade[None], rgb + 0.05, rgb)
     # Aerial perspective: haze grows with the distance to the camera.
-    trans = torch.exp(-t_hi * cond.haze / 100.0)
+    trans = P.exp(-t_hi * cond.haze / 100.0)
     rgb = rgb * trans[None] + torch.tensor(cond.haze_rgb).reshape(3, 1, 1, 1) * (1 - trans[None])
     rgb = _finish(rgb, cond)  # [3, V, S, S]
     return _to_uint8(rgb.movedim(0, 1))
@@ -413,21 +414,21 @@ def _sky(bearing, elev, cond: Conditions, rng: np.random.Generator) -> torch.Ten
     e = elev.clamp(min=0)[:, None] / 90.0
     horizon = torch.tensor([0.78, 0.82, 0.88])[:, None, None]
     zenith = torch.tensor([0.32, 0.48, 0.80])[:, None, None]
-    sky = horizon + (zenith - horizon) * e[None] ** 0.6
+    sky = horizon + (zenith - horizon) * P.pow(e[None], 0.6)
     b = torch.deg2rad(bearing)[None, :]
     el = torch.deg2rad(elev)[:, None]
     sv = cond.sun_vector()
-    cosang = torch.cos(el) * (torch.sin(b) * sv[0] + torch.cos(b) * sv[1]) / max(
+    cosang = P.cos(el) * (P.sin(b) * sv[0] + P.cos(b) * sv[1]) / max(
         math.hypot(float(sv[0]), float(sv[1])), 1e-6
-    ) * math.cos(math.radians(cond.sun_el)) + torch.sin(el) * math.sin(math.radians(cond.sun_el))
-    sky = sky + 0.25 * (cosang.clamp(min=0) ** 32)[None]
+    ) * math.cos(math.radians(cond.sun_el)) + P.sin(el) * math.sin(math.radians(cond.sun_el))
+    sky = sky + 0.25 * P.pow(cosang.clamp(min=0), 32)[None]
     cover = rng.uniform(0.0, 0.7)
     # Clouds: two octaves of smooth noise, flattened towards the horizon.
     clouds = torch.zeros(len(elev), len(bearing))
     for rows, cols, amp in ((10, 24, 0.65), (20, 48, 0.35)):
         grid = torch.from_numpy(rng.uniform(0, 1, (1, 1, rows, cols)).astype(np.float32))
         clouds += (
-            amp * F.interpolate(grid, size=clouds.shape, mode="bilinear", align_corners=False)[0, 0]
+            amp * P.resize(grid, tuple(clouds.shape), mode="bilinear")[0, 0]
         )
     amount = ((clouds - (1 - cover)) / 0.25).clamp(0, 1) * (e > 0.02).float()
     return sky * (1 - amount[None]) + torch.tensor([0.9, 0.9, 0.92])[:, None, None] * amount[None]
@@ -452,21 +453,21 @@ def render_panorama(
     s = _Sampler.of(campus)
     bearing, elev = pano_geometry(width, height)
     b = torch.deg2rad(bearing)
-    ux, uy = torch.sin(b), torch.cos(b)  # [W]
-    dist = 0.8 * (max_dist / 0.8) ** (
-        torch.arange(n_samples, dtype=torch.float32) / (n_samples - 1)
+    ux, uy = P.sin(b), P.cos(b)  # [W]
+    dist = 0.8 * P.pow(
+        torch.tensor(max_dist / 0.8), torch.arange(n_samples, dtype=torch.float32) / (n_samples - 1)
     )
     sx = xy[0] + ux[:, None] * dist[None]  # [W, K]
     sy = xy[1] + uy[:, None] * dist[None]
     hk = s.height(sx, sy)
-    alpha = torch.rad2deg(torch.atan2(hk - eye, dist[None]))
+    alpha = torch.rad2deg(P.atan2(hk - eye, dist[None]))
     reach = torch.cummax(alpha, dim=1).values  # monotone: first hit by searchsorted
     el_rows = elev[None, :].expand(width, -1).contiguous()
     first = torch.searchsorted(reach.contiguous(), el_rows)  # [W, H]: first k with reach >= elev
     sky_mask = first >= n_samples
     k = first.clamp(max=n_samples - 1)
     d_k = dist[k]
-    tan_e = torch.tan(torch.deg2rad(el_rows))
+    tan_e = P.tan(torch.deg2rad(el_rows))
     h_hit = hk.gather(1, k)
     # Top surface (ground or a roof below the eye): exact intersection distance.
     d_top = (eye - h_hit) / (-tan_e).clamp(min=1e-4)
@@ -479,7 +480,7 @@ def render_panorama(
     gx_, gy_ = s.gradient(px, py, 0.5)
     top_n = torch.stack([-gx_.clamp(-1.5, 1.5), -gy_.clamp(-1.5, 1.5), torch.ones_like(gx_)])
     wn = torch.stack([-gx_, -gy_])
-    wlen = torch.sqrt(wn[0] * wn[0] + wn[1] * wn[1])
+    wlen = P.sqrt(wn[0] * wn[0] + wn[1] * wn[1])
     wn = torch.where(
         wlen[None] > 1e-3,
         wn / wlen.clamp(min=1e-3),
@@ -499,7 +500,7 @@ def render_panorama(
     lit_top = s.bilinear(shadow[None], campus.res, px, py)[0]
     lit = torch.where(top, lit_top, 1.0)
     rgb = _lighting(alb, n, cond.sun_vector(), lit, ambient_scale=1.1)
-    trans = torch.exp(-d_hit * cond.haze / 100.0)
+    trans = P.exp(-d_hit * cond.haze / 100.0)
     rgb = rgb * trans[None] + torch.tensor(cond.haze_rgb).reshape(3, 1, 1) * (1 - trans[None])
     sky = _sky(bearing, elev, cond, rng)  # [3, H, W]
     rgb = torch.where(sky_mask[None], sky.transpose(1, 2), rgb)  # rgb is [3, W, H]

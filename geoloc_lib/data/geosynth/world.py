@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from geoloc_lib import portable_ops as P
+
 # Material classes stored per pixel.
 GROUND, ROAD, SIDEWALK, BUILDING, TREE, GRASS, WATER, FIELD, PARKING, PLAZA, SPORTS = range(11)
 CLASS_NAMES = (
@@ -127,7 +129,8 @@ def value_noise(
         gh = max(2, int(math.ceil(shape[0] / cell_px)) + 2)
         gw = max(2, int(math.ceil(shape[1] / cell_px)) + 2)
         grid = torch.from_numpy(rng.uniform(-1, 1, size=(1, 1, gh, gw)).astype(np.float32))
-        up = F.interpolate(grid, scale_factor=cell_px, mode="bilinear", align_corners=False)
+        size = (int(gh * cell_px), int(gw * cell_px))  # as F.interpolate(scale_factor=cell_px)
+        up = P.resize(grid, size, mode="bilinear", scale=1.0 / cell_px)
         out += amp * up[0, 0, : shape[0], : shape[1]]
         total += amp
         amp *= 0.5
@@ -397,7 +400,7 @@ def _raster_band(ctx: dict, r0: int, r1: int):
         ra, q0, amp, lam, phase, width = ctx["river"]
         p = math.cos(ra) * x + math.sin(ra) * y
         q = -math.sin(ra) * x + math.cos(ra) * y
-        dq = (q - q0 - amp * torch.sin(2 * math.pi * p / lam + phase)).abs()
+        dq = (q - q0 - amp * P.sin(2 * math.pi * p / lam + phase)).abs()
         i = torch.nonzero((dq < width / 2 + 6) & ~road).squeeze(1)
         wet = dq[i] < width / 2
         bank = i[~wet & ~walk[i]]
@@ -494,7 +497,7 @@ def _buildings(ctx, i, coords, bt, noise_l, noise_f, height, albedo, veg, klass,
     )  # fmt: skip
     is_grass = ~is_plaza & ~paved
     # Heights: lognormal around the campus median in dense blocks, 1-2 storey houses.
-    h_dense = torch.exp(math.log(ctx["h_med"]) + 0.55 * ctx["l_norm"][lot_key]).clamp_(4.0, 55.0)
+    h_dense = P.exp(math.log(ctx["h_med"]) + 0.55 * ctx["l_norm"][lot_key]).clamp_(4.0, 55.0)
     u10, u11, u12 = lr(10), lr(11), lr(12)
     base_h = torch.where(
         is_house, 3.2 + 2.8 * torch.floor(u10 * 2 + 1),
@@ -511,7 +514,7 @@ def _buildings(ctx, i, coords, bt, noise_l, noise_f, height, albedo, veg, klass,
     ridge_dist = torch.where(rx >= ry, (ly - cy).abs(), (lx - cx).abs())
     rise = (torch.minimum(rx, ry) - ridge_dist).clamp(min=0) * (0.45 + 0.35 * u13)
     edge = torch.where(
-        shape_kind == 3, (1 - rho2.clamp(max=1).sqrt()) * torch.minimum(rx, ry),
+        shape_kind == 3, (1 - P.sqrt(rho2.clamp(max=1))) * torch.minimum(rx, ry),
         _rect_edge_distance(lx, ly, ax, bx, ay, by),
     )  # fmt: skip
     parapet = ~pitched & (edge < 0.7)
@@ -588,7 +591,7 @@ def _plant_trees(rng, res, height, albedo, veg, klass, building, noise_f) -> Non
     py = (H - tr.float() - 0.5) * res
     d2 = (px - tx[idx, None]) ** 2 + (py - ty[idx, None]) ** 2
     rr = radius[idx, None] ** 2
-    canopy = top[idx, None] * (0.55 + 0.45 * (1 - d2 / rr).clamp(min=0).sqrt())
+    canopy = top[idx, None] * (0.55 + 0.45 * P.sqrt((1 - d2 / rr).clamp(min=0)))
     valid = (d2 < rr) & (tc >= 0) & (tc < W) & (tr >= 0) & (tr < H)
     # Pack (height in cm, tree index) into one int64 so a scatter-max keeps the tallest crown's id.
     key = (canopy * 100).long() * (1 << 24) + idx[:, None]
