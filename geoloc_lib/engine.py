@@ -42,6 +42,7 @@ from torch import nn
 from tqdm import tqdm
 
 from geoloc_lib.errors import ConfigError, GeolocError, choices_message
+from geoloc_lib.runtime import resolve_progress
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 CHECKPOINT_LAST = "checkpoint_last.pt"
@@ -178,13 +179,6 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 # --------------------------------------------------------------------------- config & history
 
 
-def resolve_progress(progress: bool | None) -> bool:
-    """``progress`` if given; else a bar unless ``GEOLOC_QUIET=1`` (set by notebook runs)."""
-    if progress is not None:
-        return progress
-    return os.environ.get("GEOLOC_QUIET", "0") in ("", "0")
-
-
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> ``cuda:LOCAL_RANK`` when a GPU is present, else CPU."""
     if isinstance(device, torch.device):
@@ -237,7 +231,7 @@ class FitConfig:
         monitor: a validation key to keep ``checkpoint_best.pt`` on (higher is better).
         resume: False, True (``out_dir/checkpoint_last.pt`` if it exists) or a checkpoint path.
         keep_epoch_checkpoints: also keep ``checkpoint_epoch{N}.pt`` for every epoch.
-        progress: tqdm bar on stderr; None -> on unless ``GEOLOC_QUIET=1`` (notebook runs).
+        progress: tqdm bar on stderr; None -> off unless ``GEOLOC_PROGRESS=1`` (runtime).
         nonfinite: ``"stop"`` raises :class:`NonFiniteLossError` on a NaN/inf loss or gradient.
         num_threads: ``torch.set_num_threads`` for the run (None leaves it). On a CPU shared with
             other jobs, fewer threads than cores avoids OpenMP oversubscription, which was

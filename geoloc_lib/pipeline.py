@@ -28,8 +28,6 @@ def _kernel_env() -> None:
     # With MPLBACKEND=Agg in the environment, executed notebooks capture no
     # figures; the notebooks display saved PNGs, but keep the kernel's default.
     os.environ.pop("MPLBACKEND", None)
-    # tqdm's notebook widgets leave warnings in outputs; the library prints plainly.
-    os.environ.setdefault("GEOLOC_QUIET", "1")
 
 
 def _failing_cell(output: Path) -> str:

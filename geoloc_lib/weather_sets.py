@@ -24,6 +24,7 @@ from tqdm import tqdm
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.types import ImageSet
 from geoloc_lib.errors import ConfigError, DatasetError, choices_message
+from geoloc_lib.runtime import resolve_progress, terminal_progress
 from geoloc_lib.weather import CONDITIONS, WeatherSynth, conditions_from_seeds
 
 SPECIAL = ("mixed", "all")
@@ -82,7 +83,9 @@ def _write_one(
         conds = torch.full((n,), CONDITIONS.index(condition), dtype=torch.long)
     rows = []
     target = (size, size) if size else None
-    bar = tqdm(total=n, desc=f"weather {condition}", unit="img", disable=not progress)
+    bar = tqdm(
+        total=n, desc=f"weather {condition}", unit="img", disable=not resolve_progress(progress)
+    )
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         pil = [read_image(p, target) for p in queries.paths[start:stop]]
@@ -125,7 +128,7 @@ def materialise_weather_queries(
     seed: int = 0,
     query_folder: str = "query_drone",
     size: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     batch_size: int = 16,
     quality: int = 95,
     reference_size: int | None = None,
@@ -181,7 +184,7 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
         query_folder=args.query_folder,
         size=args.size,
-        progress=not args.no_progress,
+        progress=terminal_progress(args.no_progress),
         batch_size=args.batch_size,
         quality=args.quality,
         reference_size=args.reference_size,

@@ -103,7 +103,7 @@ def _load_worker(path: Path):
 def test_two_process_gloo_run(tmp_path):
     script = tmp_path / "ddp_worker.py"
     script.write_text(WORKER)
-    env = dict(os.environ, OMP_NUM_THREADS="1", GEOLOC_QUIET="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [
         sys.executable,
         "-m",

@@ -32,6 +32,7 @@ from geoloc_lib.errors import ConfigError
 from geoloc_lib.eval.metrics import evaluate_university1652, summarize, university1652_per_query
 from geoloc_lib.eval.naive import naive_rank, naive_university1652_metrics
 from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, auto_chunk_size, rank_gallery
+from geoloc_lib.runtime import terminal_progress
 
 U160K_QUERIES, U160K_GALLERY, U160K_DIM = 37_855, 168_437, 512
 N_TRUE_TILES = 701  # University-1652 test buildings; the rest of the gallery are distractors
@@ -186,7 +187,7 @@ def main(args: argparse.Namespace) -> int:
             "--queries, --gallery, --dim, --naive-queries and --matches must be positive"
         )
     device = torch.device(args.device)
-    progress = not args.quiet
+    progress = terminal_progress(args.quiet)
     chunk = args.chunk_size or auto_chunk_size(n_gallery, args.matches > 1, args.max_chunk_mb)
     chunk = min(chunk, n_queries)
     gflop = 2.0 * n_queries * n_gallery * args.dim / 1e9

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from geoloc_lib.errors import ConfigError
 from geoloc_lib.eval.ranking import NORM_TOLERANCE, FeatureError, as_labels
+from geoloc_lib.runtime import resolve_progress
 
 INSTALL_HINT = "pip install faiss-cpu (or pip install -e .[faiss])"
 
@@ -79,7 +80,7 @@ def build_index(
     train_size: int | None = None,
     seed: int = 0,
     block: int = 65536,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Any:
     """Build an inner-product faiss index over L2-normalised gallery features.
 
@@ -106,7 +107,8 @@ def build_index(
         size = min(n_items, train_size or default)
         rows = np.sort(np.random.default_rng(seed).choice(n_items, size=size, replace=False))
         index.train(_float32_block(np.asarray(gallery[rows]), "gallery features", 0))
-    for start in tqdm(range(0, n_items, block), desc="indexing", disable=not progress, leave=False):
+    show = resolve_progress(progress)
+    for start in tqdm(range(0, n_items, block), desc="indexing", disable=not show, leave=False):
         index.add(_float32_block(gallery[start : start + block], "gallery features", start))
     if nprobe is not None:
         if ivf is None:
@@ -121,7 +123,7 @@ def faiss_topk(
     k: int = 10,
     *,
     chunk_size: int = 4096,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``[Q, k]`` fp32 scores and int64 gallery indices, best first (``-1`` where IVF finds fewer)."""
     _faiss()
@@ -134,7 +136,8 @@ def faiss_topk(
         )
     scores, indices = [], []
     starts = range(0, len(query), chunk_size)
-    for start in tqdm(starts, desc="faiss search", disable=not progress, leave=False):
+    show = resolve_progress(progress)
+    for start in tqdm(starts, desc="faiss search", disable=not show, leave=False):
         q = _float32_block(query[start : start + chunk_size], "query features", start)
         s, i = index.search(q, k)
         scores.append(torch.from_numpy(s))

@@ -198,7 +198,7 @@ def evaluate_university1652(
     max_chunk_mb: float = DEFAULT_CHUNK_MB,
     device: str | torch.device | None = None,
     normalize: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, float]:
     """University-1652 / University160k-WX metrics in percent: ``R@1, R@5, R@10, AP``.
 
@@ -234,7 +234,7 @@ def evaluate_pairs(
     max_chunk_mb: float = DEFAULT_CHUNK_MB,
     device: str | torch.device | None = None,
     normalize: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, float]:
     """CVUSA/CVACT metrics in percent (query i matches gallery i; G >= Q for distractors).
 

@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from geoloc_lib.errors import ConfigError
+from geoloc_lib.runtime import resolve_progress
 
 # Default budget for one chunk's score matrix and its temporaries. It bounds the extra memory
 # independently of the gallery size: the number of queries per chunk is derived from it.
@@ -315,7 +316,7 @@ def rank_gallery(
     max_chunk_mb: float = DEFAULT_CHUNK_MB,
     device: str | torch.device | None = None,
     normalize: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> RankResult:
     """Rank the gallery for every query in chunks and return the ranks of the true matches.
 
@@ -332,7 +333,7 @@ def rank_gallery(
         max_chunk_mb: memory budget of one chunk's score matrix and temporaries.
         device: where to compute; ``None`` uses the gallery's device.
         normalize: L2-normalise the features (in fp32) instead of requiring normalised input.
-        progress: show a tqdm bar over chunks.
+        progress: a tqdm bar over chunks; None: off unless ``GEOLOC_PROGRESS=1``.
     """
     query = as_features(query, "query features")
     gallery = as_features(gallery, "gallery features")
@@ -386,7 +387,8 @@ def rank_gallery(
     mask_buf = np.empty((chunk_size, n_items), dtype=np.bool_) if dev.type == "cpu" else None
 
     starts = range(0, n_queries, chunk_size)
-    bar = tqdm(starts, desc="ranking", unit="chunk", disable=not progress, leave=False)
+    show = resolve_progress(progress)
+    bar = tqdm(starts, desc="ranking", unit="chunk", disable=not show, leave=False)
     with torch.inference_mode():
         for start in bar:
             stop = min(start + chunk_size, n_queries)

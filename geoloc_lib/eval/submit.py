@@ -27,6 +27,7 @@ import torch
 
 from geoloc_lib.errors import ConfigError, DatasetError
 from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, as_features, rank_gallery
+from geoloc_lib.runtime import terminal_progress
 
 CHALLENGE_TOPK = 10
 FEATURE_KEYS = ("query_features", "query_names", "gallery_features", "gallery_names")
@@ -179,7 +180,7 @@ def make_submission(
     max_chunk_mb: float = DEFAULT_CHUNK_MB,
     device: str | torch.device | None = None,
     normalize: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Path:
     """Rank the gallery for the listed queries and write the challenge's ``answer.zip``."""
     rows = order_rows(features.query_names, query_list, "query features")
@@ -227,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
         max_chunk_mb=args.max_chunk_mb,
         device=args.device,
         normalize=args.normalize,
-        progress=not args.quiet,
+        progress=terminal_progress(args.quiet),
     )
     print(f"wrote {out} ({len(query_list)} queries, top-{args.topk} each)")
     return 0

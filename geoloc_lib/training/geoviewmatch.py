@@ -149,7 +149,7 @@ def train_street_model(
     out_dir: str | Path | None = None,
     seed: int = 0,
     device: str = "auto",
-    progress: bool = True,
+    progress: bool | None = None,
     resume: bool | str | Path = False,
     ablation: str | None = None,
     max_steps_per_epoch: int | None = None,

@@ -42,13 +42,13 @@ from geoloc_lib.engine import (
     load_checkpoint,
     make_scheduler,
     resolve_device,
-    resolve_progress,
     seed_everything,
     setup_distributed,
 )
 from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.eval import evaluate_university1652
 from geoloc_lib.models import create_model
+from geoloc_lib.runtime import resolve_progress
 from geoloc_lib.weather import CONDITIONS, WeatherSynth, conditions_from_seeds
 
 MODELS = ("mcgf", "mcgf_matching_only")

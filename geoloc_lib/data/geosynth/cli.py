@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.runtime import terminal_progress
 
 DATASETS = ("geosynth",)
 
@@ -39,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
         args.out,
         profile=args.profile,
         seed=args.seed,
-        progress=not args.quiet,
+        progress=terminal_progress(args.quiet),
         workers=args.workers,
     )
     counts = ", ".join(f"{k}={v}" for k, v in meta["counts"].items())

@@ -30,6 +30,7 @@ from geoloc_lib.data.geosynth.writer import (
     write_tables,
 )
 from geoloc_lib.errors import ConfigError
+from geoloc_lib.runtime import resolve_progress
 
 JPEG_QUALITY = 90
 # UTM-like placement: train districts west, test districts east, distractors in a far band.
@@ -309,7 +310,7 @@ def generate_geosynth(
     out: str | Path,
     profile: str | GeoSynthProfile = "smoke",
     seed: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     workers: int | None = None,
 ) -> dict:
     """Generate GeoSynth into ``out`` and return its manifest (also written to geosynth.json).
@@ -347,6 +348,7 @@ def generate_geosynth(
         return t.size_px**2 * (1 if t.split == "distractor" else 2)
 
     order = sorted(tasks, key=lambda t: (-work(t), t.index))
+    progress = resolve_progress(progress)
     bar = tqdm(total=len(tasks), desc="GeoSynth districts", unit="district", disable=not progress)
     if workers <= 1:
         threads = torch.get_num_threads()
