@@ -13,11 +13,12 @@ PROFILE ?= default
 # against (README: "Why torch comes from PyPI").
 PIP := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_EXTRA_INDEX_URL= $(BIN)/python -m pip
 
-.PHONY: reproduce test lint unit nbval notebooks lock clean-venv help
+.PHONY: reproduce test test-kernels lint unit nbval notebooks lock clean-venv help
 
 help:
 	@echo "make reproduce   regenerate reports/ with the default profile (geoloc run --profile default)"
 	@echo "make test        ruff + pytest tests/ + nbval notebooks/ (smoke profile)"
+	@echo "make test-kernels nbval again under other CPU kernel sets (ATEN_CPU_CAPABILITY), as CI does"
 	@echo "make notebooks   re-record notebooks/ outputs at the smoke profile (after an intended change)"
 	@echo "make lock        rewrite constraints.txt from the current .venv"
 
@@ -43,6 +44,21 @@ nbval: $(STAMP)
 
 test: lint $(STAMP)
 	$(BIN)/python -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+# nbval and the smoke-results check again under other CPU kernel sets, each in a scratch copy
+# of the committed tree (its own data/, runs/ and reports/smoke/), as another CPU would run
+# them: ATEN_CPU_CAPABILITY=default and avx2 are real, different kernel builds on any x86-64.
+KERNEL_SETS ?= default avx2
+NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+test-kernels: $(STAMP)
+	@set -e; for cap in $(KERNEL_SETS); do \
+	  scratch=$$(mktemp -d); \
+	  git ls-files -z | xargs -0 cp --parents -t "$$scratch"; \
+	  echo "== nbval with ATEN_CPU_CAPABILITY=$$cap in $$scratch"; \
+	  (cd "$$scratch" && ATEN_CPU_CAPABILITY=$$cap PYTHONPATH="$$scratch" \
+	    $(CURDIR)/$(BIN)/python -m pytest notebooks tests/test_smoke_results.py $(NBVAL_ARGS)); \
+	  rm -rf "$$scratch"; \
+	done
 
 notebooks: $(STAMP)
 	$(BIN)/geoloc notebooks record

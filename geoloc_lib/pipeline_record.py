@@ -1,8 +1,11 @@
 """``geoloc notebooks record``: re-execute ``notebooks/`` in place at the smoke profile.
 
 The committed notebooks carry smoke-profile outputs; nbval in ``make test``
-re-executes them and compares. After an intended change of results, this
-command refreshes those reference outputs. The parameters cell of each notebook
+re-executes them and compares (cells printing trained numbers are tagged
+``nbval-ignore-output``; their tables are compared within tolerances by
+tests/test_smoke_results.py against tests/smoke_reference/tables/, which this
+command records too). After an intended change of results, this command
+refreshes those references. The parameters cell of each notebook
 must equal the smoke profile (checked here and by tests/test_profiles.py), so
 a notebook opened in JupyterLab runs the fast configuration out of the box.
 """
@@ -10,12 +13,15 @@ a notebook opened in JupyterLab runs the fast configuration out of the box.
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 
 from geoloc_lib.errors import ConfigError
-from geoloc_lib.paths import NOTEBOOKS_DIR
+from geoloc_lib.paths import NOTEBOOKS_DIR, REPO_ROOT, REPORTS_DIR
 from geoloc_lib.pipeline import KERNEL, _kernel_env
 from geoloc_lib.profiles import notebook_parameters, resolve_profile
+
+REFERENCE_TABLES_DIR = REPO_ROOT / "tests" / "smoke_reference" / "tables"
 
 
 def record_notebooks(only: list[str] | None = None, profile: str = "smoke") -> None:
@@ -48,6 +54,21 @@ def record_notebooks(only: list[str] | None = None, profile: str = "smoke") -> N
         nb.metadata.pop("papermill", None)
         nbformat.write(nb, run.notebook)
         print(f"recorded {run.notebook.name} in {time.perf_counter() - start:.1f} s")
+    if only is None and profile == "smoke":
+        record_reference_tables()
+
+
+def record_reference_tables() -> None:
+    """Copy the smoke run's result tables to ``tests/smoke_reference/tables/``, the values that
+    ``tests/test_smoke_results.py`` compares later runs with (within its tolerances)."""
+    source = REPORTS_DIR / "smoke" / "tables"
+    target = REFERENCE_TABLES_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.glob("*.csv"):
+        old.unlink()  # tables the notebooks no longer write must not linger as references
+    for table in sorted(source.glob("*.csv")):
+        shutil.copyfile(table, target / table.name)
+    print(f"recorded {len(list(target.glob('*.csv')))} reference tables in {target}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

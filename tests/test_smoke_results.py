@@ -1,0 +1,104 @@
+"""The smoke runs' result tables against recorded values, within stated tolerances.
+
+``make test`` executes the notebooks at the smoke profile (nbval), which writes every result
+table to ``reports/smoke/tables/``. Cells whose printed numbers come from trained models are
+not compared by nbval (tag ``nbval-ignore-output``): a trained model's numbers differ in the
+last bits between CPUs, and a near-tie in a ranking turns that into a different recall. This
+test compares those tables instead, against ``tests/smoke_reference/tables/`` (recorded by
+``geoloc notebooks record``):
+
+- the table's columns and every non-numeric cell (methods, conditions, runs) exactly;
+- numeric columns exactly, unless ``tests/smoke_reference/tolerances.yaml`` gives the column a
+  tolerance (measured across CPU kernel sets, see that file) or marks it as a timing.
+
+A broken loss or protocol moves the numbers far past the tolerances and fails here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from geoloc_lib.paths import REPO_ROOT
+
+REFERENCE = Path(__file__).with_name("smoke_reference")
+TABLES = REPO_ROOT / "reports" / "smoke" / "tables"
+pytestmark = pytest.mark.after_notebooks
+
+
+def _rules() -> list[dict]:
+    return yaml.safe_load((REFERENCE / "tolerances.yaml").read_text())["rules"]
+
+
+def _rule(table: str, column: str) -> dict | None:
+    for rule in _rules():
+        if re.fullmatch(rule["tables"], table) and re.fullmatch(rule["columns"], column):
+            return rule
+    return None
+
+
+def _reference_tables() -> list[str]:
+    return sorted(p.stem for p in (REFERENCE / "tables").glob("*.csv"))
+
+
+@pytest.fixture(scope="module")
+def fresh_tables(request) -> Path:
+    ran_notebooks = any(item.path.suffix == ".ipynb" for item in request.session.items)
+    if not ran_notebooks:
+        pytest.skip("compares what the notebooks write: run with them (make test)")
+    from conftest import SESSION_START
+
+    stale = [
+        name
+        for name in _reference_tables()
+        if not (TABLES / f"{name}.csv").is_file()
+        or (TABLES / f"{name}.csv").stat().st_mtime < SESSION_START
+    ]
+    assert not stale, f"not written by this session's notebooks (a notebook failed?): {stale}"
+    return TABLES
+
+
+def test_every_reference_table_has_a_rule_or_is_exact():
+    assert _reference_tables(), "no recorded tables: run geoloc notebooks record"
+    for rule in _rules():
+        assert set(rule) >= {"tables", "columns", "why"} and (
+            "tolerance" in rule or "ignore" in rule
+        )
+
+
+def _nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _same(want: object, have: object, rule: dict | None) -> bool:
+    if _nan(want) or _nan(have):
+        return _nan(want) and _nan(have)
+    if isinstance(want, str) or isinstance(have, str):
+        return str(want) == str(have)
+    if rule is None:
+        return want == have
+    return abs(have - want) <= rule["tolerance"]
+
+
+@pytest.mark.parametrize("name", _reference_tables())
+def test_smoke_table_matches_the_recorded_one(fresh_tables: Path, name: str):
+    ref = pd.read_csv(REFERENCE / "tables" / f"{name}.csv")
+    got = pd.read_csv(fresh_tables / f"{name}.csv")
+    assert list(got.columns) == list(ref.columns), f"{name}: columns changed"
+    assert len(got) == len(ref), f"{name}: {len(got)} rows, recorded {len(ref)}"
+    problems = []
+    for column in ref.columns:
+        rule = _rule(name, column)
+        if rule and rule.get("ignore"):
+            continue
+        for row, (want, have) in enumerate(zip(ref[column], got[column], strict=True)):
+            ok = _same(want, have, rule)
+            if not ok:
+                bound = f" (tolerance {rule['tolerance']})" if rule else " (exact)"
+                problems.append(f"row {row} {column}: recorded {want}, got {have}{bound}")
+    assert not problems, f"{name}:\n" + "\n".join(problems)
