@@ -298,3 +298,27 @@ def test_train_and_evaluate_end_to_end(tmp_path):
         RawPixelMatcher(8, img_size=16), root, conditions=("normal",), device="cpu", progress=False
     )
     assert set(raw["task"]) == {"drone->satellite", "satellite->drone"}
+
+
+def _lr_at_epoch(scheduler, group: int, epoch: int, steps_per_epoch: int) -> float:
+    """The learning rate a per-step LambdaLR gives ``group`` at the first step of ``epoch``."""
+    base = scheduler.base_lrs[group]
+    return base * scheduler.lr_lambdas[group](epoch * steps_per_epoch)
+
+
+def test_paper_lr_steps_down_by_ten_at_epoch_80():
+    # A per-step schedule whose step size was given in steps (80 x steps per epoch) instead of
+    # epochs never decayed: 0.01 at epochs 0, 79, 80 and 119.
+    from geoloc_lib.training.mcgf import (
+        make_mcgf_optimizer,
+        make_mcgf_scheduler,
+        resolve_train_settings,
+    )
+
+    settings = resolve_train_settings("paper")
+    net = torch.nn.Linear(2, 2)
+    net.param_groups = lambda lr: [{"params": list(net.parameters()), "lr": lr["backbone"]}]
+    steps = 2184  # 701 locations x 54 drone views / batch 16 (any value > 1 shows the bug)
+    sched = make_mcgf_scheduler(make_mcgf_optimizer(net, settings), settings, steps)
+    lrs = [_lr_at_epoch(sched, 0, e, steps) for e in (0, 79, 80, 119)]
+    assert lrs == pytest.approx([0.01, 0.01, 0.001, 0.001])

@@ -108,6 +108,48 @@ TRAIN_PRESETS: dict[str, TrainSettings] = {
 }
 
 
+def resolve_train_settings(preset: str, **overrides: Any) -> TrainSettings:
+    """The preset's :class:`TrainSettings` with the non-None ``overrides`` applied."""
+    if preset not in TRAIN_PRESETS:
+        raise ConfigError(f"train_mcgf: {choices_message('preset', preset, TRAIN_PRESETS)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return TrainSettings(**{**TRAIN_PRESETS[preset].__dict__, **given})
+
+
+def make_mcgf_optimizer(net: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """The optimiser of a run: one parameter group per ``net.param_groups`` name."""
+    groups = net.param_groups({"backbone": settings.lr_backbone, "head": settings.lr_head})
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups,
+            lr=settings.lr_backbone,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+        )
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(
+            groups, lr=settings.lr_backbone, weight_decay=settings.weight_decay
+        )
+    raise ConfigError(
+        "train_mcgf: " + choices_message("optimizer", settings.optimizer, ("sgd", "adamw"))
+    )
+
+
+def make_mcgf_scheduler(
+    optimizer: torch.optim.Optimizer, settings: TrainSettings, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-step schedule; ``settings.step_size`` is in epochs (``make_scheduler``'s unit)."""
+    return make_scheduler(
+        optimizer,
+        settings.scheduler,
+        epochs=settings.epochs,
+        steps_per_epoch=steps_per_epoch,
+        warmup_epochs=settings.warmup_epochs,
+        interval="step",
+        step_size=settings.step_size,
+    )
+
+
 @dataclass
 class TrainResult:
     """What :func:`train_mcgf` returns."""
@@ -272,23 +314,14 @@ def train_mcgf(
     train_over, overrides = split_overrides(overrides)
     setup_distributed()
     data = _university(sources_or_root)
-    s = TRAIN_PRESETS[preset]
-    settings = TrainSettings(
-        **{
-            **s.__dict__,
-            **{
-                k: v
-                for k, v in dict(
-                    epochs=epochs,
-                    batch_size=batch_size,
-                    lr_backbone=lr_backbone,
-                    lr_head=lr_head,
-                    repeats=repeats,
-                ).items()
-                if v is not None
-            },
-            **train_over,
-        }
+    settings = resolve_train_settings(
+        preset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr_backbone=lr_backbone,
+        lr_head=lr_head,
+        repeats=repeats,
+        **train_over,
     )
     seed_everything(seed)  # model initialisation
     num_classes = len(data.train_classes)
@@ -304,31 +337,8 @@ def train_mcgf(
         num_workers=num_workers,
         cache=cache_images,
     )
-    groups = net.param_groups({"backbone": settings.lr_backbone, "head": settings.lr_head})
-    if settings.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            groups,
-            lr=settings.lr_backbone,
-            momentum=settings.momentum,
-            weight_decay=settings.weight_decay,
-        )
-    elif settings.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(
-            groups, lr=settings.lr_backbone, weight_decay=settings.weight_decay
-        )
-    else:
-        raise ConfigError(
-            "train_mcgf: " + choices_message("optimizer", settings.optimizer, ("sgd", "adamw"))
-        )
-    scheduler = make_scheduler(
-        optimizer,
-        settings.scheduler,
-        epochs=settings.epochs,
-        steps_per_epoch=len(loader),
-        warmup_epochs=settings.warmup_epochs,
-        interval="step",
-        step_size=settings.step_size * len(loader),
-    )
+    optimizer = make_mcgf_optimizer(net, settings)
+    scheduler = make_mcgf_scheduler(optimizer, settings, steps_per_epoch=len(loader))
     validate = None
     if val_queries != 0:
         query, gallery = data.task("drone->satellite")
