@@ -436,7 +436,8 @@ def evaluate_mcgf(
     keeps that many drone views of every location in the satellite->drone gallery instead, so
     no satellite query loses all its true matches. ``conditions`` may include ``"mixed"`` (a
     random condition per drone image, University160k-WX style). A ``"mean"`` row per task
-    averages the fixed conditions (not ``"mixed"``); ``n_queries``/``n_gallery`` give the sizes.
+    averages the fixed conditions (not ``"mixed"``); ``n_queries``/``n_gallery`` give the sizes
+    (``n_skipped``: queries without a true match in the gallery, left out by the protocol).
     """
     progress = resolve_progress(progress)
     model = (
@@ -494,7 +495,7 @@ def evaluate_mcgf(
             rows.append({"task": task, "condition": name, **res, "n_gallery": len(gf)})
     df = pd.DataFrame(rows)
     fixed = df[df["condition"] != MIXED]
-    metrics = ["R@1", "R@5", "R@10", "AP", "n_queries", "n_gallery"]
+    metrics = ["R@1", "R@5", "R@10", "AP", "n_queries", "n_skipped", "n_gallery"]
     means = fixed.groupby("task", sort=False)[metrics].mean().reset_index()
     means["condition"] = "mean"
     return pd.concat([df, means], ignore_index=True)
