@@ -44,7 +44,7 @@ from geoloc_lib.engine import (
 )
 from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.models import create_model
-from geoloc_lib.optim import build_adamw
+from geoloc_lib.optim import build_adamw, weight_tensor_ids
 
 MODELS = ("geoviewmatch", "infonce_baseline")
 
@@ -211,6 +211,7 @@ def train_street_model(
         asam=settings.asam,
         rho=settings.rho,
         eta=settings.eta,
+        asam_weights=weight_tensor_ids(net.named_parameters()),
     )
     steps = len(loader) if max_steps_per_epoch is None else min(len(loader), max_steps_per_epoch)
     scheduler = make_scheduler(
