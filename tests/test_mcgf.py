@@ -322,3 +322,21 @@ def test_paper_lr_steps_down_by_ten_at_epoch_80():
     sched = make_mcgf_scheduler(make_mcgf_optimizer(net, settings), settings, steps)
     lrs = [_lr_at_epoch(sched, 0, e, steps) for e in (0, 79, 80, 119)]
     assert lrs == pytest.approx([0.01, 0.01, 0.001, 0.001])
+
+
+def test_restoration_module_has_its_own_group_at_the_backbone_rate_in_paper():
+    # §3: 0.1 for the classification layer only; the restoration module was in the 0.1 group.
+    from geoloc_lib.training.mcgf import make_mcgf_optimizer, resolve_train_settings
+
+    model = create_model("mcgf", preset="smoke", num_classes=5)
+    opt = make_mcgf_optimizer(model, resolve_train_settings("paper"))
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == {"backbone": 0.01, "head": 0.1, "restoration": 0.01}
+    restore_ids = {id(p) for p in model.restore.parameters()}
+    groups = {g["name"]: {id(p) for p in g["params"]} for g in opt.param_groups}
+    assert groups["restoration"] == restore_ids
+    assert {id(p) for p in model.head.parameters()} <= groups["head"]  # + the InfoNCE scale
+    assert not groups["head"] & (restore_ids | {id(p) for p in model.encoder.parameters()})
+    # CPU presets keep the rate they were measured with (lr_head)
+    opt = make_mcgf_optimizer(model, resolve_train_settings("default"))
+    assert {g["name"]: g["lr"] for g in opt.param_groups}["restoration"] == 1e-3

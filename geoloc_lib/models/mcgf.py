@@ -513,7 +513,14 @@ class MCGF(nn.Module):
         return {**out, "loss": out["loss"] + self.cfg.w_nce * nce, "nce": nce.detach()}
 
     def param_groups(self, lr: dict[str, float]) -> list[dict]:
-        """``lr["backbone"]`` for EVA-02 and Swin-T, ``lr["head"]`` for the MLP and restoration."""
+        """Optimiser groups: ``backbone`` (EVA-02 and Swin-T) at ``lr["backbone"]``, ``head`` (the
+        matching MLP) at ``lr["head"]`` and ``restoration`` (the restoration module, with its
+        timestep MLP) at ``lr["restoration"]`` (``lr["head"]`` when absent).
+
+        §3 gives 0.01 to "the backbone layer" and 0.1 to "the classification layer" only; the
+        restoration module is neither, so it has a group of its own and the training preset
+        states its rate (``TrainSettings.lr_restoration``).
+        """
         for key in ("backbone", "head"):
             if key not in lr:
                 raise ConfigError(
@@ -522,12 +529,17 @@ class MCGF(nn.Module):
         backbone = list(self.content.parameters())
         if self.encoder is not None:
             backbone += list(self.encoder.parameters())
-        ids = {id(p) for p in backbone}
+        restoration = list(self.restore.parameters()) if self.restore is not None else []
+        ids = {id(p) for p in backbone + restoration}
         head = [p for p in self.parameters() if id(p) not in ids]
-        return [
+        groups = [
             {"params": backbone, "lr": lr["backbone"], "name": "backbone"},
             {"params": head, "lr": lr["head"], "name": "head"},
         ]
+        if restoration:
+            rate = lr.get("restoration", lr["head"])
+            groups.append({"params": restoration, "lr": rate, "name": "restoration"})
+        return groups
 
 
 @register_model("mcgf")
