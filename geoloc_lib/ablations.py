@@ -114,7 +114,8 @@ def geoviewmatch_variants(
 
     def key(label: str) -> tuple:
         cfg = GeoViewMatchConfig.preset(preset, **ABLATIONS[label])
-        return (cfg.contrastive, cfg.used_stages)  # all that differs between the variants
+        # all that differs between the variants
+        return (cfg.contrastive, cfg.used_stages, cfg.share_backbone)
 
     canonical: dict[tuple, str] = {}
     for label in ABLATIONS:
