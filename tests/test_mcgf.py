@@ -340,3 +340,41 @@ def test_restoration_module_has_its_own_group_at_the_backbone_rate_in_paper():
     # CPU presets keep the rate they were measured with (lr_head)
     opt = make_mcgf_optimizer(model, resolve_train_settings("default"))
     assert {g["name"]: g["lr"] for g in opt.param_groups}["restoration"] == 1e-3
+
+
+def test_literal_restoration_module_without_lateral_connections():
+    # §2.3: "three deconvolutions, an upsampling, and a Tanh": reachable with lateral=False,
+    # residual="none", time_embed=False; then the output depends on the last stage map only.
+    torch.manual_seed(0)
+    model = create_model(
+        "mcgf", preset="smoke", num_classes=5, lateral=False, residual="none", time_embed=False
+    ).eval()
+    restore = model.restore
+    params = {name.split(".")[0] for name, _ in restore.named_parameters()}
+    assert params == {"deconv1", "deconv2", "deconv3"}
+    assert restore.lateral2 is None and restore.lateral3 is None and restore.time is None
+    torch.nn.init.normal_(restore.deconv3[0].weight, std=0.1)  # not the all-zero init
+    g = torch.Generator().manual_seed(1)
+    size = model.cfg.img_size
+    f4 = torch.randn(
+        2, model.encoder.feature_info[-1]["num_chs"], size // 32, size // 32, generator=g
+    )
+    f3 = torch.randn(
+        2, model.encoder.feature_info[-2]["num_chs"], size // 16, size // 16, generator=g
+    )
+    f2 = torch.randn(
+        2, model.encoder.feature_info[-3]["num_chs"], size // 8, size // 8, generator=g
+    )
+    x_in = torch.zeros(2, 3, size, size)
+    t = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        out = restore([f2, f3, f4], t, x_in)
+        by_hand = torch.tanh(
+            restore.upsample(restore.deconv3(restore.deconv2(restore.deconv1(f4))))
+        )
+        other = restore([f2 * 5, f3 * 5, f4], t, x_in)
+    torch.testing.assert_close(out, by_hand)
+    torch.testing.assert_close(out, other)  # the stage-2/3 maps are not read
+    assert out.shape == (2, 3, size, size)
+    # the default keeps the lateral connections
+    assert create_model("mcgf", preset="smoke", num_classes=5).restore.lateral3 is not None

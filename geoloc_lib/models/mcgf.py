@@ -34,7 +34,9 @@ Readings of the paper where it is ambiguous (also in the notebook):
    (``time_embed=False`` removes it).
 4. "revealing clean features at multiple scales": the second and third deconvolutions also
    receive the encoder's stage-3 and stage-2 maps through 1x1 convolutions (U-Net-style
-   lateral connections). The module predicts a correction of its (rescaled) input
+   lateral connections; ``lateral=False`` removes them, and with ``residual="none"`` and
+   ``time_embed=False`` the module is the literal "three deconvolutions, an upsampling, and a
+   Tanh" of §2.3, an ablation). The module predicts a correction of its (rescaled) input
    ``x = z_t/sqrt(ab_t)``: ``residual="pixel"`` (default) gives ``ẑ_0 = clip(x + 2 tanh(d), -1, 1)``;
    ``"atanh"`` gives ``tanh(atanh(x) + d)``, whose gradient vanishes on dark and over-exposed
    pixels (measured: it restores half as well, MSE 0.020 vs 0.010 at the default size);
@@ -52,6 +54,16 @@ Readings of the paper where it is ambiguous (also in the notebook):
    This process enables the matching model to run at multiple granularities": the query
    feature is the mean of the normalised features of every DDIM step's ẑ_0 (``pool_steps``;
    ``False`` keeps the last step's, an ablation in ``04_ablations``).
+10. "Shared encoder" (§2.2, Figure 2): one Swin-T shared by every timestep and every weather
+    condition, feeding the restoration module only. The matching module has its own backbone,
+    EVA-02 (§2.4: "EVA-02 as the backbone of E_content"), which sees the restored *pixels*, not
+    the Swin-T features; what restoration and matching share is the restored image. The paper
+    never shows Swin-T features reaching E_content.
+11. Diffusion hyper-parameters: the paper gives none of T, the beta schedule, the training
+    noise range, the inference start or the number of DDIM steps. Ours (all choices): T = 1000,
+    Ho et al.'s linear schedule (1e-4 to 0.02), t ~ U[0, t_max) with t_max = 200, DDIM from
+    t_start = 100 in 3 steps (``timesteps``, ``schedule``, ``t_max``, ``t_start``,
+    ``infer_steps``).
 
 CPU-size choices (``default``/``smoke`` presets only; the ``paper`` preset keeps the paper's):
 the matching branch also gets a symmetric InfoNCE between the satellite and the clean drone
@@ -108,6 +120,7 @@ class MCGFConfig:
     encoder_arch: dict[str, Any] = field(default_factory=dict)  # timm kwargs (shrinks the model)
     decoder_channels: tuple[int, int] = (256, 128)
     residual: str = "pixel"  # how the decoder's output makes ẑ_0: one of RESIDUALS (reading 4)
+    lateral: bool = True  # stage-3/stage-2 lateral inputs to the decoder (reading 4)
     time_embed: bool = True
     # matching module (timm EVA-02 + MLP)
     content: str = "eva02_base_patch14_448"
@@ -292,14 +305,15 @@ class RestorationModule(nn.Module):
         residual: str = "pixel",
         time_embed: bool = True,
         upsample: int = 4,
+        lateral: bool = True,
     ) -> None:
         super().__init__()
         c4, c3, c2 = channels
         h1, h2 = hidden
         self.deconv1 = _deconv(c4, h1)
-        self.lateral3 = nn.Conv2d(c3, h1, 1)
+        self.lateral3 = nn.Conv2d(c3, h1, 1) if lateral else None
         self.deconv2 = _deconv(h1, h2)
-        self.lateral2 = nn.Conv2d(c2, h2, 1)
+        self.lateral2 = nn.Conv2d(c2, h2, 1) if lateral else None
         self.deconv3 = _deconv(h2, 3, norm=False)
         self.upsample = (
             nn.Upsample(scale_factor=upsample, mode="bilinear", align_corners=False)
@@ -315,10 +329,14 @@ class RestorationModule(nn.Module):
 
     def forward(self, maps: list[Tensor], t: Tensor, x_in: Tensor) -> Tensor:
         f2, f3, f4 = maps
-        h = self.deconv1(f4) + self.lateral3(f3)
+        h = self.deconv1(f4)
+        if self.lateral3 is not None:
+            h = h + self.lateral3(f3)
         if self.time is not None:
             h = h + self.time(timestep_embedding(t, h.shape[1]).to(h.dtype))[:, :, None, None]
-        h = self.deconv2(h) + self.lateral2(f2)
+        h = self.deconv2(h)
+        if self.lateral2 is not None:
+            h = h + self.lateral2(f2)
         d = self.upsample(self.deconv3(h))
         if self.residual == "pixel":  # a bounded correction added to the input's pixels
             return (x_in + 2 * torch.tanh(d)).clamp(-1, 1)
@@ -396,6 +414,7 @@ class MCGF(nn.Module):
                 tuple(cfg.decoder_channels),
                 residual=cfg.residual,
                 time_embed=cfg.time_embed,
+                lateral=cfg.lateral,
                 upsample=info[0]["reduction"],  # the patch size: stage 1 is at stride patch
             )
         self.nce = SymmetricInfoNCE(cfg.nce_temperature) if cfg.w_nce > 0 else None
