@@ -378,3 +378,39 @@ def test_literal_restoration_module_without_lateral_connections():
     assert out.shape == (2, 3, size, size)
     # the default keeps the lateral connections
     assert create_model("mcgf", preset="smoke", num_classes=5).restore.lateral3 is not None
+
+
+def test_ddim_starts_from_a_noise_level_training_draws():
+    # Training feeds the restorer z_t ~ q(z_t | y), t ~ U[0, t_max); the paper preset's DDIM must
+    # start from such a draw at t_start (a fixed noise field: deterministic per image), not from
+    # the noise-free mean sqrt(ab) y.
+    assert MCGFConfig.preset("paper").infer_start == "noise"
+    torch.manual_seed(0)
+    model = create_model(
+        "mcgf", preset="smoke", num_classes=5, infer_start="noise", t_max=60, t_start=50
+    ).eval()
+    seen = []
+    denoise = model.denoise
+
+    def spy(z, t):
+        seen.append((z.clone(), t.clone()))
+        return denoise(z, t)
+
+    model.denoise = spy
+    x = torch.rand(3, 3, model.cfg.img_size, model.cfg.img_size)
+    with torch.no_grad():
+        model.restore_query(x)
+        first_alone = model.embed(x[1:2], "drone")
+        in_batch = model.embed(x, "drone")[1:2]
+    z0, t0 = seen[0]
+    assert t0.tolist() == [50, 50, 50]
+    ab = model.alpha_bar[50]
+    residual = (z0 - ab.sqrt() * (x * 2 - 1)) / (1 - ab).sqrt()
+    # a standard-normal field, the same for every image (the mean start gives exactly 0)
+    assert 0.9 < float(residual.std()) < 1.1 and abs(float(residual.mean())) < 0.05
+    torch.testing.assert_close(residual[0], residual[2], atol=1e-4, rtol=0)
+    torch.testing.assert_close(first_alone, in_batch, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="t_start"):
+        MCGFConfig.preset("smoke", t_max=20, t_start=20)
+    with pytest.raises(ConfigError, match="infer_start"):
+        MCGFConfig.preset("smoke", infer_start="zeros")

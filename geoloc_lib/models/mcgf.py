@@ -48,8 +48,14 @@ Readings of the paper where it is ambiguous (also in the notebook):
    drone image with one shared classifier (University-1652 baseline practice); its weight is a
    config field because the paper's eq. (11) omits it.
 7. "The satellite branch goes straight to E_content": one EVA-02 shared by both views.
-8. DDIM starts from ``z_{t_start} = sqrt(ab) y`` (the mean of q(z_t | y), no sampled noise) so
-   the query features are a deterministic function of the image.
+8. DDIM starts from a point training has seen: ``infer_start="noise"`` (the paper preset) draws
+   ``z_{t_start} = sqrt(ab) y + sqrt(1 - ab) eps*`` from q(z_t | y), the distribution the
+   restorer is trained on at t = t_start (training noises the weathered image with
+   t ~ U[0, t_max), so t_start < t_max is required), with ``eps*`` one fixed noise field
+   (``infer_seed``) for every query, so the features stay a deterministic function of the image
+   whatever the batch. ``infer_start="mean"`` starts from the noise-free mean ``sqrt(ab) y``, an
+   input the restorer never saw at that t; the CPU presets keep it (their t_start = 10 adds
+   noise of std 0.04 only, and their results were measured with it).
 9. "the diffusive matching module can gradually obtain clearer drone-viewing images as input.
    This process enables the matching model to run at multiple granularities": the query
    feature is the mean of the normalised features of every DDIM step's ẑ_0 (``pool_steps``;
@@ -103,6 +109,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 CONTENT_NORMS = ("clip", "per_image")
 RESIDUALS = ("pixel", "atanh", "none")
+INFER_STARTS = ("noise", "mean")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -137,7 +144,9 @@ class MCGFConfig:
     schedule: str = "linear"
     timesteps: int = 1000
     t_max: int = 200  # training noise levels t ~ U[0, t_max)
-    t_start: int = 100  # inference: first DDIM timestep
+    t_start: int = 100  # inference: first DDIM timestep (< t_max: a trained noise level)
+    infer_start: str = "noise"  # "noise": a fixed draw from q(z_t_start | y); "mean" (reading 8)
+    infer_seed: int = 0  # seed of the fixed noise field of infer_start="noise"
     infer_steps: int = 3
     pool_steps: bool = True  # "multiple granularities" (reading 9); False: the last step only
     restore_queries: bool = True  # False: match the weathered query as is (an ablation)
@@ -180,6 +189,16 @@ class MCGFConfig:
             raise ConfigError(
                 f"MCGFConfig.t_start must be in [0, {self.timesteps}), got {self.t_start}"
             )
+        if self.infer_start not in INFER_STARTS:
+            raise ConfigError(
+                "MCGFConfig.infer_start: "
+                + choices_message("infer_start", self.infer_start, INFER_STARTS)
+            )
+        if self.t_start >= self.t_max:
+            raise ConfigError(
+                f"MCGFConfig.t_start ({self.t_start}) must be < t_max ({self.t_max}): inference "
+                "would start at a noise level training never draws"
+            )
         if self.infer_steps < 1:
             raise ConfigError(f"MCGFConfig.infer_steps must be >= 1, got {self.infer_steps}")
         if self.num_classes < 2:
@@ -219,6 +238,7 @@ PRESETS: dict[str, MCGFConfig] = {
         # at 64 px, and t_max=200 left restored queries far worse than weathered ones.
         t_max=20,
         t_start=10,
+        infer_start="mean",  # as measured (noise std 0.04 at t = 10)
         w_cls=0.1,  # the cross-entropy memorises the training locations at this size
         **_CPU_MATCHING,
         **_CPU_RESTORATION,
@@ -232,6 +252,7 @@ PRESETS: dict[str, MCGFConfig] = {
         timesteps=100,
         t_max=20,
         t_start=10,
+        infer_start="mean",
         infer_steps=2,
         w_cls=0.1,
         **_CPU_MATCHING,
@@ -450,7 +471,10 @@ class MCGF(nn.Module):
         steps = steps or self.cfg.infer_steps
         y = images * 2 - 1
         t0 = self.cfg.t_start
-        z = self.alpha_bar[t0].sqrt() * y  # mean of q(z_t0 | y): no sampled noise
+        ab = self.alpha_bar[t0]
+        z = ab.sqrt() * y  # the mean of q(z_t0 | y)
+        if self.cfg.infer_start == "noise":  # a fixed draw from q(z_t0 | y) (reading 8)
+            z = z + (1 - ab).sqrt() * self.start_noise(y)
         preds: list[Tensor] = []
 
         def x0_model(z_t: Tensor, t: Tensor) -> Tensor:
@@ -460,6 +484,12 @@ class MCGF(nn.Module):
 
         ddim_sample(x0_model, z, t0, steps, self.schedule, clip_x0=(-1.0, 1.0))
         return [(p + 1) / 2 for p in preds]
+
+    def start_noise(self, like: Tensor) -> Tensor:
+        """The fixed noise field ``eps*`` [1, C, H, W] of ``infer_start="noise"`` (``infer_seed``)."""
+        g = torch.Generator(device="cpu").manual_seed(self.cfg.infer_seed)
+        eps = torch.randn(like.shape[1:], generator=g, dtype=torch.float32)
+        return eps.to(device=like.device, dtype=like.dtype)[None]
 
     # ---- matching
     def match_features(self, images: Tensor) -> Tensor:
