@@ -403,3 +403,20 @@ def test_geo_neighbour_batches_are_an_option_off_in_paper() -> None:
     assert make_street_sampler(64, coords, default).neighbours is not None
     on = resolve_street_settings("geoviewmatch", "paper", geo_neighbours=True)
     assert make_street_sampler(64, coords, on).neighbours is not None
+
+
+def test_paper_tables_are_evaluated_on_val_and_test_is_labelled_apart(tmp_path) -> None:
+    # GeoViewMatch Tables 1-3 are on CVACT val; ACT_test is a separate, labelled result.
+    from geoloc_lib.training.geoviewmatch import (
+        PAPER_TABLE_SPLIT,
+        StreetRawPixelMatcher,
+        evaluate_street_splits,
+    )
+
+    root = _write_cvact(tmp_path / "cvact", n_val=6, n_test=5)
+    raw = StreetRawPixelMatcher(ground_size=(32, 128), aerial_size=(48, 48))
+    long = evaluate_street_splits({"raw": raw}, root, dataset="CVACT")
+    assert PAPER_TABLE_SPLIT == "val"
+    assert list(long["split"]) == ["val", "test"] and list(long["n_pairs"]) == [6, 5]
+    assert list(long["n_queries"]) == [6, 5] and set(long["dataset"]) == {"CVACT"}
+    assert {"R@1", "top1_within_0m", "n_tied"} <= set(long.columns)

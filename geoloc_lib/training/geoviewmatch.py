@@ -356,6 +356,51 @@ def evaluate_street_model(
     return _evaluate_dataset(model, ds, pairs, batch_size, device, progress)
 
 
+# GeoViewMatch's Tables 1-3 (and its ablations, Tables 5-6) are on the validation split: CVUSA's
+# 8,884 val pairs and CVACT's val set "of the same size" (§4.1), i.e. CVACT val (ACT_small), not
+# ACT_test (~92.8k pairs), which is evaluated and reported separately.
+PAPER_TABLE_SPLIT = "val"
+
+
+def evaluate_street_splits(
+    models: dict[str, nn.Module],
+    sources: DataSources | str | Path,
+    splits: tuple[str, ...] = ("val", "test"),
+    *,
+    dataset: str | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Long results of every model on every split: ``method, dataset, split, n_pairs`` + metrics.
+
+    The paper's tables are the rows with ``split == PAPER_TABLE_SPLIT``; ``test`` (CVACT's
+    ACT_test) is a separate, labelled result. A split the dataset does not have is left out
+    (CVUSA has train/val only: its "test" would repeat val).
+    """
+    if isinstance(sources, DataSources):
+        available = sources.street_splits()
+    else:  # a CVUSA root (splits/) has no test split; street_pairs maps "test" to its val
+        cvusa = (Path(sources) / "splits").is_dir()
+        available = ("train", "val") if cvusa else ("train", "val", "test")
+    rows = []
+    for split in splits:
+        if split not in available:
+            continue
+        pairs = street_pairs(sources, split)
+        for name, model in models.items():
+            metrics = evaluate_street_model(
+                model, pairs, batch_size=batch_size, device=device, progress=progress
+            )
+            rows.append(
+                {"method": name, "dataset": dataset or pairs.name, "split": split,
+                 "n_pairs": len(pairs), **metrics}
+            )  # fmt: skip
+    if not rows:
+        raise ConfigError(f"evaluate_street_splits: none of {splits} exists in {sources}")
+    return pd.DataFrame(rows)
+
+
 @dataclass
 class _RawCfg:
     ground_size: tuple[int, int] = (32, 160)
