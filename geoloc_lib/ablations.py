@@ -450,6 +450,8 @@ def cost_comparison(costs: pd.DataFrame) -> pd.DataFrame:
             "inference_params_m": "inference params (M)",
             "gflops": "GFLOPs/pair",
             "gmacs": "GMACs/pair",
+            "gflops_query": "GFLOPs/query image",
+            "gflops_gallery": "GFLOPs/gallery image",
             "tensor_mem_gb": "tensor memory (GB, b16)",
             "latency_ms": "latency (ms, b16)",
             "peak_mem_gb": "CUDA peak (GB, b16)",
