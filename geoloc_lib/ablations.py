@@ -442,7 +442,9 @@ def mcgf_ablation_deltas(results: pd.DataFrame) -> pd.DataFrame:
 
 def cost_comparison(costs: pd.DataFrame) -> pd.DataFrame:
     """:func:`geoloc_lib.models.cost.cost_table` in Table 4's layout, the paper's GeoViewMatch
-    row beside ours (``paper ...`` columns; NaN where the paper has no such model)."""
+    row beside ours (``paper ...`` columns on the row ``model == "geoviewmatch"``, preset
+    ``paper``; NaN elsewhere). Our ``GFLOPs/pair`` are FLOPs (2 per multiply-add) of a query and
+    a gallery image; see :mod:`geoloc_lib.models.cost` for the gap to the paper's 9.76."""
     paper = PAPER_TABLE4["GeoViewMatch"]
     df = costs.rename(
         columns={
@@ -457,7 +459,8 @@ def cost_comparison(costs: pd.DataFrame) -> pd.DataFrame:
             "peak_mem_gb": "CUDA peak (GB, b16)",
         }
     )
-    is_gvm = (df["model"].str.startswith("geoviewmatch") & (df["preset"] == "paper")).to_numpy()
+    # the paper's configuration only (two backbones), not variants such as a shared backbone
+    is_gvm = ((df["model"] == "geoviewmatch") & (df["preset"] == "paper")).to_numpy()
     nan = float("nan")
     df["paper params (M)"] = np.where(is_gvm, paper[3], nan)
     df["paper GFLOPs"] = np.where(is_gvm, paper[0], nan)

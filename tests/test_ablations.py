@@ -332,3 +332,9 @@ def test_paper_cost_row_counts_two_backbones_and_states_its_flop_convention():
     assert row["gflops_query"] / 2 == pytest.approx(7.49, abs=0.01)  # the 128x640 panorama
     table = A.cost_comparison(df)
     assert {"GFLOPs/query image", "GFLOPs/gallery image", "paper GFLOPs"} <= set(table.columns)
+    assert table.loc[0, "paper params (M)"] == 57.47
+    shared = cost_table(
+        [("gvm shared", "geoviewmatch", {"share_backbone": True})], ("paper",),
+        device="cpu", latency_budget_s=0.0,
+    )  # fmt: skip
+    assert A.cost_comparison(shared)["paper params (M)"].isna().all()  # not the paper's model
