@@ -229,7 +229,7 @@ def main(args: argparse.Namespace) -> int:
     )
     if device.type == "cuda":
         print(f"peak CUDA memory allocated: {_gb(torch.cuda.max_memory_allocated(device))}")
-    shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k != "n_queries")
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if not k.startswith("n_"))
     print(f"metrics (percent, synthetic data): {shown}")
 
     # Naive per-query evaluator on a subset, extrapolated; it must agree exactly.
