@@ -414,3 +414,10 @@ def test_ddim_starts_from_a_noise_level_training_draws():
         MCGFConfig.preset("smoke", t_max=20, t_start=20)
     with pytest.raises(ConfigError, match="infer_start"):
         MCGFConfig.preset("smoke", infer_start="zeros")
+
+
+def test_train_settings_overrides_keep_explicit_none():
+    from geoloc_lib.training.mcgf import resolve_train_settings
+
+    s = resolve_train_settings("default", epochs=None, batch_size=8, grad_clip=None)
+    assert s.epochs == 60 and s.batch_size == 8 and s.grad_clip is None

@@ -120,8 +120,9 @@ def pairs_per_query(
     """Per-query CVUSA/CVACT columns: ``R@k``, ``R@1%`` and, with coordinates, meter-level ones.
 
     Meter-level columns: ``top1_within_<t>m`` (100 if the top-1 item is the query's tile or, for
-    t > 0, lies within t metres of the query's location; 0 m is the index match) and ``mean_dist_top<k>_m`` for k = 1, 5, 10, 1% (mean distance in metres of
-    the top-k items; needs ``result`` ranked with ``topk >= G // 100``, else k is clamped).
+    t > 0, lies within t metres of the query's location; 0 m is the index match) and
+    ``mean_dist_top<k>_m`` for k = 1, 5, 10, 1% (mean distance in metres of the top-k items;
+    needs ``result`` ranked with ``topk >= G // 100``, else k is clamped).
     ``query_coords`` defaults to ``gallery_coords[:Q]`` (query i is taken at gallery tile i).
     """
     ks = _check_ks(ks)

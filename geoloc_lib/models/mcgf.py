@@ -54,8 +54,9 @@ Readings of the paper where it is ambiguous (also in the notebook):
    t ~ U[0, t_max), so t_start < t_max is required), with ``eps*`` one fixed noise field
    (``infer_seed``) for every query, so the features stay a deterministic function of the image
    whatever the batch. ``infer_start="mean"`` starts from the noise-free mean ``sqrt(ab) y``, an
-   input the restorer never saw at that t; the CPU presets keep it (their t_start = 10 adds
-   noise of std 0.04 only, and their results were measured with it).
+   input the restorer never saw at that t; the CPU presets keep it (their t_start = 10 would add
+   noise of std 0.05 (default, T = 1000) or 0.11 (smoke, T = 100) on [-1, 1] pixels, against
+   0.32 for the paper preset's t_start = 100, and their results were measured without it).
 9. "the diffusive matching module can gradually obtain clearer drone-viewing images as input.
    This process enables the matching model to run at multiple granularities": the query
    feature is the mean of the normalised features of every DDIM step's ẑ_0 (``pool_steps``;
@@ -238,7 +239,7 @@ PRESETS: dict[str, MCGFConfig] = {
         # at 64 px, and t_max=200 left restored queries far worse than weathered ones.
         t_max=20,
         t_start=10,
-        infer_start="mean",  # as measured (noise std 0.04 at t = 10)
+        infer_start="mean",  # as measured (reading 8)
         w_cls=0.1,  # the cross-entropy memorises the training locations at this size
         **_CPU_MATCHING,
         **_CPU_RESTORATION,

@@ -114,12 +114,26 @@ TRAIN_PRESETS: dict[str, TrainSettings] = {
 }
 
 
-def resolve_train_settings(preset: str, **overrides: Any) -> TrainSettings:
-    """The preset's :class:`TrainSettings` with the non-None ``overrides`` applied."""
+def resolve_train_settings(
+    preset: str,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr_backbone: float | None = None,
+    lr_head: float | None = None,
+    repeats: int | None = None,
+    **train_over: Any,
+) -> TrainSettings:
+    """The preset's :class:`TrainSettings`; the named arguments apply when not None, the other
+    ``TrainSettings`` fields in ``train_over`` as given (``grad_clip=None`` turns clipping off)."""
     if preset not in TRAIN_PRESETS:
         raise ConfigError(f"train_mcgf: {choices_message('preset', preset, TRAIN_PRESETS)}")
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return TrainSettings(**{**TRAIN_PRESETS[preset].__dict__, **given})
+    named = dict(
+        epochs=epochs, batch_size=batch_size, lr_backbone=lr_backbone, lr_head=lr_head,
+        repeats=repeats,
+    )  # fmt: skip
+    given = {k: v for k, v in named.items() if v is not None}
+    return TrainSettings(**{**TRAIN_PRESETS[preset].__dict__, **given, **train_over})
 
 
 def make_mcgf_optimizer(net: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
