@@ -114,7 +114,8 @@ def geoviewmatch_variants(
 
     def key(label: str) -> tuple:
         cfg = GeoViewMatchConfig.preset(preset, **ABLATIONS[label])
-        return (cfg.contrastive, cfg.used_stages)  # all that differs between the variants
+        # all that differs between the variants
+        return (cfg.contrastive, cfg.used_stages, cfg.share_backbone)
 
     canonical: dict[tuple, str] = {}
     for label in ABLATIONS:
@@ -441,7 +442,9 @@ def mcgf_ablation_deltas(results: pd.DataFrame) -> pd.DataFrame:
 
 def cost_comparison(costs: pd.DataFrame) -> pd.DataFrame:
     """:func:`geoloc_lib.models.cost.cost_table` in Table 4's layout, the paper's GeoViewMatch
-    row beside ours (``paper ...`` columns; NaN where the paper has no such model)."""
+    row beside ours (``paper ...`` columns on the row ``model == "geoviewmatch"``, preset
+    ``paper``; NaN elsewhere). Our ``GFLOPs/pair`` are FLOPs (2 per multiply-add) of a query and
+    a gallery image; see :mod:`geoloc_lib.models.cost` for the gap to the paper's 9.76."""
     paper = PAPER_TABLE4["GeoViewMatch"]
     df = costs.rename(
         columns={
@@ -449,12 +452,15 @@ def cost_comparison(costs: pd.DataFrame) -> pd.DataFrame:
             "inference_params_m": "inference params (M)",
             "gflops": "GFLOPs/pair",
             "gmacs": "GMACs/pair",
+            "gflops_query": "GFLOPs/query image",
+            "gflops_gallery": "GFLOPs/gallery image",
             "tensor_mem_gb": "tensor memory (GB, b16)",
             "latency_ms": "latency (ms, b16)",
             "peak_mem_gb": "CUDA peak (GB, b16)",
         }
     )
-    is_gvm = (df["model"].str.startswith("geoviewmatch") & (df["preset"] == "paper")).to_numpy()
+    # the paper's configuration only (two backbones), not variants such as a shared backbone
+    is_gvm = ((df["model"] == "geoviewmatch") & (df["preset"] == "paper")).to_numpy()
     nan = float("nan")
     df["paper params (M)"] = np.where(is_gvm, paper[3], nan)
     df["paper GFLOPs"] = np.where(is_gvm, paper[0], nan)

@@ -3,9 +3,18 @@
 ASAM (Kwon et al., 2021; reference-facts §4), for a base optimiser and weights ``w`` with
 gradient ``g`` from a first forward/backward:
 
-1. ``T = |w| + eta`` (element-wise), ``eps = rho * T² g / ‖T g‖`` (norm over all parameters);
+1. ``T = |w| + eta`` (element-wise) for weight tensors and ``T = 1`` for every other parameter,
+   ``eps = rho * T² g / ‖T g‖`` (norm over all parameters);
 2. ``w <- w + eps``; recompute the loss and its gradient there (the closure);
 3. ``w <- w - eps``; the base optimiser steps with the gradient from step 2.
+
+Which parameters are "weight tensors" (Kwon et al.'s adaptive scaling is defined on the
+network's weights; the reference implementation scales weights only): linear and convolution
+kernels and other rank >= 2 maps (:func:`weight_tensor_ids` picks them by name and rank). Biases,
+normalisation scales and shifts and temperatures (``logit_scale``) keep ``T = 1``: they get
+SAM's plain perturbation ``rho g / ‖T g‖``. Our choice where the reference's rule ("weight" in
+the parameter name) and the papers are silent: norm scales are named "weight" but are 1-d
+gains, so they are not scaled; SwinV2's ``logit_scale`` is [heads, 1, 1] but a temperature.
 
 ``ASAM.requires_closure`` tells the engine to call ``step(closure)``, where the closure re-runs
 forward and backward on the same batch.
@@ -13,6 +22,7 @@ forward and backward on the same batch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 import torch
@@ -31,7 +41,15 @@ class ASAM(Optimizer):
 
     requires_closure = True
 
-    def __init__(self, base: Optimizer, rho: float = 0.5, eta: float = 0.01) -> None:
+    def __init__(
+        self,
+        base: Optimizer,
+        rho: float = 0.5,
+        eta: float = 0.01,
+        weights: Iterable[int] | None = None,
+    ) -> None:
+        """``weights``: ids of the parameters that get the adaptive scale ``|w| + eta``
+        (:func:`weight_tensor_ids`); None: every parameter of rank >= 2."""
         if rho <= 0:
             raise ConfigError(f"ASAM: rho must be > 0, got {rho}")
         if eta < 0:
@@ -39,6 +57,7 @@ class ASAM(Optimizer):
         self.base = base
         self.rho = rho
         self.eta = eta
+        self.weights = None if weights is None else set(weights)
         # Optimizer.__init__ appends the very dicts it is given: the groups stay shared with base.
         super().__init__(base.param_groups, base.defaults)
         self.state = base.state
@@ -46,18 +65,23 @@ class ASAM(Optimizer):
     def _params_with_grad(self) -> list[Tensor]:
         return [p for g in self.param_groups for p in g["params"] if p.grad is not None]
 
+    def is_adaptive(self, p: Tensor) -> bool:
+        """Whether ``p`` gets ``T = |w| + eta`` (a weight tensor) or ``T = 1``."""
+        return p.ndim >= 2 if self.weights is None else id(p) in self.weights
+
     @torch.no_grad()
     def ascent(self) -> list[tuple[Tensor, Tensor]]:
         """Move every weight to ``w + eps`` (step 1–2); returns the (param, eps) pairs to undo."""
         params = self._params_with_grad()
         if not params:
             return []
-        scaled = [(p.abs() + self.eta) * p.grad for p in params]  # T g
+        scales = [(p.abs() + self.eta) if self.is_adaptive(p) else None for p in params]  # T
+        scaled = [p.grad if t is None else t * p.grad for p, t in zip(params, scales, strict=True)]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(s) for s in scaled]))
         factor = self.rho / (norm + 1e-12)
         moved = []
-        for p, tg in zip(params, scaled, strict=True):
-            eps = (p.abs() + self.eta) * tg * factor  # T² g * rho / ‖T g‖
+        for p, t, tg in zip(params, scales, scaled, strict=True):
+            eps = (tg if t is None else t * tg) * factor  # T² g * rho / ‖T g‖
             p.add_(eps)
             moved.append((p, eps))
         return moved
@@ -104,13 +128,26 @@ def build_adamw(
     asam: bool = False,
     rho: float = 0.5,
     eta: float = 0.01,
+    asam_weights: Iterable[int] | None = None,
 ) -> Optimizer:
-    """AdamW over ``param_groups`` (each with its own ``lr``), optionally wrapped in ASAM."""
+    """AdamW over ``param_groups`` (each with its own ``lr``), optionally wrapped in ASAM
+    (``asam_weights``: ids of its weight tensors, :func:`weight_tensor_ids`)."""
     groups = list(param_groups)
     if not groups or not all("lr" in g for g in groups):
         raise ConfigError("build_adamw: every parameter group needs an 'lr'")
     opt: Optimizer = torch.optim.AdamW(groups, betas=betas, weight_decay=weight_decay)
-    return ASAM(opt, rho=rho, eta=eta) if asam else opt
+    return ASAM(opt, rho=rho, eta=eta, weights=asam_weights) if asam else opt
+
+
+# Parameters that are not weight tensors whatever their rank: biases (``bias``, the FA module's
+# per-head ``b1``/``b2``) and temperatures (SwinV2's [heads, 1, 1] ``logit_scale``).
+_NOT_WEIGHT = re.compile(r"(^|\.)(bias|b\d+|logit_scale|log_scale)$")
+
+
+def weight_tensor_ids(named: Iterable[tuple[str, nn.Parameter]]) -> set[int]:
+    """Ids of the weight tensors among ``named`` parameters: rank >= 2 and not a bias or a
+    temperature by name (ASAM's adaptive scale applies to these only; module docstring)."""
+    return {id(p) for n, p in named if p.ndim >= 2 and not _NOT_WEIGHT.search(n)}
 
 
 # Parameters that are temperatures or position-bias MLPs (SwinV2's own no_weight_decay list).

@@ -316,3 +316,25 @@ def test_cost_table_times_only_within_budget():
 
 def _n_params(model: nn.Module) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def test_paper_cost_row_counts_two_backbones_and_states_its_flop_convention():
+    # Table 4: 57.47 M parameters, 9.76 GFLOPs. Ours: inference parameters (backbones + FA, not
+    # the training-only projection head) within 3 %; FLOPs = 2 x MACs of a query+gallery pair.
+    df = cost_table(["geoviewmatch"], ("paper",), device="cpu", latency_budget_s=0.0)
+    row = df.iloc[0]
+    assert abs(row["inference_params_m"] / 57.47 - 1) < 0.03
+    assert row["params_m"] - row["inference_params_m"] == pytest.approx(4.78, abs=0.01)
+    # batch 1 per branch vs batch 16 per pair: SwinV2's position-bias MLP runs once per batch
+    assert row["gflops"] == pytest.approx(row["gflops_query"] + row["gflops_gallery"], rel=5e-3)
+    assert row["gmacs"] == pytest.approx(row["gflops"] / 2)
+    assert row["gflops_gallery"] / 2 == pytest.approx(5.94, abs=0.01)  # SwinV2-T at 256 (timm)
+    assert row["gflops_query"] / 2 == pytest.approx(7.49, abs=0.01)  # the 128x640 panorama
+    table = A.cost_comparison(df)
+    assert {"GFLOPs/query image", "GFLOPs/gallery image", "paper GFLOPs"} <= set(table.columns)
+    assert table.loc[0, "paper params (M)"] == 57.47
+    shared = cost_table(
+        [("gvm shared", "geoviewmatch", {"share_backbone": True})], ("paper",),
+        device="cpu", latency_budget_s=0.0,
+    )  # fmt: skip
+    assert A.cost_comparison(shared)["paper params (M)"].isna().all()  # not the paper's model

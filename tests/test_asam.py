@@ -48,11 +48,12 @@ def test_one_asam_step_equals_the_two_step_algorithm(base: str) -> None:
 
     opt.step(closure)
 
-    # By hand: eps = rho T² g / ‖T g‖, T = |w| + eta; gradient at w + eps; restore; base step.
+    # By hand: eps = rho T² g / ‖T g‖, T = |w| + eta on weight matrices and 1 on biases;
+    # gradient at w + eps; restore; base step.
     params = list(ref.parameters())
     grads = torch.autograd.grad(_loss(ref, x, y), params)
     with torch.no_grad():
-        t = [p.abs() + eta for p in params]
+        t = [p.abs() + eta if p.ndim >= 2 else torch.ones_like(p) for p in params]
         norm = torch.sqrt(sum(((ti * gi) ** 2).sum() for ti, gi in zip(t, grads, strict=True)))
         eps = [rho * ti**2 * gi / norm for ti, gi in zip(t, grads, strict=True)]
         w0 = [p.clone() for p in params]
@@ -89,7 +90,7 @@ def test_eta_zero_and_rho_scale_the_perturbation() -> None:
     with torch.no_grad():
         r = torch.sqrt(
             sum(
-                ((e / (p0.abs() + 0.0)) ** 2).sum()
+                ((e / (p0.abs() if p0.ndim >= 2 else 1.0)) ** 2).sum()
                 for (_, e), p0 in zip(moved, before, strict=True)
             )
         )
@@ -140,3 +141,40 @@ def test_asam_groups_stay_shared_after_load_state_dict() -> None:
     opt.load_state_dict(opt.state_dict())
     opt.param_groups[0]["lr"] = 7e-4
     assert opt.base.param_groups[0]["lr"] == 7e-4
+
+
+def test_adaptive_scale_applies_to_weight_tensors_only() -> None:
+    # One linear layer y = w x + b, loss = (y - t)^2 / 2: hand-computed ASAM perturbation.
+    # T = |w| + eta on the weight matrix, T = 1 on the bias (and on a norm gain, a temperature).
+    rho, eta = 0.5, 0.01
+    net = nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[2.0, -0.5]]))
+        net.bias.fill_(3.0)
+    x, t = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0]])
+    ((net(x) - t) ** 2 / 2).sum().backward()
+    r = 2.0 - 1.0 + 3.0  # residual y - t = 4
+    g_w, g_b = [r * 1.0, r * 2.0], r  # dL/dw = r x, dL/db = r
+    tw = [abs(2.0) + eta, abs(-0.5) + eta]
+    norm = ((tw[0] * g_w[0]) ** 2 + (tw[1] * g_w[1]) ** 2 + g_b**2) ** 0.5
+    want_w = [rho * tw[0] ** 2 * g_w[0] / norm, rho * tw[1] ** 2 * g_w[1] / norm]
+    want_b = rho * g_b / norm  # the bias is not scaled by |b| + eta = 3.01
+    opt = ASAM(torch.optim.SGD(net.parameters(), lr=0.1), rho=rho, eta=eta)
+    eps = dict((id(p), e) for p, e in opt.ascent())
+    torch.testing.assert_close(eps[id(net.weight)], torch.tensor([want_w]))
+    torch.testing.assert_close(eps[id(net.bias)], torch.tensor([want_b]))
+
+
+def test_weight_tensor_ids_skip_biases_norms_and_temperatures() -> None:
+    from geoloc_lib.models import create_model
+    from geoloc_lib.optim import weight_tensor_ids
+
+    model = create_model("geoviewmatch", preset="smoke")
+    ids = weight_tensor_ids(model.named_parameters())
+    named = dict(model.named_parameters())
+    picked = {n for n, p in named.items() if id(p) in ids}
+    assert "aggregators.aerial_s4.w1" in picked and "head.0.weight" in picked
+    assert "aggregators.aerial_s4.b1" not in picked  # [N, HW/2]: a bias despite its rank
+    assert not any(n.endswith(("bias", "logit_scale")) for n in picked)
+    assert not any(named[n].ndim < 2 for n in picked)  # norm gains are 1-d
+    assert any(n.endswith("logit_scale") for n in named)  # SwinV2's [heads, 1, 1] temperature

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pandas as pd
 import pytest
@@ -37,13 +38,13 @@ def u1652(scores, gallery_labels, query_label=1):
 
 
 def test_ap_with_junk_and_ties():
-    # non-junk order: .9 bad, .7 good (tie in the query's favour), .7 bad, .2 good -> ranks 1, 3
+    # non-junk order: .9 bad, .7 bad, .7 good (tie against the query), .2 good -> ranks 2, 3
     out = u1652([0.9, 0.7, 0.7, 0.7, 0.2, 0.8], [5, -1, 1, 4, 1, -1])
-    ap = ((0 + 1 / 2) / 2 + (1 / 3 + 2 / 4) / 2) / 2
+    ap = ((0 + 1 / 3) / 2 + (1 / 3 + 2 / 4) / 2) / 2
     assert out["AP"] == pytest.approx(100 * ap, abs=1e-9)
-    assert out["AP"] == pytest.approx(100 / 3, abs=1e-9)
+    assert out["AP"] == pytest.approx(100 * 7 / 24, abs=1e-9)
     assert (out["R@1"], out["R@5"], out["R@10"]) == (0.0, 100.0, 100.0)
-    assert out["n_queries"] == 1
+    assert out["n_queries"] == 1 and out["n_skipped"] == 0
 
 
 def test_junk_above_a_good_item_does_not_count():
@@ -66,16 +67,53 @@ def test_first_match_at_rank_zero_uses_old_precision_one():
 
 
 def test_many_matches_tied_with_distractors():
-    out = u1652([0.7, 0.7, 0.7, 0.9, 0.1], [3, 8, 3, 8, 3], query_label=3)  # ranks 1, 2, 4
-    expected = ((0 + 1 / 2) / 2 + (1 / 2 + 2 / 3) / 2 + (2 / 4 + 3 / 5) / 2) / 3
+    # ties against the query: .9 bad, .7 bad, then the two tied goods, .1 good -> ranks 2, 3, 4
+    out = u1652([0.7, 0.7, 0.7, 0.9, 0.1], [3, 8, 3, 8, 3], query_label=3)
+    expected = ((0 + 1 / 3) / 2 + (1 / 3 + 2 / 4) / 2 + (2 / 4 + 3 / 5) / 2) / 3
     assert out["AP"] == pytest.approx(100 * expected)
 
 
-def test_query_without_match_counts_as_miss():
+def test_query_without_match_is_skipped_and_counted():
+    # The reference evaluator skips a query with no true match in the gallery (a miss with AP 0
+    # would halve both numbers here).
     q = unit_queries(2)
     g = gallery_with_scores([0.9, 0.1])
     out = evaluate_university1652(q, g, [0, 5], [0, 1], progress=False)
-    assert out["R@1"] == 50.0 and out["AP"] == 50.0 and out["n_queries"] == 2
+    assert out["R@1"] == 100.0 and out["AP"] == 100.0
+    assert out["n_queries"] == 1 and out["n_skipped"] == 1
+    per_query = university1652_per_query(rank_gallery(q, g, [0, 5], [0, 1], progress=False))
+    assert per_query.loc[1].isna().all()
+    table = breakdown(per_query, ["fog", "rain"])
+    assert table.loc["fog", "n_queries"] == 1 and "rain" not in table.index
+    assert table.loc["all", "n_queries"] == 1
+
+
+def test_collapsed_model_scores_nothing_on_university1652():
+    # Every gallery feature identical: with ties in the query's favour drone->satellite would be
+    # R@1 = 100 %; against the query the true match comes last (no better than chance).
+    n_gallery = 20
+    g = torch.tensor([[1.0, 0.0]]).repeat(n_gallery, 1)
+    q = unit_queries(5)
+    out = evaluate_university1652(q, g, [0, 1, 2, 3, 4], list(range(n_gallery)), progress=False)
+    assert out["R@1"] <= 100 / n_gallery and out["R@10"] <= 100 * 10 / n_gallery
+    assert out["AP"] <= 100 / n_gallery
+    # satellite->drone-like: 4 true drones per query among 20 identical items
+    labels = [i // 4 for i in range(n_gallery)]
+    out = evaluate_university1652(q, g, [0, 1, 2, 3, 4], labels, progress=False)
+    assert out["R@1"] == 0.0 and out["AP"] < 100 * 4 / n_gallery
+
+
+def test_pairs_report_and_warn_about_ties():
+    # CVUSA/CVACT keep the "strictly higher" rank but say how many true matches tie.
+    g = torch.tensor([[1.0, 0.0]]).repeat(4, 1)
+    with pytest.warns(UserWarning, match="4 of 4 queries"):
+        out = evaluate_pairs(unit_queries(4), g, progress=False)
+    assert out["R@1"] == 100.0 and out["n_tied"] == 4
+    g = gallery_with_scores([1 - j / 1000 for j in range(200)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = evaluate_pairs(unit_queries(3), g, progress=False)
+    assert out["n_tied"] == 0
 
 
 def test_custom_ks():
@@ -86,6 +124,7 @@ def test_custom_ks():
     assert out["R@2"] == 0.0 and out["R@3"] == 100.0 and "R@1" not in out
 
 
+@pytest.mark.filterwarnings("ignore:evaluate_pairs. the true match")
 def test_pairs_ties_in_query_favour_and_one_percent():
     # all queries score the gallery identically; query i's match is gallery i.
     g = gallery_with_scores([0.9, 0.9, 0.5, 0.1])
@@ -102,6 +141,7 @@ def test_pairs_one_percent_cut_on_a_larger_gallery():
     assert out["R@10"] == 100.0
 
 
+@pytest.mark.filterwarnings("ignore:evaluate_pairs. the true match")
 def test_meter_level_thresholds_and_mean_distances():
     g = gallery_with_scores([0.9, 0.9, 0.5, 0.1])
     coords = [[0.0, 0.0], [30.0, 40.0], [100.0, 0.0], [0.0, 200.0]]
@@ -137,7 +177,8 @@ def test_meter_level_keeps_utm_precision_and_custom_query_coords():
         unit_queries(1), g, query_coords=query_coords, gallery_coords=gallery_coords,
         thresholds_m=(0, 0.5), progress=False,
     )  # fmt: skip
-    assert out["top1_within_0m"] == 0.0 and out["top1_within_0.5m"] == 100.0
+    # 0 m is the index match (the top-1 item is the query's tile), whatever the coordinates
+    assert out["top1_within_0m"] == 100.0 and out["top1_within_0.5m"] == 100.0
     assert out["mean_dist_top1_m"] == pytest.approx(0.3, abs=1e-6)
 
 
@@ -177,3 +218,14 @@ def test_breakdown_by_attribute_and_total_row():
     assert two.loc[("fog", 250), "R@1"] == 0.0
     with pytest.raises(FeatureError, match="2 attribute values for 3 queries"):
         breakdown(per_query, ["fog", "rain"])
+
+
+def test_zero_metres_is_the_index_match_not_identical_coordinates():
+    # Query 0's top-1 is tile 1, a different tile at the same UTM position: not a 0 m hit
+    # (GeoViewMatch §4.5.2: 0 m is the one-to-one match; its Tables 1 and 2 give 0 m = R@1).
+    g = gallery_with_scores([0.5, 0.9, 0.1])
+    coords = [[500_000.0, 6_000_000.0], [500_000.0, 6_000_000.0], [500_300.0, 6_000_000.0]]
+    out = evaluate_pairs(unit_queries(1), g, gallery_coords=coords, progress=False)
+    assert out["R@1"] == 0.0
+    assert out["top1_within_0m"] == out["R@1"] == 0.0
+    assert out["top1_within_36m"] == 100.0  # the other tile is 0 m away

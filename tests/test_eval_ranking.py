@@ -37,6 +37,27 @@ def test_ranks_ties_in_query_favour_and_junk_removed():
     assert result.first_rank.tolist() == [1]
 
 
+def test_ties_against_the_query_and_tie_counts():
+    # Same gallery as above: the tied true match (idx 2) now comes after the tied distractor.
+    gallery = gallery_with_scores([0.9, 0.7, 0.7, 0.7, 0.2, 0.8])
+    labels = [5, -1, 1, 4, 1, -1]
+    result = rank_gallery(
+        unit_queries(1), gallery, [1], labels, topk=10, progress=False, ties="against",
+        count_ties=True,
+    )  # fmt: skip
+    assert result.good_ranks.tolist() == [[2, 3]]
+    assert result.topk_indices.tolist() == [[0, 3, 2, 4]]
+    assert result.n_tied.tolist() == [1]  # the distractor at .7 (junk at .7 does not count)
+    # one true match, three identical items: favour -> rank 0, against -> rank 2
+    flat = torch.tensor([[1.0, 0.0]]).repeat(3, 1)
+    for ties, rank in (("favour", 0), ("against", 2)):
+        r = rank_gallery(unit_queries(1), flat, [1], [0, 1, 2], progress=False, ties=ties,
+                         count_ties=True)  # fmt: skip
+        assert r.good_ranks.tolist() == [[rank]] and r.n_tied.tolist() == [2]
+    with pytest.raises(FeatureError, match="ties must be one of"):
+        rank_gallery(unit_queries(1), flat, ties="random", progress=False)
+
+
 def test_true_match_ranked_last_and_query_without_match():
     gallery = gallery_with_scores([0.5, 0.4, 0.3, 0.1])
     result = rank_gallery(unit_queries(2), gallery, [7, 9], [1, 2, 3, 7], topk=2, progress=False)

@@ -3,6 +3,7 @@ losses and ablation switches, the InfoNCE baseline, and one engine step with ASA
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -172,7 +173,7 @@ def test_paper_size_shapes() -> None:
         a = m.embed(torch.rand(1, 3, 256, 256), "aerial")
     assert g.shape == a.shape == (1, 9216)
     backbone = sum(p.numel() for p in m.backbone.parameters())
-    assert 27.5e6 < backbone < 27.7e6  # one SwinV2-T (shared by both views), no classifier
+    assert 2 * 27.5e6 < backbone < 2 * 27.7e6  # one SwinV2-T per view, no classifier
 
 
 def test_infonce_baseline_shapes_and_loss() -> None:
@@ -373,3 +374,49 @@ def test_model_cost_counts_flops_and_shared_parameters_once(smoke) -> None:
     n += sum(p.numel() for p in smoke.head.parameters())
     assert cost["params_m"] == pytest.approx(n / 1e6)
     assert cost["gflops"] > 0 and smoke.training  # the mode is restored
+
+
+def test_paper_parameter_count_is_two_backbones_within_3_percent_of_table4() -> None:
+    # Table 4: 57.47 M. One shared SwinV2-T gave 33.8 M; two (one per view) plus the FA modules
+    # land within 3 %. Counted: what inference uses (backbones + FA), not the training-only
+    # projection head (+4.8 M).
+    from geoloc_lib.models.cost import build_for_cost, count_parameters
+
+    m = build_for_cost("geoviewmatch", "paper", "meta")
+    assert not m.backbone.shared and m.backbone.ground is not m.backbone.aerial
+    total = count_parameters(m)
+    head = count_parameters(m.head)
+    inference = total - head
+    assert abs(inference / 57.47e6 - 1) < 0.03, inference
+    assert abs(total / 57.47e6 - 1) > 0.03  # with the projection head it would not match
+    shared = build_for_cost("geoviewmatch", "paper", "meta", ablation="shared-backbone")
+    assert shared.backbone.shared and count_parameters(shared) - head < 0.65 * inference
+
+
+def test_geo_neighbour_batches_are_an_option_off_in_paper() -> None:
+    from geoloc_lib.training.geoviewmatch import make_street_sampler, resolve_street_settings
+
+    coords = np.random.default_rng(0).normal(size=(64, 2)) * 100
+    paper = resolve_street_settings("geoviewmatch", "paper")
+    default = resolve_street_settings("geoviewmatch", "default")
+    assert make_street_sampler(64, coords, paper).neighbours is None
+    assert make_street_sampler(64, coords, default).neighbours is not None
+    on = resolve_street_settings("geoviewmatch", "paper", geo_neighbours=True)
+    assert make_street_sampler(64, coords, on).neighbours is not None
+
+
+def test_paper_tables_are_evaluated_on_val_and_test_is_labelled_apart(tmp_path) -> None:
+    # GeoViewMatch Tables 1-3 are on CVACT val; ACT_test is a separate, labelled result.
+    from geoloc_lib.training.geoviewmatch import (
+        PAPER_TABLE_SPLIT,
+        StreetRawPixelMatcher,
+        evaluate_street_splits,
+    )
+
+    root = _write_cvact(tmp_path / "cvact", n_val=6, n_test=5)
+    raw = StreetRawPixelMatcher(ground_size=(32, 128), aerial_size=(48, 48))
+    long = evaluate_street_splits({"raw": raw}, root, dataset="CVACT")
+    assert PAPER_TABLE_SPLIT == "val"
+    assert list(long["split"]) == ["val", "test"] and list(long["n_pairs"]) == [6, 5]
+    assert list(long["n_queries"]) == [6, 5] and set(long["dataset"]) == {"CVACT"}
+    assert {"R@1", "top1_within_0m", "n_tied"} <= set(long.columns)

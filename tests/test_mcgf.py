@@ -298,3 +298,126 @@ def test_train_and_evaluate_end_to_end(tmp_path):
         RawPixelMatcher(8, img_size=16), root, conditions=("normal",), device="cpu", progress=False
     )
     assert set(raw["task"]) == {"drone->satellite", "satellite->drone"}
+
+
+def _lr_at_epoch(scheduler, group: int, epoch: int, steps_per_epoch: int) -> float:
+    """The learning rate a per-step LambdaLR gives ``group`` at the first step of ``epoch``."""
+    base = scheduler.base_lrs[group]
+    return base * scheduler.lr_lambdas[group](epoch * steps_per_epoch)
+
+
+def test_paper_lr_steps_down_by_ten_at_epoch_80():
+    # A per-step schedule whose step size was given in steps (80 x steps per epoch) instead of
+    # epochs never decayed: 0.01 at epochs 0, 79, 80 and 119.
+    from geoloc_lib.training.mcgf import (
+        make_mcgf_optimizer,
+        make_mcgf_scheduler,
+        resolve_train_settings,
+    )
+
+    settings = resolve_train_settings("paper")
+    net = torch.nn.Linear(2, 2)
+    net.param_groups = lambda lr: [{"params": list(net.parameters()), "lr": lr["backbone"]}]
+    steps = 2184  # 701 locations x 54 drone views / batch 16 (any value > 1 shows the bug)
+    sched = make_mcgf_scheduler(make_mcgf_optimizer(net, settings), settings, steps)
+    lrs = [_lr_at_epoch(sched, 0, e, steps) for e in (0, 79, 80, 119)]
+    assert lrs == pytest.approx([0.01, 0.01, 0.001, 0.001])
+
+
+def test_restoration_module_has_its_own_group_at_the_backbone_rate_in_paper():
+    # §3: 0.1 for the classification layer only; the restoration module was in the 0.1 group.
+    from geoloc_lib.training.mcgf import make_mcgf_optimizer, resolve_train_settings
+
+    model = create_model("mcgf", preset="smoke", num_classes=5)
+    opt = make_mcgf_optimizer(model, resolve_train_settings("paper"))
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == {"backbone": 0.01, "head": 0.1, "restoration": 0.01}
+    restore_ids = {id(p) for p in model.restore.parameters()}
+    groups = {g["name"]: {id(p) for p in g["params"]} for g in opt.param_groups}
+    assert groups["restoration"] == restore_ids
+    assert {id(p) for p in model.head.parameters()} <= groups["head"]  # + the InfoNCE scale
+    assert not groups["head"] & (restore_ids | {id(p) for p in model.encoder.parameters()})
+    # CPU presets keep the rate they were measured with (lr_head)
+    opt = make_mcgf_optimizer(model, resolve_train_settings("default"))
+    assert {g["name"]: g["lr"] for g in opt.param_groups}["restoration"] == 1e-3
+
+
+def test_literal_restoration_module_without_lateral_connections():
+    # §2.3: "three deconvolutions, an upsampling, and a Tanh": reachable with lateral=False,
+    # residual="none", time_embed=False; then the output depends on the last stage map only.
+    torch.manual_seed(0)
+    model = create_model(
+        "mcgf", preset="smoke", num_classes=5, lateral=False, residual="none", time_embed=False
+    ).eval()
+    restore = model.restore
+    params = {name.split(".")[0] for name, _ in restore.named_parameters()}
+    assert params == {"deconv1", "deconv2", "deconv3"}
+    assert restore.lateral2 is None and restore.lateral3 is None and restore.time is None
+    torch.nn.init.normal_(restore.deconv3[0].weight, std=0.1)  # not the all-zero init
+    g = torch.Generator().manual_seed(1)
+    size = model.cfg.img_size
+    f4 = torch.randn(
+        2, model.encoder.feature_info[-1]["num_chs"], size // 32, size // 32, generator=g
+    )
+    f3 = torch.randn(
+        2, model.encoder.feature_info[-2]["num_chs"], size // 16, size // 16, generator=g
+    )
+    f2 = torch.randn(
+        2, model.encoder.feature_info[-3]["num_chs"], size // 8, size // 8, generator=g
+    )
+    x_in = torch.zeros(2, 3, size, size)
+    t = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        out = restore([f2, f3, f4], t, x_in)
+        by_hand = torch.tanh(
+            restore.upsample(restore.deconv3(restore.deconv2(restore.deconv1(f4))))
+        )
+        other = restore([f2 * 5, f3 * 5, f4], t, x_in)
+    torch.testing.assert_close(out, by_hand)
+    torch.testing.assert_close(out, other)  # the stage-2/3 maps are not read
+    assert out.shape == (2, 3, size, size)
+    # the default keeps the lateral connections
+    assert create_model("mcgf", preset="smoke", num_classes=5).restore.lateral3 is not None
+
+
+def test_ddim_starts_from_a_noise_level_training_draws():
+    # Training feeds the restorer z_t ~ q(z_t | y), t ~ U[0, t_max); the paper preset's DDIM must
+    # start from such a draw at t_start (a fixed noise field: deterministic per image), not from
+    # the noise-free mean sqrt(ab) y.
+    assert MCGFConfig.preset("paper").infer_start == "noise"
+    torch.manual_seed(0)
+    model = create_model(
+        "mcgf", preset="smoke", num_classes=5, infer_start="noise", t_max=60, t_start=50
+    ).eval()
+    seen = []
+    denoise = model.denoise
+
+    def spy(z, t):
+        seen.append((z.clone(), t.clone()))
+        return denoise(z, t)
+
+    model.denoise = spy
+    x = torch.rand(3, 3, model.cfg.img_size, model.cfg.img_size)
+    with torch.no_grad():
+        model.restore_query(x)
+        first_alone = model.embed(x[1:2], "drone")
+        in_batch = model.embed(x, "drone")[1:2]
+    z0, t0 = seen[0]
+    assert t0.tolist() == [50, 50, 50]
+    ab = model.alpha_bar[50]
+    residual = (z0 - ab.sqrt() * (x * 2 - 1)) / (1 - ab).sqrt()
+    # a standard-normal field, the same for every image (the mean start gives exactly 0)
+    assert 0.9 < float(residual.std()) < 1.1 and abs(float(residual.mean())) < 0.05
+    torch.testing.assert_close(residual[0], residual[2], atol=1e-4, rtol=0)
+    torch.testing.assert_close(first_alone, in_batch, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="t_start"):
+        MCGFConfig.preset("smoke", t_max=20, t_start=20)
+    with pytest.raises(ConfigError, match="infer_start"):
+        MCGFConfig.preset("smoke", infer_start="zeros")
+
+
+def test_train_settings_overrides_keep_explicit_none():
+    from geoloc_lib.training.mcgf import resolve_train_settings
+
+    s = resolve_train_settings("default", epochs=None, batch_size=8, grad_clip=None)
+    assert s.epochs == 60 and s.batch_size == 8 and s.grad_clip is None

@@ -230,7 +230,7 @@ def main(args: argparse.Namespace) -> int:
     )
     if device.type == "cuda":
         print(f"peak CUDA memory allocated: {_gb(torch.cuda.max_memory_allocated(device))}")
-    shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if k != "n_queries")
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if not k.startswith("n_"))
     print(f"metrics (percent, synthetic data): {shown}")
 
     # Naive per-query evaluator on a subset, extrapolated; it must agree exactly.
@@ -238,7 +238,7 @@ def main(args: argparse.Namespace) -> int:
     sub = slice(0, n_sub)
     t0 = time.perf_counter()
     naive_ranks, _ = naive_rank(
-        query[sub], gallery, q_labels[sub], g_labels, topk=1, progress=progress
+        query[sub], gallery, q_labels[sub], g_labels, topk=1, progress=progress, ties="against"
     )
     naive_metrics = naive_university1652_metrics(naive_ranks)
     t_naive = time.perf_counter() - t0
@@ -253,6 +253,7 @@ def main(args: argparse.Namespace) -> int:
         chunk_size=chunk,
         device=device,
         progress=False,
+        ties="against",  # the University-1652 protocol's rule (evaluate_university1652)
     )
     core_metrics = summarize(university1652_per_query(core))
     same_ranks, max_shift = 0, 0

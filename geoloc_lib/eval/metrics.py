@@ -4,17 +4,26 @@ Per-query tables hold each metric in its reported unit (hits as 100/0, AP in per
 metres), so a column mean is the paper's number and :func:`breakdown` is a plain group mean.
 
 - University-1652 (:func:`evaluate_university1652`): Recall@K (CMC) and AP with the trapezoid
-  rule; junk (-1) removed; queries without any true match in the gallery count as misses with
-  AP 0 (the reference divides by the number of queries).
+  rule; junk (-1) removed. Queries without any true match in the gallery are skipped, as the
+  reference evaluator does (``n_skipped`` says how many; ``n_queries`` counts the evaluated
+  ones). Ties are broken against the query (``ties="against"``): a true match scoring exactly as
+  another gallery item is ranked after it, so a collapsed model (every gallery feature identical)
+  scores no better than chance instead of R@1 = 100 %.
 - CVUSA/CVACT (:func:`evaluate_pairs`): query i matches gallery i; R@1/5/10 and R@1% with
-  k = G // 100 (at least 1); ties in the query's favour.
-- Meter-level (GeoViewMatch Tables 2-3): top-1 within a threshold (distance <= t, so the 0 m
-  column counts exact-location hits) and the mean distance of the top-k items to the query's
-  true location, from coordinates in metres (UTM), computed for the retrieved items only.
+  k = G // 100 (at least 1); ties in the query's favour (the field's "strictly higher" rank, so
+  numbers stay comparable with published ones). ``n_tied`` reports how many queries' true match
+  ties with another gallery item, and a warning is raised when that exceeds 1 % of the queries.
+- Meter-level (GeoViewMatch Tables 2-3): top-1 within a threshold and the mean distance of the
+  top-k items to the query's true location, from coordinates in metres (UTM), computed for the
+  retrieved items only. The 0 m column is the index match (the top-1 item *is* the query's tile:
+  "the 0 m metric quantifies the proportion of accurate one-to-one matches", GeoViewMatch
+  §4.5.2, which reports 0 m = R@1 = 89.71 in Tables 1-2); a different tile at identical
+  coordinates is not a 0 m hit. A threshold t > 0 counts the true tile or any tile within t.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -31,6 +40,9 @@ from geoloc_lib.eval.ranking import (
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 DEFAULT_THRESHOLDS_M: tuple[float, ...] = (0.0, 36.0, 72.0, 144.0)
+# evaluate_pairs warns when more than this fraction of queries has a true match tied with
+# another gallery item (the "strictly higher" rank then flatters the model).
+TIE_WARN_FRACTION = 0.01
 
 
 def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
@@ -71,11 +83,18 @@ def average_precision(result: RankResult) -> torch.Tensor:
 
 
 def university1652_per_query(result: RankResult, ks: Sequence[int] = DEFAULT_KS) -> pd.DataFrame:
-    """Per-query ``R@k`` (100 or 0) and ``AP`` (percent) columns, one row per query."""
+    """Per-query ``R@k`` (100 or 0) and ``AP`` (percent) columns, one row per query.
+
+    A query without any true match in the gallery gets NaN everywhere: the protocol skips it
+    (:func:`summarize` and :func:`breakdown` leave it out and count it in ``n_skipped``).
+    """
     ks = _check_ks(ks)
+    skipped = (result.n_good == 0).numpy()
     columns = {f"R@{k}": recall_hits(result, k).to(torch.float64) * 100.0 for k in ks}
     columns["AP"] = average_precision(result) * 100.0
-    return pd.DataFrame({name: col.numpy() for name, col in columns.items()})
+    frame = pd.DataFrame({name: col.numpy() for name, col in columns.items()})
+    frame.loc[skipped, :] = np.nan
+    return frame
 
 
 def _coords(x: object, n: int, name: str) -> torch.Tensor:
@@ -100,9 +119,10 @@ def pairs_per_query(
 ) -> pd.DataFrame:
     """Per-query CVUSA/CVACT columns: ``R@k``, ``R@1%`` and, with coordinates, meter-level ones.
 
-    Meter-level columns: ``top1_within_<t>m`` (100 if the top-1 item lies within t metres of the
-    query's location) and ``mean_dist_top<k>_m`` for k = 1, 5, 10, 1% (mean distance in metres of
-    the top-k items; needs ``result`` ranked with ``topk >= G // 100``, else k is clamped).
+    Meter-level columns: ``top1_within_<t>m`` (100 if the top-1 item is the query's tile or, for
+    t > 0, lies within t metres of the query's location; 0 m is the index match) and
+    ``mean_dist_top<k>_m`` for k = 1, 5, 10, 1% (mean distance in metres of the top-k items;
+    needs ``result`` ranked with ``topk >= G // 100``, else k is clamped).
     ``query_coords`` defaults to ``gallery_coords[:Q]`` (query i is taken at gallery tile i).
     """
     ks = _check_ks(ks)
@@ -129,17 +149,22 @@ def pairs_per_query(
         )
     # Distances of the retrieved items only: [Q, k], never a query x gallery matrix.
     dist = (gc[top] - qc[:, None, :]).norm(dim=2)
+    exact = (result.first_rank == 0).numpy()  # the top-1 item is the query's own tile
     for t in thresholds_m:
-        frame[f"top1_within_{float(t):g}m"] = (dist[:, 0] <= float(t)).numpy() * 100.0
+        within = exact if float(t) <= 0 else exact | (dist[:, 0] <= float(t)).numpy()
+        frame[f"top1_within_{float(t):g}m"] = within * 100.0
     for label, k in (("1", 1), ("5", 5), ("10", 10), ("1%", one_percent)):
         frame[f"mean_dist_top{label}_m"] = dist[:, : min(k, dist.shape[1])].mean(dim=1).numpy()
     return frame
 
 
 def summarize(per_query: pd.DataFrame) -> dict[str, float]:
-    """Column means of a per-query table (the protocol's numbers) plus ``n_queries``."""
-    out = {name: float(per_query[name].mean()) for name in per_query.columns}
-    out["n_queries"] = len(per_query)
+    """Column means of a per-query table (the protocol's numbers) over the evaluated queries,
+    plus ``n_queries`` (evaluated) and ``n_skipped`` (all-NaN rows: queries the protocol skips)."""
+    evaluated = per_query.notna().any(axis=1).to_numpy()
+    out = {name: float(per_query.loc[evaluated, name].mean()) for name in per_query.columns}
+    out["n_queries"] = int(evaluated.sum())
+    out["n_skipped"] = int((~evaluated).sum())
     return out
 
 
@@ -157,7 +182,8 @@ def breakdown(
             Series name or ``"group"``) or several (a DataFrame or a mapping name -> values).
         total: append an ``"all"`` row computed over every query.
 
-    Returns a DataFrame indexed by the attribute value(s): metric means and ``n_queries``.
+    Returns a DataFrame indexed by the attribute value(s): metric means and ``n_queries`` (the
+    evaluated queries; skipped ones, all-NaN rows, are left out of both).
     """
     if isinstance(by, pd.DataFrame):
         keys = by.reset_index(drop=True)
@@ -173,7 +199,9 @@ def breakdown(
             "give one value per query, in query order"
         )
     names = list(keys.columns)
-    frame = pd.concat([keys, per_query.reset_index(drop=True)], axis=1)
+    evaluated = per_query.notna().any(axis=1).to_numpy()
+    keys, per_query = keys[evaluated], per_query[evaluated]
+    frame = pd.concat([keys.reset_index(drop=True), per_query.reset_index(drop=True)], axis=1)
     grouped = frame.groupby(names, sort=True)
     table = grouped[list(per_query.columns)].mean()
     table["n_queries"] = grouped.size()
@@ -203,8 +231,10 @@ def evaluate_university1652(
     """University-1652 / University160k-WX metrics in percent: ``R@1, R@5, R@10, AP``.
 
     Drone->satellite has one true match per query, satellite->drone 54; gallery label -1 is
-    junk. Features must be L2-normalised unless ``normalize=True``. See :func:`rank_gallery`
-    for the chunking and device arguments.
+    junk. Queries without a true match in the gallery are skipped (``n_skipped``; ``n_queries``
+    counts the evaluated ones) and ties are broken against the query (module docstring).
+    Features must be L2-normalised unless ``normalize=True``. See :func:`rank_gallery` for the
+    chunking and device arguments.
     """
     ks = _check_ks(ks)
     result = rank_gallery(
@@ -218,6 +248,7 @@ def evaluate_university1652(
         device=device,
         normalize=normalize,
         progress=progress,
+        ties="against",
     )
     return summarize(university1652_per_query(result, ks))
 
@@ -239,7 +270,10 @@ def evaluate_pairs(
     """CVUSA/CVACT metrics in percent (query i matches gallery i; G >= Q for distractors).
 
     Returns ``R@1, R@5, R@10, R@1%`` and, when ``gallery_coords`` ([G, 2] metres) is given,
-    ``top1_within_<t>m`` for each threshold and ``mean_dist_top{1,5,10,1%}_m`` in metres.
+    ``top1_within_<t>m`` for each threshold and ``mean_dist_top{1,5,10,1%}_m`` in metres; also
+    ``n_tied``, the number of queries whose true match scores exactly as another gallery item
+    (the rank counts such ties in the query's favour; a ``UserWarning`` is raised when they are
+    more than 1 % of the queries).
     """
     ks = _check_ks(ks)
     query_t = as_features(query, "query features")
@@ -264,6 +298,8 @@ def evaluate_pairs(
         device=device,
         normalize=normalize,
         progress=progress,
+        ties="favour",
+        count_ties=True,
     )
     per_query = pairs_per_query(
         result,
@@ -272,4 +308,15 @@ def evaluate_pairs(
         gallery_coords=gallery_coords,
         thresholds_m=thresholds_m,
     )
-    return summarize(per_query)
+    out = summarize(per_query)
+    n_tied = int((result.n_tied > 0).sum()) if result.n_tied is not None else 0
+    out["n_tied"] = n_tied
+    if n_tied > TIE_WARN_FRACTION * n_queries:
+        warnings.warn(
+            f"evaluate_pairs: the true match of {n_tied} of {n_queries} queries "
+            f"({100 * n_tied / n_queries:.1f} %) ties with another gallery item; ties count in the "
+            "query's favour, so R@k overstates the model (collapsed or duplicated features?)",
+            UserWarning,
+            stacklevel=2,
+        )
+    return out

@@ -3,8 +3,9 @@
 This is how the field's public evaluators work (a matrix-vector product per query, a full argsort,
 then masks). It is deliberately independent of the chunked core (own ordering, own metric
 formulas) so that tests and ``geoloc bench eval`` can check the core against it. It applies the
-same tie rule as :mod:`geoloc_lib.eval.ranking`: score descending, true matches first at equal
-score, then gallery index; junk (label -1) removed. Scores are fp32 dot products of the features
+same tie rules as :mod:`geoloc_lib.eval.ranking`: score descending, true matches first
+(``ties="favour"``, CVUSA/CVACT) or last (``"against"``, University-1652) at equal score, then
+gallery index; junk (label -1) removed; University-1652 queries without a true match skipped. Scores are fp32 dot products of the features
 as given (pass L2-normalised features). Slow by design: use it on small sets only.
 """
 
@@ -25,6 +26,7 @@ def naive_rank(
     *,
     topk: int = 10,
     progress: bool = False,
+    ties: str = "favour",
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Per query: ranks of its true matches (ascending) and its top-k gallery indices."""
     q = torch.as_tensor(query).float().cpu()
@@ -44,7 +46,7 @@ def naive_rank(
         score = torch.mv(g, q[i]).numpy()
         good = gl == ql[i]
         # lexsort: last key is primary; it is stable, so equal keys keep gallery-index order.
-        order = np.lexsort((~good, -score))
+        order = np.lexsort((~good if ties == "favour" else good, -score))
         order = order[not_junk[order]]
         ranks.append(np.flatnonzero(good[order]))
         top[i] = order[:k]
@@ -61,20 +63,24 @@ def naive_evaluate_university1652(
     progress: bool = False,
 ) -> dict[str, float]:
     """Recall@K (CMC) and trapezoid AP in percent, Market-1501 style, one query at a time."""
-    ranks, _ = naive_rank(query, gallery, query_labels, gallery_labels, topk=1, progress=progress)
+    ranks, _ = naive_rank(
+        query, gallery, query_labels, gallery_labels, topk=1, progress=progress, ties="against"
+    )
     return naive_university1652_metrics(ranks, ks)
 
 
 def naive_university1652_metrics(
     ranks: Sequence[np.ndarray], ks: Sequence[int] = (1, 5, 10)
 ) -> dict[str, float]:
-    """CMC and trapezoid AP (percent) from per-query rank lists, one query at a time."""
-    n_queries = len(ranks)
+    """CMC and trapezoid AP (percent) from per-query rank lists, one query at a time.
+
+    Queries without a true match are skipped (not counted in ``n_queries``)."""
+    n_queries = sum(1 for r in ranks if len(r))
     hits = dict.fromkeys(ks, 0)
     ap_total = 0.0
     for good_ranks in ranks:
         if len(good_ranks) == 0:
-            continue  # no true match in the gallery: a miss with AP 0
+            continue  # no true match in the gallery: skipped
         for k in ks:
             hits[k] += int(good_ranks[0] < k)
         ap = 0.0
@@ -84,8 +90,9 @@ def naive_university1652_metrics(
             old_precision = i / r if r != 0 else 1.0
             ap += (old_precision + precision) / 2 / n_good
         ap_total += ap
-    out = {f"R@{k}": 100.0 * hits[k] / n_queries for k in ks}
-    out["AP"] = 100.0 * ap_total / n_queries
+    denom = n_queries if n_queries else float("nan")
+    out = {f"R@{k}": 100.0 * hits[k] / denom for k in ks}
+    out["AP"] = 100.0 * ap_total / denom
     return out
 
 
@@ -118,7 +125,8 @@ def naive_evaluate_pairs(
             hits = 0
             for i in range(n_queries):
                 dist = np.sqrt(((gc[top[i, 0]] - qc[i]) ** 2).sum())
-                hits += int(dist <= t)
+                own_tile = top[i, 0] == i  # 0 m: the index match
+                hits += int(own_tile or (t > 0 and dist <= t))
             out[f"top1_within_{t:g}m"] = 100.0 * hits / n_queries
         for label, k in (("1", 1), ("5", 5), ("10", 10), ("1%", one_percent)):
             k = min(k, top.shape[1])

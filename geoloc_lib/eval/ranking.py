@@ -4,15 +4,21 @@ Similarity is the dot product of L2-normalised features, accumulated in fp32 on 
 Queries are processed in chunks; a chunk holds one ``[chunk, G]`` score matrix, so the extra
 memory is bounded by the chunk budget whatever the number of queries.
 
-Rank and tie rule (used by every protocol and by the naive reference evaluator):
+Rank and tie rules (used by every protocol and by the naive reference evaluator):
 
 - Gallery items labelled ``-1`` are junk: they are removed from the ranking.
 - The rank (0-based) of a true match is the number of non-junk gallery items placed before it
-  in the order "score descending, true matches before other items at equal score". So ties count
-  in the query's favour (the CVUSA/CVACT rule), and with several true matches the i-th one
+  in the order "score descending, then the tie rule". ``ties="favour"`` puts true matches before
+  other items at equal score (the CVUSA/CVACT "strictly higher" convention): the i-th true match
   (best first) has rank ``i + #{non-junk, non-matching items scoring strictly higher}``.
+  ``ties="against"`` puts them after (the University-1652 protocol here): rank
+  ``i + #{non-junk, non-matching items scoring higher or equal}``, so a collapsed model (every
+  gallery feature identical) ranks its true matches last instead of first.
 - The top-k list uses the same order, with equal-score items of the same kind ordered by gallery
   index, so it is deterministic and consistent with the ranks (a true match of rank 0 is first).
+- ``count_ties=True`` also counts, per query, the non-junk non-matching items whose score equals
+  the best true match's (``RankResult.n_tied``), so a protocol can report how many queries a tie
+  rule decides.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ DEFAULT_CHUNK_MB = 512.0
 NORM_TOLERANCE = 1e-2
 # Rank reported for a query with no true match in the gallery: a miss at every cut-off k.
 NO_MATCH = torch.iinfo(torch.int64).max
+# How equal scores between a true match and another gallery item are ordered (module docstring).
+TIES = ("favour", "against")
 
 
 class FeatureError(ConfigError):
@@ -55,6 +63,9 @@ class RankResult:
         topk_indices: ``[Q, k]`` int64 gallery indices, best first (junk excluded).
         topk_scores: ``[Q, k]`` float32 similarities of those items.
         n_ranked: number of non-junk gallery items (the length of every ranking).
+        n_tied: ``[Q]`` int64, non-junk non-matching items scoring exactly as the query's best true
+            match (0 without a match); ``None`` unless ranked with ``count_ties=True``.
+        ties: the tie rule the ranks were computed with (``"favour"`` or ``"against"``).
     """
 
     good_ranks: torch.Tensor
@@ -62,6 +73,8 @@ class RankResult:
     topk_indices: torch.Tensor
     topk_scores: torch.Tensor
     n_ranked: int
+    n_tied: torch.Tensor | None = None
+    ties: str = "favour"
 
     @property
     def first_rank(self) -> torch.Tensor:
@@ -205,34 +218,61 @@ def _match_table(query_labels: torch.Tensor, gallery_labels: torch.Tensor) -> to
 # ----------------------------------------------------------------------------- per-chunk ops
 
 
-def _count_greater(
-    scores: torch.Tensor, threshold: torch.Tensor, mask_buf: np.ndarray | None
+_COMPARE = {"greater": (np.greater, torch.gt), "greater_equal": (np.greater_equal, torch.ge)}
+
+
+def _count_compare(
+    scores: torch.Tensor, threshold: torch.Tensor, mask_buf: np.ndarray | None, op: str
 ) -> torch.Tensor:
-    """``[c]`` number of entries of each row of ``scores`` strictly above ``threshold[c, 1]``."""
+    """``[c]`` number of entries of each row of ``scores`` above (``op``) ``threshold[c, 1]``."""
+    np_op, torch_op = _COMPARE[op]
     if scores.device.type == "cpu" and mask_buf is not None:
         # numpy's SIMD count_nonzero is ~4x faster than torch's bool sum on CPU.
         mask = mask_buf[: scores.shape[0]]
-        np.greater(scores.numpy(), threshold.numpy(), out=mask)
+        np_op(scores.numpy(), threshold.numpy(), out=mask)
         return torch.from_numpy(np.count_nonzero(mask, axis=1).astype(np.int64))
-    return (scores > threshold).sum(dim=1)
+    return torch_op(scores, threshold).sum(dim=1)
 
 
 def _ranks_single(
-    scores: torch.Tensor, good_idx: torch.Tensor, mask_buf: np.ndarray | None
+    scores: torch.Tensor, good_idx: torch.Tensor, mask_buf: np.ndarray | None, ties: str
 ) -> torch.Tensor:
-    """Ranks for at most one true match per query: the count of items scoring strictly higher."""
+    """Ranks for at most one true match per query: the count of items scoring strictly higher
+    (``favour``), or higher or equal less the match itself (``against``)."""
     has = good_idx >= 0
     good_scores = scores.gather(1, good_idx.clamp(min=0))
-    count = _count_greater(scores, good_scores, mask_buf).to(scores.device)
+    if ties == "favour":
+        count = _count_compare(scores, good_scores, mask_buf, "greater")
+    else:
+        count = _count_compare(scores, good_scores, mask_buf, "greater_equal") - 1
+    count = count.to(scores.device)
     return torch.where(has[:, 0], count, torch.full_like(count, -1))[:, None]
 
 
-def _ranks_multi(scores: torch.Tensor, good_idx: torch.Tensor) -> torch.Tensor:
+def _count_tied(
+    scores: torch.Tensor, good_idx: torch.Tensor, mask_buf: np.ndarray | None
+) -> torch.Tensor:
+    """``[c]`` non-matching items scoring exactly as each query's best true match (0 if none)."""
+    has = good_idx >= 0
+    n_good = has.sum(dim=1)
+    if good_idx.shape[1] == 0:
+        return torch.zeros(scores.shape[0], dtype=torch.int64)
+    good_scores = scores.gather(1, good_idx.clamp(min=0)).masked_fill(~has, -math.inf)
+    best = good_scores.max(dim=1, keepdim=True).values
+    ge = _count_compare(scores, best, mask_buf, "greater_equal").to(scores.device)
+    gt = _count_compare(scores, best, mask_buf, "greater").to(scores.device)
+    goods_at_best = ((good_scores == best) & has).sum(dim=1)
+    tied = ge - gt - goods_at_best
+    return torch.where(n_good > 0, tied, torch.zeros_like(tied)).cpu()
+
+
+def _ranks_multi(scores: torch.Tensor, good_idx: torch.Tensor, ties: str) -> torch.Tensor:
     """Ranks of many true matches per query with one bucketing pass (no sort of the gallery).
 
     The true matches' scores are sorted (a tiny ``[c, M]`` sort); ``searchsorted`` puts every
     gallery score in a bucket between them, and a suffix sum of the bucket histogram gives, for
-    each true match, how many non-junk items score strictly higher.
+    each true match, how many non-junk items score strictly higher (``favour``) or higher or
+    equal (``against``).
     """
     n_rows, width = good_idx.shape
     has = good_idx >= 0
@@ -241,15 +281,17 @@ def _ranks_multi(scores: torch.Tensor, good_idx: torch.Tensor) -> torch.Tensor:
     # Padding sorts last and, being +inf, is never below a gallery score.
     good_scores = good_scores.masked_fill(~has, math.inf)
     asc, _ = torch.sort(good_scores, dim=1)
-    # bucket[x] = number of true-match scores strictly below x; junk (-inf) lands in bucket 0.
-    bucket = torch.searchsorted(asc, scores)
+    # favour: bucket[x] = number of true-match scores strictly below x; against: at or below x.
+    # Junk (-inf) lands in bucket 0 either way.
+    against = ties == "against"
+    bucket = torch.searchsorted(asc, scores, right=against)
     ones = torch.ones(1, dtype=torch.int64, device=scores.device).expand_as(bucket)
     hist = torch.zeros(n_rows, width + 1, dtype=torch.int64, device=scores.device)
     hist.scatter_add_(1, bucket, ones)
     del bucket
-    # above[j] = #items with score > asc[j] = sum of buckets j+1..M.
+    # above[j] = #items with score > asc[j] (favour) or >= asc[j] (against): buckets j+1..M.
     above = hist.flip(1).cumsum(1).flip(1)[:, 1:]
-    good_above = n_good[:, None] - torch.searchsorted(asc, asc, right=True)
+    good_above = n_good[:, None] - torch.searchsorted(asc, asc, right=not against)
     slot = torch.arange(width, device=scores.device)
     position = n_good[:, None] - 1 - slot  # place of asc[j] among the true matches, best first
     ranks = position + above - good_above
@@ -260,12 +302,12 @@ def _ranks_multi(scores: torch.Tensor, good_idx: torch.Tensor) -> torch.Tensor:
 
 
 def _order_items(
-    scores: torch.Tensor, indices: torch.Tensor, is_good: torch.Tensor
+    scores: torch.Tensor, indices: torch.Tensor, is_good: torch.Tensor, ties: str = "favour"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sort each row by (score desc, true match first, gallery index asc) with stable passes."""
+    """Sort each row by (score desc, true match first/last per ``ties``, gallery index asc)."""
     perm = torch.argsort(indices, dim=1, stable=True)
     good_key = is_good.to(torch.uint8).gather(1, perm)
-    perm = perm.gather(1, torch.argsort(good_key, dim=1, descending=True, stable=True))
+    perm = perm.gather(1, torch.argsort(good_key, dim=1, descending=ties == "favour", stable=True))
     score_key = scores.gather(1, perm)
     perm = perm.gather(1, torch.argsort(score_key, dim=1, descending=True, stable=True))
     return scores.gather(1, perm), indices.gather(1, perm)
@@ -285,11 +327,14 @@ def _topk_chunk(
     n_ranked: int,
     q_labels: torch.Tensor | None,
     g_labels: torch.Tensor | None,
+    ties: str = "favour",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic top-k of a chunk under the module's tie rule, without a full sort."""
     probe = min(k + 1, n_ranked)  # one extra item tells whether a tie straddles the cut
     vals, idx = torch.topk(scores, probe, dim=1)
-    vals_k, idx_k = _order_items(vals[:, :k], idx[:, :k], _is_match(idx[:, :k], q_labels, g_labels))
+    vals_k, idx_k = _order_items(
+        vals[:, :k], idx[:, :k], _is_match(idx[:, :k], q_labels, g_labels), ties
+    )
     if probe > k:
         straddle = torch.nonzero(vals[:, k] == vals[:, k - 1]).flatten()
         if straddle.numel() > 0:
@@ -297,7 +342,7 @@ def _topk_chunk(
             sub = scores[straddle]
             all_idx = torch.arange(sub.shape[1], device=scores.device).expand_as(sub)
             sub_labels = None if q_labels is None else q_labels[straddle]
-            sv, si = _order_items(sub, all_idx, _is_match(all_idx, sub_labels, g_labels))
+            sv, si = _order_items(sub, all_idx, _is_match(all_idx, sub_labels, g_labels), ties)
             vals_k[straddle], idx_k[straddle] = sv[:, :k], si[:, :k]
     return vals_k, idx_k
 
@@ -317,6 +362,8 @@ def rank_gallery(
     device: str | torch.device | None = None,
     normalize: bool = False,
     progress: bool | None = None,
+    ties: str = "favour",
+    count_ties: bool = False,
 ) -> RankResult:
     """Rank the gallery for every query in chunks and return the ranks of the true matches.
 
@@ -334,7 +381,12 @@ def rank_gallery(
         device: where to compute; ``None`` uses the gallery's device.
         normalize: L2-normalise the features (in fp32) instead of requiring normalised input.
         progress: a tqdm bar over chunks; None: off unless ``GEOLOC_PROGRESS=1``.
+        ties: ``"favour"`` (true matches first at equal score) or ``"against"`` (last); see
+            the module docstring.
+        count_ties: also fill ``RankResult.n_tied`` (two more comparison passes per chunk).
     """
+    if ties not in TIES:
+        raise FeatureError(f"ties must be one of {', '.join(TIES)}; got {ties!r}")
     query = as_features(query, "query features")
     gallery = as_features(gallery, "gallery features")
     if query.shape[1] != gallery.shape[1]:
@@ -380,6 +432,7 @@ def rank_gallery(
     g_lab_dev = None if g_lab is None else g_lab.to(dev)
 
     good_ranks = torch.full((n_queries, width), -1, dtype=torch.int64)
+    n_tied = torch.zeros(n_queries, dtype=torch.int64) if count_ties else None
     top_idx = torch.empty((n_queries, k), dtype=torch.int64)
     top_val = torch.empty((n_queries, k), dtype=torch.float32)
     # Reused buffers: re-allocating a [chunk, G] matrix per chunk costs page faults on CPU.
@@ -399,17 +452,20 @@ def rank_gallery(
             torch.mm(q, gal.T, out=scores)
             if junk_dev.numel():
                 scores.index_fill_(1, junk_dev, -math.inf)
+            good_idx = table[start:stop].to(dev)
             if width == 1:
-                ranks = _ranks_single(scores, table[start:stop].to(dev), mask_buf)
+                ranks = _ranks_single(scores, good_idx, mask_buf, ties)
             elif width > 1:
-                ranks = _ranks_multi(scores, table[start:stop].to(dev))
+                ranks = _ranks_multi(scores, good_idx, ties)
             else:
                 ranks = None
             if ranks is not None:
                 good_ranks[start:stop] = ranks.cpu()
+            if n_tied is not None and width > 0:
+                n_tied[start:stop] = _count_tied(scores, good_idx, mask_buf)
             if k > 0:
                 ql = None if q_lab_dev is None else q_lab_dev[start:stop]
-                vals, idx = _topk_chunk(scores, k, n_ranked, ql, g_lab_dev)
+                vals, idx = _topk_chunk(scores, k, n_ranked, ql, g_lab_dev, ties)
                 top_val[start:stop], top_idx[start:stop] = vals.cpu(), idx.cpu()
     return RankResult(
         good_ranks=good_ranks,
@@ -417,4 +473,6 @@ def rank_gallery(
         topk_indices=top_idx,
         topk_scores=top_val,
         n_ranked=n_ranked,
+        n_tied=n_tied,
+        ties=ties,
     )

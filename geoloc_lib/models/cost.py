@@ -8,6 +8,17 @@ using ``F.scaled_dot_product_attention`` counts the same on CPU, CUDA and the me
 Papers often report multiply-accumulates from ``thop``/``fvcore`` under the name "FLOPs";
 ``gmacs`` (= GFLOPs/2) is returned for that comparison.
 
+Convention of :func:`cost_table`: ``gflops`` are FLOPs (2 per multiply-add) of one retrieval
+*pair*, the query image and the gallery image both embedded; ``gflops_query`` and
+``gflops_gallery`` split it per branch (batch 1). GeoViewMatch's paper preset measures 26.79
+GFLOPs per pair at batch 16 (26.86 at batch 1: SwinV2's position-bias MLP runs once per batch),
+i.e. 13.4 GMACs: the 128x640 panorama 14.97 GFLOPs (7.49 GMACs), the 256x256 tile 11.88
+GFLOPs (5.94 GMACs, timm's published count for ``swinv2_tiny_window8_256``); the linear layers
+are 92 % of it, attention and the FA modules the rest. Table 4's 9.76 (RTX 4090, batch 16) is
+below both branches in MACs (13.4) and above either branch alone (5.94 / 7.49), so no single
+convention (FLOPs vs MACs, one branch vs both) reproduces it; the paper names no counter or
+input. The gap is a factor of about 2.7 in FLOPs, 1.37 in MACs.
+
 Memory without a GPU: :class:`TensorMemoryTracker` counts the bytes of every tensor the forward
 allocates and frees (a dispatch mode), so the peak is known on CPU and on the meta device, where
 a paper-size model costs nothing to run. It counts tensors, not allocator caches or the CUDA
@@ -233,6 +244,21 @@ def pair_forward(model: nn.Module, inputs: tuple[torch.Tensor, torch.Tensor]) ->
     return model.embed(query, query_view), model.embed(gallery, gallery_view)
 
 
+def branch_gflops(model: nn.Module) -> tuple[float, float]:
+    """FLOPs (G, 2 per multiply-add) of embedding one query image and one gallery image."""
+    query_view, gallery_view = view_pair(model)
+    out = []
+    for view, x in zip((query_view, gallery_view), pair_inputs(model, 1), strict=True):
+        counter = flop_counter()
+        was_training = model.training
+        model.eval()
+        with torch.no_grad(), counter:
+            model.embed(x, view)
+        model.train(was_training)
+        out.append(counter.get_total_flops() / 1e9)
+    return out[0], out[1]
+
+
 def build_for_cost(
     name: str, preset: str, device: str | torch.device = "meta", **overrides: Any
 ) -> nn.Module:
@@ -280,7 +306,8 @@ def cost_table(
     ``models``: registry names, or ``(label, name, config overrides)`` for a variant. The
     deterministic columns come from one meta-device pass over a batch of ``batch_size`` pairs:
     ``params_m`` (all parameters, shared weights once), ``inference_params_m`` (those inference
-    reads), ``gflops``/``gmacs`` per query+gallery pair (the batch's count / ``batch_size``, so
+    reads), ``gflops``/``gmacs`` per query+gallery pair (``gflops_query``/``gflops_gallery``:
+    one image of each branch, batch 1) (the batch's count / ``batch_size``, so
     per-call work such as SwinV2's position-bias MLP is shared by the batch: +0.2% at batch 1) and ``tensor_mem_gb`` per batch. Measured on ``device`` with random
     weights: ``latency_ms`` and (CUDA) ``peak_mem_gb`` per batch, only when the estimated time of
     ``1 + repeats`` batches fits ``latency_budget_s`` (else NaN, the reason in ``note``).
@@ -297,6 +324,7 @@ def cost_table(
         for label, name, overrides in specs:
             meta = build_for_cost(name, preset, "meta", **overrides)
             batch = model_cost(meta, pair_inputs(meta, batch_size), forward=pair_forward)
+            per_query, per_gallery = branch_gflops(meta)
             row: dict[str, Any] = {
                 "model": label,
                 "preset": preset,
@@ -304,6 +332,8 @@ def cost_table(
                 "inference_params_m": batch["inference_params_m"],
                 "gflops": batch["gflops"] / batch_size,
                 "gmacs": batch["gmacs"] / batch_size,
+                "gflops_query": per_query,
+                "gflops_gallery": per_gallery,
                 "tensor_mem_gb": batch["tensor_mem_gb"],
                 "latency_ms": float("nan"),
                 "peak_mem_gb": float("nan"),

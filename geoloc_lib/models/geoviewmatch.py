@@ -74,7 +74,10 @@ class GeoViewMatchConfig:
     stages: tuple[int, ...] = (3, 4)  # 1-based Swin stages feeding the multi-scale descriptor
     multi_scale: bool = True  # False: the last selected stage only (the paper's "BS" / f4)
     fa_heads: int = 8  # N of the aggregation module
-    share_backbone: bool = True  # one set of weights for both views (the issue's design)
+    # True: one set of SwinV2 weights for both views (the CPU presets, and the "shared-backbone"
+    # ablation); False: one backbone per view, as the paper's 57.47 M parameters imply (§4.5.3,
+    # Table 4: two SwinV2-T of 27.6 M each plus the FA modules).
+    share_backbone: bool = True
     contrastive: bool = True
     proj_hidden: int = 512  # the paper gives no projection-head sizes
     proj_dim: int = 128
@@ -120,7 +123,9 @@ class GeoViewMatchConfig:
 PRESETS: dict[str, GeoViewMatchConfig] = {
     # Paper §4.3: SwinV2-T (2,2,6,2), heads (3,6,12,24), window 8, ImageNet-1k weights,
     # ground 128x640, aerial 256x256, stages 3+4, N = 8, alpha 10, weights 0.5/0.25/0.25.
-    "paper": GeoViewMatchConfig(pretrained=True),
+    # Two backbones (one per view): Table 4's 57.47 M parameters are 2 x 27.6 M + the FA
+    # modules; Figure 2's "shared weights" mark the two aerial (strong / weak) passes.
+    "paper": GeoViewMatchConfig(pretrained=True, share_backbone=False),
     # CPU sizes: same code, a narrow shallow SwinV2 and small images (stage 4: 1x5 and 2x2).
     "default": GeoViewMatchConfig(
         embed_dim=32,
@@ -157,6 +162,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "f4+f3": {"stages": (3, 4)},
     "f4+f3+f2": {"stages": (2, 3, 4)},
     "f4+f3+f2+f1": {"stages": (1, 2, 3, 4)},
+    # Not in the paper: the full model with one backbone for both views (our ablation row).
+    "shared-backbone": {"share_backbone": True},
 }
 
 

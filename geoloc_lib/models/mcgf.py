@@ -34,7 +34,9 @@ Readings of the paper where it is ambiguous (also in the notebook):
    (``time_embed=False`` removes it).
 4. "revealing clean features at multiple scales": the second and third deconvolutions also
    receive the encoder's stage-3 and stage-2 maps through 1x1 convolutions (U-Net-style
-   lateral connections). The module predicts a correction of its (rescaled) input
+   lateral connections; ``lateral=False`` removes them, and with ``residual="none"`` and
+   ``time_embed=False`` the module is the literal "three deconvolutions, an upsampling, and a
+   Tanh" of §2.3, an ablation). The module predicts a correction of its (rescaled) input
    ``x = z_t/sqrt(ab_t)``: ``residual="pixel"`` (default) gives ``ẑ_0 = clip(x + 2 tanh(d), -1, 1)``;
    ``"atanh"`` gives ``tanh(atanh(x) + d)``, whose gradient vanishes on dark and over-exposed
    pixels (measured: it restores half as well, MSE 0.020 vs 0.010 at the default size);
@@ -46,12 +48,29 @@ Readings of the paper where it is ambiguous (also in the notebook):
    drone image with one shared classifier (University-1652 baseline practice); its weight is a
    config field because the paper's eq. (11) omits it.
 7. "The satellite branch goes straight to E_content": one EVA-02 shared by both views.
-8. DDIM starts from ``z_{t_start} = sqrt(ab) y`` (the mean of q(z_t | y), no sampled noise) so
-   the query features are a deterministic function of the image.
+8. DDIM starts from a point training has seen: ``infer_start="noise"`` (the paper preset) draws
+   ``z_{t_start} = sqrt(ab) y + sqrt(1 - ab) eps*`` from q(z_t | y), the distribution the
+   restorer is trained on at t = t_start (training noises the weathered image with
+   t ~ U[0, t_max), so t_start < t_max is required), with ``eps*`` one fixed noise field
+   (``infer_seed``) for every query, so the features stay a deterministic function of the image
+   whatever the batch. ``infer_start="mean"`` starts from the noise-free mean ``sqrt(ab) y``, an
+   input the restorer never saw at that t; the CPU presets keep it (their t_start = 10 would add
+   noise of std 0.05 (default, T = 1000) or 0.11 (smoke, T = 100) on [-1, 1] pixels, against
+   0.32 for the paper preset's t_start = 100, and their results were measured without it).
 9. "the diffusive matching module can gradually obtain clearer drone-viewing images as input.
    This process enables the matching model to run at multiple granularities": the query
    feature is the mean of the normalised features of every DDIM step's ẑ_0 (``pool_steps``;
    ``False`` keeps the last step's, an ablation in ``04_ablations``).
+10. "Shared encoder" (§2.2, Figure 2): one Swin-T shared by every timestep and every weather
+    condition, feeding the restoration module only. The matching module has its own backbone,
+    EVA-02 (§2.4: "EVA-02 as the backbone of E_content"), which sees the restored *pixels*, not
+    the Swin-T features; what restoration and matching share is the restored image. The paper
+    never shows Swin-T features reaching E_content.
+11. Diffusion hyper-parameters: the paper gives none of T, the beta schedule, the training
+    noise range, the inference start or the number of DDIM steps. Ours (all choices): T = 1000,
+    Ho et al.'s linear schedule (1e-4 to 0.02), t ~ U[0, t_max) with t_max = 200, DDIM from
+    t_start = 100 in 3 steps (``timesteps``, ``schedule``, ``t_max``, ``t_start``,
+    ``infer_steps``).
 
 CPU-size choices (``default``/``smoke`` presets only; the ``paper`` preset keeps the paper's):
 the matching branch also gets a symmetric InfoNCE between the satellite and the clean drone
@@ -91,6 +110,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 CONTENT_NORMS = ("clip", "per_image")
 RESIDUALS = ("pixel", "atanh", "none")
+INFER_STARTS = ("noise", "mean")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -108,6 +128,7 @@ class MCGFConfig:
     encoder_arch: dict[str, Any] = field(default_factory=dict)  # timm kwargs (shrinks the model)
     decoder_channels: tuple[int, int] = (256, 128)
     residual: str = "pixel"  # how the decoder's output makes ẑ_0: one of RESIDUALS (reading 4)
+    lateral: bool = True  # stage-3/stage-2 lateral inputs to the decoder (reading 4)
     time_embed: bool = True
     # matching module (timm EVA-02 + MLP)
     content: str = "eva02_base_patch14_448"
@@ -124,7 +145,9 @@ class MCGFConfig:
     schedule: str = "linear"
     timesteps: int = 1000
     t_max: int = 200  # training noise levels t ~ U[0, t_max)
-    t_start: int = 100  # inference: first DDIM timestep
+    t_start: int = 100  # inference: first DDIM timestep (< t_max: a trained noise level)
+    infer_start: str = "noise"  # "noise": a fixed draw from q(z_t_start | y); "mean" (reading 8)
+    infer_seed: int = 0  # seed of the fixed noise field of infer_start="noise"
     infer_steps: int = 3
     pool_steps: bool = True  # "multiple granularities" (reading 9); False: the last step only
     restore_queries: bool = True  # False: match the weathered query as is (an ablation)
@@ -167,6 +190,16 @@ class MCGFConfig:
             raise ConfigError(
                 f"MCGFConfig.t_start must be in [0, {self.timesteps}), got {self.t_start}"
             )
+        if self.infer_start not in INFER_STARTS:
+            raise ConfigError(
+                "MCGFConfig.infer_start: "
+                + choices_message("infer_start", self.infer_start, INFER_STARTS)
+            )
+        if self.t_start >= self.t_max:
+            raise ConfigError(
+                f"MCGFConfig.t_start ({self.t_start}) must be < t_max ({self.t_max}): inference "
+                "would start at a noise level training never draws"
+            )
         if self.infer_steps < 1:
             raise ConfigError(f"MCGFConfig.infer_steps must be >= 1, got {self.infer_steps}")
         if self.num_classes < 2:
@@ -206,6 +239,7 @@ PRESETS: dict[str, MCGFConfig] = {
         # at 64 px, and t_max=200 left restored queries far worse than weathered ones.
         t_max=20,
         t_start=10,
+        infer_start="mean",  # as measured (reading 8)
         w_cls=0.1,  # the cross-entropy memorises the training locations at this size
         **_CPU_MATCHING,
         **_CPU_RESTORATION,
@@ -219,6 +253,7 @@ PRESETS: dict[str, MCGFConfig] = {
         timesteps=100,
         t_max=20,
         t_start=10,
+        infer_start="mean",
         infer_steps=2,
         w_cls=0.1,
         **_CPU_MATCHING,
@@ -292,14 +327,15 @@ class RestorationModule(nn.Module):
         residual: str = "pixel",
         time_embed: bool = True,
         upsample: int = 4,
+        lateral: bool = True,
     ) -> None:
         super().__init__()
         c4, c3, c2 = channels
         h1, h2 = hidden
         self.deconv1 = _deconv(c4, h1)
-        self.lateral3 = nn.Conv2d(c3, h1, 1)
+        self.lateral3 = nn.Conv2d(c3, h1, 1) if lateral else None
         self.deconv2 = _deconv(h1, h2)
-        self.lateral2 = nn.Conv2d(c2, h2, 1)
+        self.lateral2 = nn.Conv2d(c2, h2, 1) if lateral else None
         self.deconv3 = _deconv(h2, 3, norm=False)
         self.upsample = (
             nn.Upsample(scale_factor=upsample, mode="bilinear", align_corners=False)
@@ -315,10 +351,14 @@ class RestorationModule(nn.Module):
 
     def forward(self, maps: list[Tensor], t: Tensor, x_in: Tensor) -> Tensor:
         f2, f3, f4 = maps
-        h = self.deconv1(f4) + self.lateral3(f3)
+        h = self.deconv1(f4)
+        if self.lateral3 is not None:
+            h = h + self.lateral3(f3)
         if self.time is not None:
             h = h + self.time(timestep_embedding(t, h.shape[1]).to(h.dtype))[:, :, None, None]
-        h = self.deconv2(h) + self.lateral2(f2)
+        h = self.deconv2(h)
+        if self.lateral2 is not None:
+            h = h + self.lateral2(f2)
         d = self.upsample(self.deconv3(h))
         if self.residual == "pixel":  # a bounded correction added to the input's pixels
             return (x_in + 2 * torch.tanh(d)).clamp(-1, 1)
@@ -396,6 +436,7 @@ class MCGF(nn.Module):
                 tuple(cfg.decoder_channels),
                 residual=cfg.residual,
                 time_embed=cfg.time_embed,
+                lateral=cfg.lateral,
                 upsample=info[0]["reduction"],  # the patch size: stage 1 is at stride patch
             )
         self.nce = SymmetricInfoNCE(cfg.nce_temperature) if cfg.w_nce > 0 else None
@@ -431,7 +472,10 @@ class MCGF(nn.Module):
         steps = steps or self.cfg.infer_steps
         y = images * 2 - 1
         t0 = self.cfg.t_start
-        z = self.alpha_bar[t0].sqrt() * y  # mean of q(z_t0 | y): no sampled noise
+        ab = self.alpha_bar[t0]
+        z = ab.sqrt() * y  # the mean of q(z_t0 | y)
+        if self.cfg.infer_start == "noise":  # a fixed draw from q(z_t0 | y) (reading 8)
+            z = z + (1 - ab).sqrt() * self.start_noise(y)
         preds: list[Tensor] = []
 
         def x0_model(z_t: Tensor, t: Tensor) -> Tensor:
@@ -441,6 +485,12 @@ class MCGF(nn.Module):
 
         ddim_sample(x0_model, z, t0, steps, self.schedule, clip_x0=(-1.0, 1.0))
         return [(p + 1) / 2 for p in preds]
+
+    def start_noise(self, like: Tensor) -> Tensor:
+        """The fixed noise field ``eps*`` [1, C, H, W] of ``infer_start="noise"`` (``infer_seed``)."""
+        g = torch.Generator(device="cpu").manual_seed(self.cfg.infer_seed)
+        eps = torch.randn(like.shape[1:], generator=g, dtype=torch.float32)
+        return eps.to(device=like.device, dtype=like.dtype)[None]
 
     # ---- matching
     def match_features(self, images: Tensor) -> Tensor:
@@ -513,7 +563,14 @@ class MCGF(nn.Module):
         return {**out, "loss": out["loss"] + self.cfg.w_nce * nce, "nce": nce.detach()}
 
     def param_groups(self, lr: dict[str, float]) -> list[dict]:
-        """``lr["backbone"]`` for EVA-02 and Swin-T, ``lr["head"]`` for the MLP and restoration."""
+        """Optimiser groups: ``backbone`` (EVA-02 and Swin-T) at ``lr["backbone"]``, ``head`` (the
+        matching MLP) at ``lr["head"]`` and ``restoration`` (the restoration module, with its
+        timestep MLP) at ``lr["restoration"]`` (``lr["head"]`` when absent).
+
+        §3 gives 0.01 to "the backbone layer" and 0.1 to "the classification layer" only; the
+        restoration module is neither, so it has a group of its own and the training preset
+        states its rate (``TrainSettings.lr_restoration``).
+        """
         for key in ("backbone", "head"):
             if key not in lr:
                 raise ConfigError(
@@ -522,12 +579,17 @@ class MCGF(nn.Module):
         backbone = list(self.content.parameters())
         if self.encoder is not None:
             backbone += list(self.encoder.parameters())
-        ids = {id(p) for p in backbone}
+        restoration = list(self.restore.parameters()) if self.restore is not None else []
+        ids = {id(p) for p in backbone + restoration}
         head = [p for p in self.parameters() if id(p) not in ids]
-        return [
+        groups = [
             {"params": backbone, "lr": lr["backbone"], "name": "backbone"},
             {"params": head, "lr": lr["head"], "name": "head"},
         ]
+        if restoration:
+            rate = lr.get("restoration", lr["head"])
+            groups.append({"params": restoration, "lr": rate, "name": "restoration"})
+        return groups
 
 
 @register_model("mcgf")
