@@ -420,3 +420,9 @@ def test_paper_tables_are_evaluated_on_val_and_test_is_labelled_apart(tmp_path) 
     assert list(long["split"]) == ["val", "test"] and list(long["n_pairs"]) == [6, 5]
     assert list(long["n_queries"]) == [6, 5] and set(long["dataset"]) == {"CVACT"}
     assert {"R@1", "top1_within_0m", "n_tied"} <= set(long.columns)
+    # through the notebooks' DataSources too (their street_splits decide what exists)
+    from geoloc_lib.data.sources import resolve_sources
+
+    sources = resolve_sources("real", street_root=root, street_format="cvact")
+    via_sources = evaluate_street_splits({"raw": raw}, sources, dataset="CVACT")
+    assert list(via_sources["split"]) == ["val", "test"]

@@ -379,7 +379,7 @@ def evaluate_street_splits(
     (CVUSA has train/val only: its "test" would repeat val).
     """
     if isinstance(sources, DataSources):
-        available = sources.street_splits()
+        available = sources.street_splits
     else:  # a CVUSA root (splits/) has no test split; street_pairs maps "test" to its val
         cvusa = (Path(sources) / "splits").is_dir()
         available = ("train", "val") if cvusa else ("train", "val", "test")
