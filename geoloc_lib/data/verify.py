@@ -119,8 +119,10 @@ def verify_dataset(
 
         check = getattr(importlib.import_module(module_name), func_name)
         try:
-            check(root)
-            report.checked.append(f"{func_name}()")
+            summary = check(root)
+            extra = summary.get("extra") if isinstance(summary, dict) else None
+            note = f" ({len(extra)} other files kept, not part of the dataset)" if extra else ""
+            report.checked.append(f"{func_name}(){note}")
         except DatasetError as err:
             report.problems.append(str(err))
     return report
