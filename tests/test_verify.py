@@ -97,3 +97,85 @@ def test_cli_unknown_command_lists_valid(capsys):
         cli_main(["frobnicate"])
     with pytest.raises(SystemExit, match="valid: verify"):
         cli_main(["data", "check"])
+
+
+def _cvusa_manifest(root) -> dict:
+    from pathlib import Path
+
+    n_train = sum(1 for line in Path(root, "splits/train-19zl.csv").read_text().splitlines())
+    n_val = sum(1 for line in Path(root, "splits/val-19zl.csv").read_text().splitlines())
+    return {
+        "mini_cvusa": {
+            "loader": "geoloc_lib.data.street.load_cvusa",
+            "layout": [
+                {"path": "splits/train-19zl.csv", "kind": "file", "lines": n_train},
+                {"path": "splits/val-19zl.csv", "kind": "file", "lines": n_val},
+                {"path": "bingmap/19", "kind": "dir", "glob": "*.jpg", "files": 6},
+                {"path": "streetview/panos", "kind": "dir", "glob": "*.jpg", "files": 6},
+            ],
+        }
+    }
+
+
+def test_verify_opens_every_image_and_names_each_bad_one(tmp_path):
+    from layouts import make_cvusa
+
+    root = make_cvusa(tmp_path / "cvusa")
+    manifest = _cvusa_manifest(root)
+    report = verify_dataset("mini_cvusa", root, manifest)
+    assert report.ok and report.images == 12, report.problems
+    assert "CVUSA train split parsed" in report.checked
+    (root / "bingmap/19/0000001.jpg").write_bytes(b"")
+    truncated = root / "bingmap/19/0000002.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:-10])
+    (root / "streetview/panos/0000003.jpg").write_text("this is text, not a JPEG")
+    report = verify_dataset("mini_cvusa", root, manifest)
+    text = "\n".join(report.problems)
+    assert "0000001.jpg: empty file (0 bytes)" in text
+    assert "0000002.jpg: truncated JPEG (no end-of-image marker)" in text
+    assert "0000003.jpg: cannot be read as an image" in text
+    assert report.bad_images == 3
+    full = verify_dataset("mini_cvusa", root, manifest, full=True)
+    assert full.bad_images == 3
+
+
+def test_verify_parses_split_files(tmp_path):
+    from layouts import make_cvusa
+
+    root = make_cvusa(tmp_path / "cvusa")
+    manifest = _cvusa_manifest(root)
+    csv_path = root / "splits/train-19zl.csv"
+    lines = csv_path.read_text().splitlines()
+    a, g, ann = lines[0].split(",")
+    lines[0] = f"{g},{a},{ann}"  # columns swapped: the line count still matches
+    csv_path.write_text("\n".join(lines) + "\n")
+    report = verify_dataset("mini_cvusa", root, manifest)
+    assert any("train-19zl.csv:1: the aerial and panorama columns are swapped" in p for p in report.problems)  # fmt: skip
+
+    croot = make_cvact(tmp_path / "c")
+    (croot / "ACT_data.mat").write_bytes(bytes(range(256)) * 8)
+    cmanifest = {
+        "mini_cvact": {
+            "loader": "geoloc_lib.data.street.load_cvact",
+            "layout": [{"path": "ACT_data.mat", "kind": "file"}],
+        }
+    }
+    report = verify_dataset("mini_cvact", croot, cmanifest)
+    assert any("cannot read" in p and "ACT_data.mat" in p for p in report.problems)
+
+
+def test_cli_verify_full_flag_and_rate(tmp_path, capsys):
+    import yaml
+    from layouts import make_cvusa
+
+    root = make_cvusa(tmp_path / "cvusa")
+    mpath = tmp_path / "manifest.yaml"
+    mpath.write_text(yaml.safe_dump(_cvusa_manifest(root)))
+    base = ["data", "verify", "mini_cvusa", "--root", str(root), "--manifest", str(mpath)]
+    assert cli_main(base) == 0
+    assert "12 images opened (header and end checked)" in capsys.readouterr().out
+    assert cli_main([*base, "--full"]) == 0
+    assert "12 images opened (decoded)" in capsys.readouterr().out
+    (root / "streetview/panos/0000004.jpg").write_bytes(b"")
+    assert cli_main(base) == 2
+    assert "0000004.jpg: empty file" in capsys.readouterr().err
