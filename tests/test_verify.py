@@ -93,10 +93,29 @@ def test_corrupt_image_names_the_file(tmp_path):
 
 
 def test_cli_unknown_command_lists_valid(capsys):
-    with pytest.raises(SystemExit, match="valid commands: .*bench.*data.*run"):
+    with pytest.raises(SystemExit) as exit_:
         cli_main(["frobnicate"])
-    with pytest.raises(SystemExit, match="valid: verify"):
+    assert exit_.value.code == 2
+    assert "valid commands: bench, data, notebooks, run, submit" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
         cli_main(["data", "check"])
+    assert exit_.value.code == 2 and "valid: verify" in capsys.readouterr().err
+    for argv in ([], ["data"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(argv)
+        assert exit_.value.code == 2 and "usage: geoloc" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["--help"])
+    assert exit_.value.code == 0
+
+
+def test_cli_user_errors_exit_2_in_a_subprocess():
+    for argv in (["frobnicate"], ["data", "check"], ["run", "--profile", "smoke", "--only", ""]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "geoloc_lib.cli", *argv], capture_output=True, text=True
+        )
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def _cvusa_manifest(root) -> dict:
