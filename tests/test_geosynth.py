@@ -397,3 +397,16 @@ def test_symlinked_output_folders_are_refused(tmp_path):
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match="broken symbolic link"):
         generate_geosynth(tmp_path / "dangling", profile=TINY, workers=1, progress=False)
+
+
+def test_user_file_hashed_into_an_old_manifest_is_kept(gens, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(gens["a"], root)
+    user = root / "notes.txt"
+    user.write_text("mine")
+    manifest = _manifest(root)  # as an older generator wrote it: every file hashed
+    manifest["file_sha256"]["notes.txt"] = "0" * 64
+    (root / "geosynth.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="keeping 1 file"):
+        generate_geosynth(root, profile=TINY, seed=1, workers=1, progress=False)
+    assert user.read_text() == "mine"

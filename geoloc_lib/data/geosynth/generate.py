@@ -351,10 +351,19 @@ def _owned_files(out: Path) -> set[str] | None:
     owned: set[str] | None = None
     for name, what in ((PARTIAL, "GeoSynth in-progress marker"), (MANIFEST, "GeoSynth manifest")):
         path = out / name
-        if path.is_file():
-            data = read_json(path, what)
-            listed = data.get("owned_files") if name == PARTIAL else data.get("file_sha256")
-            owned = (owned or set()) | set(listed or ())
+        if not path.is_file():
+            continue
+        data = read_json(path, what)
+        if name == PARTIAL:
+            listed = set(data.get("owned_files") or ())
+        else:
+            listed = set(data.get("file_sha256") or ())
+            try:  # older generators hashed every file: keep only the paths GeoSynth writes
+                prof = GeoSynthProfile(**data["params"])
+                listed &= planned_files(plan(prof, int(data["seed"]), out))
+            except (KeyError, TypeError, ValueError, ConfigError):
+                pass
+        owned = (owned or set()) | listed
     return owned
 
 
