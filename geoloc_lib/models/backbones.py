@@ -262,7 +262,15 @@ def create_backbone(
             model = timm.create_model(name, pretrained=False, **arch_kwargs)
             load_checked(model, name, Path(cached), what="cached hub weights")
         elif hub_reachable():
-            model = timm.create_model(name, pretrained=True, **arch_kwargs)
+            try:
+                model = timm.create_model(name, pretrained=True, **arch_kwargs)
+            except RuntimeError as err:  # load_state_dict's size mismatches: one line
+                first = str(err).strip().splitlines()[0][:200]
+                raise ConfigError(
+                    f"pretrained weights {hub_id} do not fit backbone {name!r} with these sizes "
+                    f"({first}); use the architecture's own sizes (the paper preset) or "
+                    "pretrained=False"
+                ) from None
         else:
             raise ConfigError(
                 f"pretrained weights for backbone {name!r} ({hub_id}) were requested but the "
