@@ -13,6 +13,7 @@ the image's index in the sorted query list, so the files do not depend on the ba
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -179,13 +180,13 @@ def materialise_weather_queries(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; pass a new or empty folder")
     if out.is_dir():
-        held = sorted(p for p in out.rglob("*") if p.is_file())
+        held = list(itertools.islice((p for p in out.rglob("*") if p.is_file()), 3))
         if held:
-            shown = ", ".join(str(p.relative_to(out)) for p in held[:3])
+            shown = ", ".join(str(p.relative_to(out)) for p in held)
             raise ConfigError(
-                f"--out {out} already holds {len(held)} file(s) (e.g. {shown}); images would be "
-                "replaced and stale ones left next to the new weather.csv. Pass a new or empty "
-                "folder (move or delete the old weather set first to rewrite it)"
+                f"--out {out} already holds files (e.g. {shown}); images would be replaced and "
+                "stale ones left next to the new weather.csv. Pass a new or empty folder (move "
+                "or delete the old weather set first to rewrite it)"
             )
     queries = _query_set(root, query_folder)
     synth = WeatherSynth(reference_size=reference_size)

@@ -385,7 +385,7 @@ def test_materialise_refuses_an_existing_output(tmp_path: Path) -> None:
     _make_dataset(root)
     out = materialise_weather_queries(root, tmp_path / "fog", "fog", progress=False)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    with pytest.raises(ConfigError, match=r"--out .*fog already holds 7 file\(s\)"):
+    with pytest.raises(ConfigError, match=r"--out .*fog already holds files \(e.g. "):
         materialise_weather_queries(root, out, "rain", progress=False)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
