@@ -410,3 +410,20 @@ def test_user_file_hashed_into_an_old_manifest_is_kept(gens, tmp_path):
     with pytest.warns(UserWarning, match="keeping 1 file"):
         generate_geosynth(root, profile=TINY, seed=1, workers=1, progress=False)
     assert user.read_text() == "mine"
+
+
+def test_weather_set_saved_inside_geosynth_survives_notebook_00(gens, tmp_path):
+    from geoloc_lib.data.sources import prepare_geosynth
+    from geoloc_lib.weather_sets import materialise_weather_queries
+
+    root = tmp_path / "copy"
+    shutil.copytree(gens["a"], root)
+    out = materialise_weather_queries(
+        root / "University-1652", root / "University-1652/fog_queries", "fog", progress=False
+    )
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    assert len(files) == TINY.campus_grid**2 * TINY.drone_views + 1  # images + weather.csv
+    with pytest.warns(UserWarning, match=f"{len(files)} file.* are kept"):
+        meta = prepare_geosynth(root, "tiny", 0)
+    assert meta["reused"] is True and len(meta["kept_files"]) == len(files)
+    assert all(p.is_file() for p in files)
