@@ -25,8 +25,12 @@ NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 
 def load_profiles(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     path = Path(path) if path is not None else PROFILES_FILE
-    with Path(path).open() as fh:
-        profiles = yaml.safe_load(fh)
+    try:
+        with Path(path).open() as fh:
+            profiles = yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid YAML"
+        raise ConfigError(f"profiles file {path} is not valid YAML ({first}); fix it") from None
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path} must map profile names to notebook parameters")
     return profiles

@@ -198,3 +198,13 @@ def test_cli_verify_full_flag_and_rate(tmp_path, capsys):
     (root / "streetview/panos/0000004.jpg").write_bytes(b"")
     assert cli_main(base) == 2
     assert "0000004.jpg: empty file" in capsys.readouterr().err
+
+
+def test_cli_verify_malformed_manifest_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "manifest.yaml"
+    bad.write_text("cvusa: [unclosed\n")
+    assert (
+        cli_main(["data", "verify", "cvusa", "--root", str(tmp_path), "--manifest", str(bad)]) == 2
+    )
+    err = capsys.readouterr().err
+    assert f"manifest {bad} is not valid YAML" in err and len(err.strip().splitlines()) == 1

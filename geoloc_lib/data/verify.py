@@ -35,8 +35,12 @@ def load_manifest(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     path = Path(path) if path is not None else MANIFEST_FILE
     if not path.is_file():
         raise ConfigError(f"manifest {path} not found")
-    with path.open() as fh:
-        manifest = yaml.safe_load(fh)
+    try:
+        with path.open() as fh:
+            manifest = yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid YAML"
+        raise ConfigError(f"manifest {path} is not valid YAML ({first}); fix the file") from None
     if not isinstance(manifest, dict) or not manifest:
         raise ConfigError(f"manifest {path} holds no dataset entries")
     return manifest
