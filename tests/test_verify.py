@@ -208,3 +208,18 @@ def test_cli_verify_malformed_manifest_is_one_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert f"manifest {bad} is not valid YAML" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "-1"], "--steps: expected an integer >= 1, got -1"),
+        (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
+        (["--models", ","], "--models: name at least one model"),
+        (["--threads", "-2"], "--threads: expected an integer >= 1, got -2"),
+    ],
+)
+def test_cli_bench_train_checks_its_numbers(argv, message, capsys):
+    # Nothing is built or timed: the arguments are refused first.
+    assert cli_main(["bench", "train", *argv]) == 2
+    assert message in capsys.readouterr().err
