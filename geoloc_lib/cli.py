@@ -72,26 +72,40 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+USAGE_ERROR = 2  # exit status of every user error (argparse's own)
+
+
+def _user_error(message: str) -> SystemExit:
+    print(message, file=sys.stderr)
+    return SystemExit(USAGE_ERROR)
+
+
 def _resolve(argv: Sequence[str]) -> tuple[tuple[str, ...], list[str]]:
     groups = _groups()
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print(_usage(), file=sys.stderr)
+        raise SystemExit(USAGE_ERROR)
+    if argv[0] in ("-h", "--help"):
         print(_usage())
         raise SystemExit(0)
     head = argv[0]
     if head not in groups:
         valid = ", ".join(sorted(groups))
-        raise SystemExit(f"geoloc: unknown command {head!r}; valid commands: {valid}")
+        raise _user_error(f"geoloc: unknown command {head!r}; valid commands: {valid}")
     candidates = groups[head]
     if (head,) in COMMANDS:
         return (head,), list(argv[1:])
     if len(argv) < 2 or argv[1] in ("-h", "--help"):
         subs = ", ".join(w[1] for w in candidates)
-        print(f"usage: geoloc {head} {{{subs}}} [ARGS...]")
-        raise SystemExit(0 if len(argv) >= 2 else 2)
+        usage = f"usage: geoloc {head} {{{subs}}} [ARGS...]"
+        if len(argv) >= 2:
+            print(usage)
+            raise SystemExit(0)
+        raise _user_error(usage)
     words = (head, argv[1])
     if words not in COMMANDS:
         subs = ", ".join(w[1] for w in candidates)
-        raise SystemExit(f"geoloc {head}: unknown subcommand {argv[1]!r}; valid: {subs}")
+        raise _user_error(f"geoloc {head}: unknown subcommand {argv[1]!r}; valid: {subs}")
     return words, list(argv[2:])
 
 

@@ -340,6 +340,71 @@ def _load_state(model: nn.Module, state: Mapping[str, Any], path: Path | str, st
         ) from err
 
 
+# FitConfig fields that change what is trained (device, threads, progress and logging do not).
+RESUME_FIT_KEYS = ("epochs", "seed", "grad_clip", "scheduler_interval", "max_steps_per_epoch")
+_GROUP_KEYS = ("initial_lr", "momentum", "dampening", "weight_decay", "nesterov", "betas", "eps")
+
+
+def _plain(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def resume_differences(
+    ckpt: Mapping[str, Any], config: FitConfig, model: nn.Module, optimizer: Any
+) -> list[str]:
+    """What this ``fit`` call would train differently from the run saved in ``ckpt``.
+
+    Compares the :data:`RESUME_FIT_KEYS` of the ``FitConfig``, the model's ``config_dict()`` and
+    the optimizer's per-group hyperparameters (base learning rate, momentum, weight decay...).
+    Each item reads ``"name: saved -> asked"``.
+    """
+    diffs: list[str] = []
+    saved_fit = ckpt.get("fit_config") or {}
+    for key in RESUME_FIT_KEYS:
+        if key in saved_fit and saved_fit[key] != str(getattr(config, key)):
+            diffs.append(f"{key}: {saved_fit[key]} -> {getattr(config, key)}")
+    saved_model = ckpt.get("model_config")
+    new_model = getattr(model, "config_dict", lambda: None)()
+    if isinstance(saved_model, Mapping) and isinstance(new_model, Mapping):
+        for key in sorted(set(saved_model) | set(new_model)):
+            old, new = saved_model.get(key), new_model.get(key)
+            if _plain(old) != _plain(new):
+                diffs.append(f"model {key}: {_plain(old)} -> {_plain(new)}")
+    saved_opt = ckpt.get("optimizer") or {}
+    for key in ("rho", "eta"):  # ASAM's own settings
+        if key in saved_opt and hasattr(optimizer, key):
+            if _plain(saved_opt[key]) != _plain(getattr(optimizer, key)):
+                diffs.append(f"{key}: {saved_opt[key]} -> {getattr(optimizer, key)}")
+    if "param_groups" not in saved_opt and isinstance(saved_opt.get("base"), Mapping):
+        saved_opt = saved_opt["base"]
+    saved_groups = saved_opt.get("param_groups") or []
+    new_groups = getattr(optimizer, "param_groups", [])
+    if saved_groups and len(saved_groups) == len(new_groups):
+        for i, (old_g, new_g) in enumerate(zip(saved_groups, new_groups, strict=True)):
+            name = new_g.get("name", i)
+            # the base learning rate (a scheduler keeps it as initial_lr and changes lr)
+            old_lr, new_lr = (
+                old_g.get("initial_lr", old_g.get("lr")),
+                new_g.get("initial_lr", new_g.get("lr")),
+            )
+            if _plain(old_lr) != _plain(new_lr):
+                diffs.append(f"lr of group {name}: {old_lr} -> {new_lr}")
+            for key in _GROUP_KEYS[1:]:
+                if key in old_g and key in new_g and _plain(old_g[key]) != _plain(new_g[key]):
+                    diffs.append(f"{key} of group {name}: {old_g[key]} -> {new_g[key]}")
+    elif saved_groups:
+        diffs.append(f"optimizer parameter groups: {len(saved_groups)} -> {len(new_groups)}")
+    return diffs
+
+
+def checkpoint_elapsed_s(ckpt: Mapping[str, Any]) -> float:
+    """Wall time of the training saved in ``ckpt`` (for checkpoints written before it was
+    recorded: the sum of the epochs' training times)."""
+    if "elapsed_s" in ckpt:
+        return float(ckpt["elapsed_s"])
+    return float(sum(r.get("time_s", 0.0) for r in ckpt.get("history", [])))
+
+
 def _loader_state(loader: Any) -> dict[str, Any]:
     state: dict[str, Any] = {}
     gen = getattr(loader, "generator", None)
@@ -466,6 +531,7 @@ def fit(
 
     history = History()
     start_epoch = 0
+    fit_start, elapsed_before = time.perf_counter(), 0.0
     # ---- resume: restore every state, so the continuation replays the uninterrupted run
     resume_path: Path | None = None
     if config.resume is True:
@@ -476,6 +542,14 @@ def fit(
         resume_path = Path(config.resume)
     if resume_path is not None:
         ckpt = load_checkpoint(resume_path, map_location=device)
+        diffs = resume_differences(ckpt, config, model, optimizer)
+        if diffs:
+            shown = "; ".join(diffs[:6]) + (f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else "")
+            raise ConfigError(
+                f"cannot resume from {resume_path}: it was trained with other settings "
+                f"(saved -> asked: {shown}). Resume with the saved settings, or train into "
+                "another folder (or with resume=False) to use the new ones"
+            )
         _load_state(model, ckpt["model"], resume_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None and ckpt.get("scheduler") is not None:
@@ -487,6 +561,7 @@ def fit(
         _set_loader_state(train_loader, ckpt.get("loader", {}))
         history.records = list(ckpt["history"])
         start_epoch = history.resumed_from_epoch = int(ckpt["epoch"])
+        elapsed_before = checkpoint_elapsed_s(ckpt)
         history.checkpoint = resume_path  # also when there is nothing left to train
 
     net: nn.Module = _LossForward(model)
@@ -644,6 +719,8 @@ def fit(
                     "fit_config": {k: str(v) for k, v in asdict(config).items()},
                     "model_config": getattr(model, "config_dict", lambda: None)(),
                     "model_name": getattr(model, "registry_name", None),
+                    # wall time of fit up to this checkpoint, over every resumed part
+                    "elapsed_s": elapsed_before + time.perf_counter() - fit_start,
                 }
                 _atomic_save(ckpt, out_dir / CHECKPOINT_LAST)
                 if config.keep_epoch_checkpoints:

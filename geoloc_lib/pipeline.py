@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from geoloc_lib.errors import GeolocError
+from geoloc_lib.errors import ConfigError, GeolocError
 from geoloc_lib.paths import EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from geoloc_lib.profiles import ResolvedRun, resolve_profile
 from geoloc_lib.reports_index import write_reports_index
@@ -162,7 +162,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    only = None
+    if args.only is not None:
+        only = [s.strip() for s in args.only.split(",") if s.strip()]
+        if not only:
+            raise ConfigError(
+                f"--only {args.only!r} names no notebook; pass notebook numbers or names "
+                "separated by commas, e.g. --only 00,02 (leave --only out to run them all)"
+            )
     run_pipeline(
         args.profile,
         only=only,

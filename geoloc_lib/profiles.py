@@ -25,8 +25,12 @@ NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 
 def load_profiles(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     path = Path(path) if path is not None else PROFILES_FILE
-    with Path(path).open() as fh:
-        profiles = yaml.safe_load(fh)
+    try:
+        with Path(path).open() as fh:
+            profiles = yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid YAML"
+        raise ConfigError(f"profiles file {path} is not valid YAML ({first}); fix it") from None
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path} must map profile names to notebook parameters")
     return profiles
@@ -75,6 +79,136 @@ def parse_override(text: str) -> tuple[str | None, str, Any]:
     return (notebook or None), key, parsed
 
 
+# ----------------------------------------------------------------------------- value checks
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _choices(*valid: str) -> Any:
+    def check(value: Any) -> str | None:
+        if isinstance(value, str) and value in valid:
+            return None
+        return f"expected one of {', '.join(valid)}"
+
+    return check
+
+
+def _int(low: int = 0, none: bool = False) -> Any:
+    def check(value: Any) -> str | None:
+        if none and value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= low:
+            return None
+        return f"expected an integer >= {low}" + (" or null" if none else "")
+
+    return check
+
+
+def _str_list(valid: tuple[str, ...] | None = None) -> Any:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return "expected a list of names"
+        if valid is not None:
+            bad = [v for v in value if v not in valid]
+            if bad:
+                return f"unknown name {bad[0]!r}; expected names from {', '.join(valid)}"
+        if len(set(value)) != len(value):
+            return "expected each name once"
+        return None
+
+    return check
+
+
+def _model_map(inner: Any, example: str) -> Any:
+    def check(value: Any) -> str | None:
+        from geoloc_lib.training.runs import TASKS
+
+        if not isinstance(value, dict):
+            return f"expected a mapping from model names, e.g. --set '{example}'"
+        for key, item in value.items():
+            if key not in TASKS:
+                return f"unknown model {key!r}; expected models from {', '.join(sorted(TASKS))}"
+            problem = inner(item)
+            if problem:
+                return f"entry {key}: {problem}"
+        return None
+
+    return check
+
+
+def _device(value: Any) -> str | None:
+    if isinstance(value, str) and _DEVICE.match(value):
+        return None
+    return "expected auto, cpu, mps, cuda or cuda:N"
+
+
+def _dict(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "expected a mapping of config fields"
+
+
+def _int_list(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+    return None if ok else "expected a list of integers"
+
+
+def _rules() -> dict[str, Any]:
+    """Checks of the notebooks' parameters by name (the same name means the same thing)."""
+    from geoloc_lib.data.geosynth.profiles import PROFILES
+    from geoloc_lib.training.runs import TASKS
+    from geoloc_lib.weather import CONDITIONS
+
+    models = tuple(sorted(TASKS))
+    return {
+        "dataset": _choices("geosynth", "real"),
+        "geosynth_profile": _choices(*PROFILES),
+        "street_format": _choices("cvact", "cvusa"),
+        "preset": _choices("smoke", "default", "paper"),
+        "seed": _int(0),
+        "models": _str_list(models),
+        "epochs": _model_map(_int(1), "epochs={geoviewmatch: 40}"),
+        "overrides": _model_map(_dict, "overrides={mcgf: {w_nce: 0.0}}"),
+        "device": _device,
+        "max_queries": _int(1, none=True),
+        "gallery_views": _int(1, none=True),
+        "figure_condition": _choices(*CONDITIONS, "mixed"),
+        "figure_queries": _int(1),
+        "n_examples": _int(1),
+        "rotations": _int_list,
+        "ablation_epochs": _int(1),
+        "mcgf_ablation_epochs": _int(1),
+        "drone_runs": _str_list(),
+        "street_runs": _str_list(),
+    }
+
+
+def _type_problem(value: Any, default: Any) -> str | None:
+    """A value of another type than the notebook's default (None accepts anything)."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if ok:
+        return None
+    kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return f"expected {kind.get(type(default), 'a ' + type(default).__name__)}"
+
+
+def check_value(key: str, value: Any, default: Any) -> str | None:
+    """Why ``value`` is not valid for the notebook parameter ``key`` (None when it is)."""
+    rule = _rules().get(key)
+    if rule is not None:
+        return rule(value)
+    return _type_problem(value, default)
+
+
 @dataclass
 class ResolvedRun:
     notebook: Path
@@ -116,9 +250,23 @@ def resolve_profile(
         notebooks = [nb for nb in notebooks if any(_matches(nb, s) for s in only)]
 
     parsed = [parse_override(o) for o in overrides or []]
+    all_notebooks = list_notebooks(notebooks_dir)
+    for (target, _key, _value), text in zip(parsed, overrides or [], strict=True):
+        if target is not None and not any(_matches(nb, target) for nb in all_notebooks):
+            raise ConfigError(
+                f"--set {text!r}: no notebook {target}; notebooks: "
+                + ", ".join(nb.name[:2] for nb in all_notebooks)
+            )
+        if target is not None and not any(_matches(nb, target) for nb in notebooks):
+            raise ConfigError(
+                f"--set {text!r}: notebook {target} is not among the selected notebooks "
+                f"({', '.join(nb.name[:2] for nb in notebooks)}); select it with --only or drop "
+                "the setting"
+            )
     runs = []
+    defaults_of: dict[Path, dict[str, Any]] = {}
     for nb in notebooks:
-        defaults = notebook_parameters(nb)
+        defaults = defaults_of[nb] = notebook_parameters(nb)
         if nb.stem not in spec:
             raise ConfigError(f"profile {profile!r} has no section for notebook {nb.stem!r}")
         params = dict(spec[nb.stem] or {})
@@ -137,16 +285,32 @@ def resolve_profile(
             )
         runs.append(ResolvedRun(notebook=nb, parameters=params))
 
-    for target, key, value in parsed:
+    set_by: dict[tuple[Path, str], str] = {}
+    for (target, key, value), text in zip(parsed, overrides or [], strict=True):
         hit = False
         for run in runs:
             if target is not None and not _matches(run.notebook, target):
                 continue
             if key in run.parameters:
                 run.parameters[key] = value
+                set_by[(run.notebook, key)] = text
                 hit = True
         if not hit:
             valid = sorted({k for r in runs for k in r.parameters})
             where = f"notebook {target}" if target else "the selected notebooks"
             raise ConfigError(f"--set: {choices_message('parameter', key, valid)} (in {where})")
+    for run in runs:
+        defaults = defaults_of[run.notebook]
+        for key, value in run.parameters.items():
+            problem = check_value(key, value, defaults.get(key))
+            if problem:
+                source = (
+                    f"--set {set_by[(run.notebook, key)]!r}"
+                    if (run.notebook, key) in set_by
+                    else f"profile {profile!r} in {PROFILES_FILE.name}"
+                )
+                raise ConfigError(
+                    f"{source}, notebook {run.notebook.stem}: parameter {key}: {problem}, "
+                    f"got {value!r}"
+                )
     return runs

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from geoloc_lib.engine import measure_throughput, seed_everything
+from geoloc_lib.errors import ConfigError
 from geoloc_lib.models import create_model
 from geoloc_lib.reporting import markdown_table
 from geoloc_lib.training.runs import TASKS, check_model
@@ -45,6 +46,11 @@ def bench_train(
     models: list[str], preset: str = "default", batch_size: int = 16, steps: int = 5
 ) -> pd.DataFrame:
     """One row per model: fp32 and bf16-autocast training images/s on the CPU, and their ratio."""
+    for label, value in (("--batch-size", batch_size), ("--steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"bench train {label}: expected an integer >= 1, got {value!r}")
+    if not models:
+        raise ConfigError("bench train --models: name at least one model")
     rows = []
     for name in models:
         check_model(name)
@@ -82,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"bench train --threads: expected an integer >= 1, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]

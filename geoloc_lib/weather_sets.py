@@ -13,6 +13,7 @@ the image's index in the sorted query list, so the files do not depend on the ba
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,25 @@ def _query_set(root: Path, query_folder: str) -> ImageSet:
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} does not exist")
     return university.index_image_folder(root / "test" / query_folder, key)
+
+
+# |seed| * 2**32 + index stays inside int64, so every seed gives its own per-image keys.
+SEED_LIMIT = 2**31 - 1
+
+
+def _check_int(name: str, value: object, low: int | None, high: int | None) -> None:
+    """A ConfigError naming the argument when ``value`` is not an integer in [low, high]."""
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if ok and low is not None and value < low:  # type: ignore[operator]
+        ok = False
+    if ok and high is not None and value > high:  # type: ignore[operator]
+        ok = False
+    if not ok:
+        if high is None:
+            want = f"an integer >= {low}"
+        else:
+            want = f"an integer from {low} to {high}"
+        raise ConfigError(f"{name}: expected {want}, got {value!r}")
 
 
 def image_seeds(seed: int, count: int) -> torch.Tensor:
@@ -142,11 +162,35 @@ def materialise_weather_queries(
     """
     if condition not in CONDITIONS and condition not in SPECIAL:
         raise ConfigError(choices_message("--condition", condition, CONDITIONS + SPECIAL))
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    _check_int("--batch-size", batch_size, 1, None)
+    _check_int("--seed", seed, -SEED_LIMIT, SEED_LIMIT)
+    _check_int("--quality", quality, 1, 100)
+    if size is not None:
+        _check_int("--size", size, 1, None)
+    if reference_size is not None:
+        _check_int("--reference-size", reference_size, 1, None)
     root, out = Path(root), Path(out)
     if out.resolve() == root.resolve():
         raise ConfigError(f"--out {out} is the dataset root; choose a separate output folder")
+    for folder in ("train", "test"):
+        inside = (root / folder).resolve()
+        if out.resolve() == inside or inside in out.resolve().parents:
+            raise ConfigError(
+                f"--out {out} is inside {root / folder}, a folder the dataset loader reads: the "
+                f"weathered copy would break the dataset's next load; choose a folder outside "
+                f"{root / folder}"
+            )
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a new or empty folder")
+    if out.is_dir():
+        held = list(itertools.islice((p for p in out.rglob("*") if p.is_file()), 3))
+        if held:
+            shown = ", ".join(str(p.relative_to(out)) for p in held)
+            raise ConfigError(
+                f"--out {out} already holds files (e.g. {shown}); images would be replaced and "
+                "stale ones left next to the new weather.csv. Pass a new or empty folder (move "
+                "or delete the old weather set first to rewrite it)"
+            )
     queries = _query_set(root, query_folder)
     synth = WeatherSynth(reference_size=reference_size)
     options = (size, batch_size, quality, progress, synth)

@@ -287,3 +287,22 @@ def test_bad_config_is_rejected():
     with pytest.raises(ConfigError, match="fp16"):
         model, loader, opt, _ = _setup()
         fit(model, loader, opt, FitConfig(amp="fp16", device="cpu", progress=False))
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    cfg = dict(epochs=2, seed=3, device="cpu", scheduler_interval="step", progress=False)
+    model, loader, opt, sched = _setup()
+    fit(model, loader, opt, FitConfig(out_dir=tmp_path, **cfg), scheduler=sched)
+    saved = (tmp_path / CHECKPOINT_LAST).read_bytes()
+    for change, message in (
+        ({"epochs": 4}, "epochs: 2 -> 4"),
+        ({"seed": 7}, "seed: 3 -> 7"),
+    ):
+        model, loader, opt, sched = _setup()
+        with pytest.raises(ConfigError, match=f"cannot resume from .*{message}"):
+            fit(model, loader, opt, FitConfig(out_dir=tmp_path, resume=True, **{**cfg, **change}))
+    model, loader, _, _ = _setup()
+    opt = sgd_from_groups(model, {"backbone": 0.5, "head": 0.2})
+    with pytest.raises(ConfigError, match="lr of group backbone: 0.05 -> 0.5"):
+        fit(model, loader, opt, FitConfig(out_dir=tmp_path, resume=True, **cfg))
+    assert (tmp_path / CHECKPOINT_LAST).read_bytes() == saved

@@ -110,3 +110,78 @@ def test_load_feature_file_errors(tmp_path):
     )  # fmt: skip
     with pytest.raises(DatasetError, match=r"query_features has shape \(2, 3\) but there are 1"):
         load_feature_file(worse)
+
+
+def _cli_submit(tmp_path, features, out=None, extra=()):
+    listing = tmp_path / "query_drone_name.txt"
+    listing.write_text("query_00.jpeg\nquery_01.jpeg\n")
+    args = ["submit", "--features", str(features), "--query-list", str(listing), "--quiet"]
+    if out is not None:
+        args += ["--out", str(out)]
+    return cli_main([*args, *extra])
+
+
+def _save_pt(path, g_names, n_gallery=None):
+    gen = torch.Generator().manual_seed(0)
+    n_gallery = len(g_names) if n_gallery is None else n_gallery
+    torch.save(
+        {"query_features": torch.nn.functional.normalize(torch.randn(12, 8, generator=gen), dim=1),
+         "query_names": [f"query_{i:02d}.jpeg" for i in range(12)],
+         "gallery_features": torch.nn.functional.normalize(
+             torch.randn(n_gallery, 8, generator=gen), dim=1),
+         "gallery_names": g_names},
+        path,
+    )  # fmt: skip
+    return path
+
+
+def test_submit_refuses_repeated_gallery_names(tmp_path, capsys):
+    names = [f"sat_{i:03d}.webp" for i in range(29)] + ["sat_000.webp"]
+    path = _save_pt(tmp_path / "f.pt", names)
+    assert _cli_submit(tmp_path, path, tmp_path / "a.zip") == 2
+    err = capsys.readouterr().err
+    assert "gallery names of the feature file: 'sat_000.webp' (row 29)" in err
+    assert not (tmp_path / "a.zip").exists()
+    with pytest.raises(ValueError, match="lists gallery name 'g1' more than once"):
+        write_submission([["g1.webp", "x/g1.jpg"]], ["a"], tmp_path / "x.zip")
+
+
+def test_submit_refuses_a_gallery_smaller_than_topk(tmp_path, capsys):
+    path = _save_pt(tmp_path / "f.pt", [f"sat_{i}.webp" for i in range(5)])
+    assert _cli_submit(tmp_path, path, tmp_path / "a.zip") == 2
+    err = capsys.readouterr().err
+    assert "the gallery has 5 images, fewer than --topk 10" in err
+    assert not (tmp_path / "a.zip").exists()
+    assert _cli_submit(tmp_path, path, tmp_path / "a.zip", ["--topk", "5"]) == 0
+    assert all(len(line) == 5 for line in read_answer(tmp_path / "a.zip"))
+    assert "top-5 each" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["corrupt_pt", "object_npz", "pickled_pt"])
+def test_submit_unreadable_feature_files_are_one_line(tmp_path, capsys, kind):
+    if kind == "corrupt_pt":
+        path = tmp_path / "f.pt"
+        path.write_bytes(b"garbage that is not a checkpoint" * 4)
+    elif kind == "pickled_pt":
+        path = tmp_path / "f.pt"
+        torch.save({"query_features": object()}, path)
+    else:
+        path = tmp_path / "f.npz"
+        obj = np.empty(2, dtype=object)
+        obj[:] = [{"a": 1}, None]
+        np.savez(path, query_features=obj, query_names=obj, gallery_features=obj,
+                 gallery_names=obj)  # fmt: skip
+    assert _cli_submit(tmp_path, path, tmp_path / "a.zip") == 2
+    err = capsys.readouterr().err
+    assert f"feature file {path} cannot be read" in err
+    assert "Traceback" not in err and "weights_only=False" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_submit_out_that_is_a_folder(tmp_path, capsys):
+    path, *_ = make_features(tmp_path, ".pt")
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    assert _cli_submit(tmp_path, path, folder) == 2
+    err = capsys.readouterr().err
+    assert f"--out {folder} is a folder" in err and "Traceback" not in err

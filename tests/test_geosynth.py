@@ -274,3 +274,156 @@ def test_refuses_to_replace_folders_it_did_not_write(tmp_path):
     with pytest.raises(ConfigError, match="without a geosynth.json"):
         generate_geosynth(tmp_path, profile=TINY, workers=1, progress=False)
     assert (tmp_path / "CVACT" / "ACT_data.mat").read_bytes() == b"real data"
+
+
+def test_planned_files_are_the_files_written(gens):
+    from geoloc_lib.data.geosynth.generate import plan, planned_files
+
+    written = set(_manifest(gens["a"])["file_sha256"])
+    assert planned_files(plan(TINY, 0, gens["a"])) == written
+
+
+def test_prepare_keeps_user_files_and_reuses_the_copy(gens, tmp_path):
+    from geoloc_lib.data.sources import prepare_geosynth
+    from geoloc_lib.data.verify import verify_dataset
+
+    root = tmp_path / "copy"
+    shutil.copytree(gens["a"], root)
+    user = root / "University-1652/fog_queries/0001/image-01.jpeg"
+    user.parent.mkdir(parents=True)
+    user.write_bytes(b"user weather image")
+    with pytest.warns(UserWarning, match="1 file.* not written by the generator and are kept"):
+        meta = prepare_geosynth(root, "tiny", 0)
+    assert meta["reused"] is True and meta["kept_files"] == [
+        "University-1652/fog_queries/0001/image-01.jpeg"
+    ]
+    assert user.read_bytes() == b"user weather image"
+    report = verify_dataset("geosynth", root)
+    assert report.ok and "1 other files kept" in report.checked[-1]
+    # A changed seed regenerates: only the generator's files are replaced, the user's stay.
+    with pytest.warns(UserWarning, match="keeping 1 file"):
+        meta = prepare_geosynth(root, "tiny", 1)
+    assert meta["reused"] is False and user.read_bytes() == b"user weather image"
+    assert _manifest(root)["content_sha256"] == _manifest(gens["c"])["content_sha256"]
+    assert "University-1652/fog_queries/0001/image-01.jpeg" not in _manifest(root)["file_sha256"]
+
+
+def test_damaged_copy_is_regenerated_with_a_warning(gens, tmp_path):
+    from geoloc_lib.data.sources import prepare_geosynth
+
+    root = tmp_path / "copy"
+    shutil.copytree(gens["a"], root)
+    target = sorted((root / "University-1652/test/query_drone").rglob("*.jpeg"))[0]
+    target.write_bytes(b"broken")
+    with pytest.warns(UserWarning, match="1 modified: University-1652/test/query_drone"):
+        meta = prepare_geosynth(root, "tiny", 0)
+    assert meta["reused"] is False
+    assert verify_geosynth(root)["content_sha256"] == _manifest(gens["a"])["content_sha256"]
+
+
+def test_user_file_inside_the_dataset_folders_is_refused_not_deleted(gens, tmp_path):
+    from geoloc_lib.data.sources import prepare_geosynth
+
+    root = tmp_path / "copy"
+    shutil.copytree(gens["a"], root)
+    user = root / "University-1652/test/query_drone/my_notes.txt"
+    user.write_text("mine")
+    with pytest.raises(DatasetError, match="1 unexpected in the dataset's folders"):
+        verify_geosynth(root)
+    with pytest.warns(UserWarning, match="regenerating"):
+        with pytest.raises(ConfigError, match="query_drone/my_notes.txt; move them out"):
+            prepare_geosynth(root, "tiny", 0)
+    assert user.read_text() == "mine"
+
+
+def test_corrupt_manifest_is_a_clear_error(gens, tmp_path):
+    from geoloc_lib.data.sources import prepare_geosynth
+
+    root = tmp_path / "copy"
+    shutil.copytree(gens["a"], root)
+    (root / "geosynth.json").write_text("{not json")
+    with pytest.raises(DatasetError, match=r"geosynth.json is damaged \(not valid JSON"):
+        prepare_geosynth(root, "tiny", 0)
+    with pytest.raises(DatasetError, match="is damaged"):
+        generate_geosynth(root, profile=TINY, workers=1, progress=False)
+    assert (root / "University-1652/locations.csv").is_file()
+
+
+def test_interrupted_generation_is_finished_by_a_rerun(gens, tmp_path, monkeypatch):
+    from geoloc_lib.data.geosynth import generate as G
+
+    root = tmp_path / "out"
+    (root / "notes").mkdir(parents=True)
+    (root / "notes" / "mine.txt").write_text("mine")
+    calls = {"n": 0}
+    real = G.run_campus
+
+    def dies_on_second(task):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(task)
+
+    monkeypatch.setattr(G, "run_campus", dies_on_second)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning, match="keeping 1 file"):
+        generate_geosynth(root, profile=TINY, workers=1, progress=False)
+    monkeypatch.setattr(G, "run_campus", real)
+    assert (root / "University-1652").is_dir() and not (root / "geosynth.json").exists()
+    with pytest.raises(
+        DatasetError, match=r"profile tiny, seed 0\) did not finish.*--profile tiny"
+    ):
+        verify_geosynth(root)
+    with pytest.warns(UserWarning, match="keeping 1 file"):
+        generate_geosynth(root, profile=TINY, workers=1, progress=False)
+    assert verify_geosynth(root)["content_sha256"] == _manifest(gens["a"])["content_sha256"]
+    assert (root / "notes" / "mine.txt").read_text() == "mine"
+    assert not (root / "geosynth.partial.json").exists()
+
+
+def test_missing_manifest_hint_does_not_guess_a_profile(tmp_path):
+    (tmp_path / "University-1652").mkdir()
+    with pytest.raises(DatasetError, match="--profile PROFILE") as e:
+        verify_geosynth(tmp_path)
+    assert "--profile default" not in str(e.value)
+
+
+def test_symlinked_output_folders_are_refused(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "CVACT").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="CVACT is a symbolic link"):
+        generate_geosynth(out, profile=TINY, workers=1, progress=False)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="broken symbolic link"):
+        generate_geosynth(tmp_path / "dangling", profile=TINY, workers=1, progress=False)
+
+
+def test_user_file_hashed_into_an_old_manifest_is_kept(gens, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(gens["a"], root)
+    user = root / "notes.txt"
+    user.write_text("mine")
+    manifest = _manifest(root)  # as an older generator wrote it: every file hashed
+    manifest["file_sha256"]["notes.txt"] = "0" * 64
+    (root / "geosynth.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="keeping 1 file"):
+        generate_geosynth(root, profile=TINY, seed=1, workers=1, progress=False)
+    assert user.read_text() == "mine"
+
+
+def test_weather_set_saved_inside_geosynth_survives_notebook_00(gens, tmp_path):
+    from geoloc_lib.data.sources import prepare_geosynth
+    from geoloc_lib.weather_sets import materialise_weather_queries
+
+    root = tmp_path / "copy"
+    shutil.copytree(gens["a"], root)
+    out = materialise_weather_queries(
+        root / "University-1652", root / "University-1652/fog_queries", "fog", progress=False
+    )
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    assert len(files) == TINY.campus_grid**2 * TINY.drone_views + 1  # images + weather.csv
+    with pytest.warns(UserWarning, match=f"{len(files)} file.* are kept"):
+        meta = prepare_geosynth(root, "tiny", 0)
+    assert meta["reused"] is True and len(meta["kept_files"]) == len(files)
+    assert all(p.is_file() for p in files)

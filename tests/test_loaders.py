@@ -83,6 +83,35 @@ def test_cvusa_reads_split_csvs(tmp_path):
         load_cvusa(root, "train")
 
 
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (
+            "streetview/panos/0000002.jpg,bingmap/19/0000002.jpg,annotations/0000002.png",
+            r"train-19zl.csv:2: the aerial and panorama columns are swapped",
+        ),
+        (
+            "bingmap/19/0000002.jpg,streetview/panos/0000002.jpg,annotations/0000002.png,extra",
+            r"train-19zl.csv:2: expected 2 or 3 columns .*got 4",
+        ),
+        (
+            "bingmap/19/0000002.jpg,bingmap/19/0000003.jpg",
+            r"train-19zl.csv:2: column 2 is 'bingmap/19/0000003.jpg', expected a path under "
+            r"streetview/",
+        ),
+        ("0000002.jpg", r"train-19zl.csv:2: expected 2 or 3 columns"),
+    ],
+)
+def test_cvusa_rows_must_hold_the_expected_folders(tmp_path, row, message):
+    root = make_cvusa(tmp_path / "cvusa")
+    csv_path = root / "splits/train-19zl.csv"
+    lines = csv_path.read_text().splitlines()
+    lines[1] = row
+    csv_path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=message):
+        load_cvusa(root, "train")
+
+
 def test_cvact_one_based_indices_utm_and_missing(tmp_path):
     root = make_cvact(tmp_path / "cvact")
     train = load_cvact(root, "train")

@@ -188,7 +188,8 @@ def test_pretrained_rules(tmp_path, monkeypatch):
     loaded = create_backbone(
         "eva02_base_patch14_448", pretrained=True, pretrained_file=path, **arch
     )
-    assert loaded.weights_source == f"file:{path}"
+    n = len(ref.state_dict())
+    assert loaded.weights_source == f"file:{path} [{n}/{n} tensors]"
     for a, b in zip(ref.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="does not exist"):

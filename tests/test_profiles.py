@@ -78,3 +78,60 @@ def test_papermill_parses_every_parameter():
         cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
         parsed = {p.name for p in PythonTranslator.inspect(cell)}
         assert parsed == set(notebook_parameters(notebook)), notebook.name
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("epochs=abc", r"--set 'epochs=abc', notebook 01_train: parameter epochs: expected a "
+         r"mapping from model names"),
+        ("epochs=5", r"parameter epochs: expected a mapping from model names.*got 5"),
+        ("epochs={geoviewmatch: 0}", r"parameter epochs: entry geoviewmatch: expected an integer >= 1"),
+        ("epochs={geoviewmach: 3}", r"parameter epochs: unknown model 'geoviewmach'"),
+        ("seed=-1", r"notebook 00_data_prep: parameter seed: expected an integer >= 0, got -1"),
+        ("seed=1.5", r"parameter seed: expected an integer >= 0, got 1.5"),
+        ("figure_condition=hail", r"parameter figure_condition: expected one of normal, .*mixed"),
+        ("device=tpu", r"parameter device: expected auto, cpu, mps, cuda or cuda:N, got 'tpu'"),
+        ("resume=maybe", r"parameter resume: expected true or false, got 'maybe'"),
+        ("models=[mcgf, resnet]", r"parameter models: unknown name 'resnet'"),
+        ("max_queries=0", r"parameter max_queries: expected an integer >= 1 or null"),
+        ("data_root=5", r"parameter data_root: expected a string, got 5"),
+    ],
+)  # fmt: skip
+def test_override_values_are_checked_at_resolution(override, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_profile("default", overrides=[override])
+
+
+def test_valid_value_overrides_resolve():
+    runs = resolve_profile(
+        "default",
+        overrides=["epochs={geoviewmatch: 3}", "device=cuda:1", "max_queries=null", "seed=3"],
+    )
+    params = {r.notebook.stem: r.parameters for r in runs}
+    assert params["01_train"]["epochs"] == {"geoviewmatch": 3}
+    assert params["02_evaluate"]["max_queries"] is None
+
+
+def test_bad_profile_values_name_the_profile_file():
+    profiles = load_profiles()
+    bad = {"x": {"notebooks": {k: dict(v) for k, v in profiles["smoke"]["notebooks"].items()}}}
+    bad["x"]["notebooks"]["02_evaluate"]["figure_condition"] = "hail"
+    with pytest.raises(ConfigError, match=r"profile 'x' in profiles.yaml, notebook 02_evaluate"):
+        resolve_profile("x", profiles=bad)
+
+
+def test_set_for_a_notebook_that_does_not_exist_says_so():
+    with pytest.raises(ConfigError, match=r"--set '07.seed=1': no notebook 07; notebooks: 00, 01"):
+        resolve_profile("smoke", overrides=["07.seed=1"])
+    with pytest.raises(ConfigError, match="notebook 02 is not among the selected notebooks"):
+        resolve_profile("smoke", only=["00"], overrides=["02.seed=1"])
+
+
+@pytest.mark.parametrize("only", ["", ",", " , "])
+def test_empty_only_is_refused(only, capsys):
+    from geoloc_lib.cli import main as cli_main
+
+    assert cli_main(["run", "--profile", "default", "--only", only, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"--only {only!r} names no notebook" in err

@@ -118,3 +118,82 @@ def test_mcgf_nce_term_is_added_with_its_weight():
     base = plain.training_losses(batch)
     assert "nce" in out and "nce" not in base
     assert torch.allclose(out["loss"], base["loss"] + 2.0 * out["nce"], atol=1e-5)
+
+
+def _copy_run(trained, name: str):
+    import shutil
+
+    tmp, _ = trained
+    src = tmp / "runs" / "baseline"
+    dst = tmp / "runs" / name
+    shutil.copytree(src, dst)
+    return tmp, dst
+
+
+_RUN_KW = dict(preset="smoke", progress=False, val_queries=2, max_steps_per_epoch=2, w_nce=0.5)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"epochs": 1}, "epochs: 2 -> 1"),
+        ({"epochs": 2, "seed": 7, "lr_backbone": 0.1}, "seed: 0 -> 7.*lr_backbone: .* -> 0.1"),
+    ],
+)
+def test_resume_refuses_changed_settings(trained, change, message):
+    tmp, out = _copy_run(trained, f"changed{len(change)}")
+    sources = DataSources(
+        "real", university_root=tmp / "u", street_root=None, street_format="cvact"
+    )
+    before = (out / "run.json").read_text()
+    with pytest.raises(ConfigError, match=f"cannot resume run .*{message}"):
+        train_run(
+            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True,
+            **{**_RUN_KW, **change},
+        )  # fmt: skip
+    assert (out / "run.json").read_text() == before  # still describes what was trained
+
+
+def test_resume_of_an_interrupted_run_checks_the_checkpoint(trained):
+    tmp, out = _copy_run(trained, "interrupted")
+    (out / "run.json").unlink()  # killed before the end: only the checkpoint says what it is
+    sources = DataSources(
+        "real", university_root=tmp / "u", street_root=None, street_format="cvact"
+    )
+    with pytest.raises(ConfigError, match=r"cannot resume from .*seed: 0 -> 7"):
+        train_run(
+            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
+            seed=7, **_RUN_KW,
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"lr of group backbone: .* -> 0.1"):
+        train_run(
+            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
+            lr_backbone=0.1, **_RUN_KW,
+        )  # fmt: skip
+
+
+def test_resume_with_the_same_settings_keeps_the_training_time(trained):
+    tmp, out = _copy_run(trained, "same")
+    info = json.loads((out / "run.json").read_text())
+    sources = DataSources(
+        "real", university_root=tmp / "u", street_root=None, street_format="cvact"
+    )
+    run = train_run(
+        "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
+        **_RUN_KW,
+    )  # fmt: skip
+    assert run.info["train_time_s"] == info["train_time_s"]  # nothing more was trained
+    assert run.info["resumed_from_epoch"] == 2 and run.info["epochs"] == 2
+    assert run.info["config"] == info["config"]
+    # Interrupted after epoch 1 of 2: the time covers both parts.
+    (out / "run.json").unlink()
+    ckpt = torch.load(out / "checkpoint_last.pt", weights_only=False)
+    assert ckpt["elapsed_s"] > 0
+    ckpt["epoch"], ckpt["history"] = 1, ckpt["history"][:1]
+    ckpt["elapsed_s"] = 1000.0
+    torch.save(ckpt, out / "checkpoint_last.pt")
+    run = train_run(
+        "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
+        **_RUN_KW,
+    )  # fmt: skip
+    assert run.info["train_time_s"] > 1000.0 and run.info["resumed_from_epoch"] == 1

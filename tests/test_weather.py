@@ -376,3 +376,57 @@ def test_materialise_single_condition_and_all(tmp_path: Path) -> None:
         im = Image.open(tmp_path / "all" / name / t["file"][0])
         assert im.size == (24, 24)
     assert math.isclose(len(list((tmp_path / "all").iterdir())), 10)
+
+
+def test_materialise_refuses_an_existing_output(tmp_path: Path) -> None:
+    from geoloc_lib.weather_sets import materialise_weather_queries
+
+    root = tmp_path / "data"
+    _make_dataset(root)
+    out = materialise_weather_queries(root, tmp_path / "fog", "fog", progress=False)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"--out .*fog already holds files \(e.g. "):
+        materialise_weather_queries(root, out, "rain", progress=False)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("sub", ["test", "test/query_drone", "train/extra"])
+def test_materialise_refuses_an_output_inside_the_loaded_folders(tmp_path: Path, sub) -> None:
+    from geoloc_lib.data.university import index_image_folder
+    from geoloc_lib.weather_sets import materialise_weather_queries
+
+    root = tmp_path / "data"
+    _make_dataset(root)
+    with pytest.raises(ConfigError, match="a folder the dataset loader reads"):
+        materialise_weather_queries(root, root / sub / "fog", "fog", progress=False)
+    assert len(index_image_folder(root / "test/query_drone", "q")) == 6
+    # elsewhere under the dataset root is fine (e.g. next to a GeoSynth tree's folders)
+    materialise_weather_queries(root, root / "fog_queries", "fog", progress=False)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"size": -8}, r"--size: expected an integer >= 1, got -8"),
+        ({"size": 0}, r"--size: expected an integer >= 1, got 0"),
+        ({"seed": 9999999999}, r"--seed: expected an integer from -2147483647 to 2147483647"),
+        ({"seed": 2**31}, r"--seed: expected an integer from"),
+        ({"seed": -(2**31)}, r"--seed: expected an integer from"),
+        ({"quality": 0}, r"--quality: expected an integer from 1 to 100"),
+    ],
+)
+def test_materialise_validates_numbers(tmp_path: Path, kw, message) -> None:
+    from geoloc_lib.weather_sets import materialise_weather_queries
+
+    root = tmp_path / "data"
+    _make_dataset(root)
+    with pytest.raises(ConfigError, match=message):
+        materialise_weather_queries(root, tmp_path / "o", "fog", progress=False, **kw)
+    assert not (tmp_path / "o").exists()
+
+
+def test_extreme_seeds_give_distinct_keys() -> None:
+    from geoloc_lib.weather_sets import SEED_LIMIT, image_seeds
+
+    keys = {int(k) for s in (SEED_LIMIT, -SEED_LIMIT, 0, 1, -1) for k in image_seeds(s, 3)}
+    assert len(keys) == 15

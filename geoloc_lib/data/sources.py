@@ -7,7 +7,6 @@ and the street root (CVACT or CVUSA layout), generating GeoSynth when needed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,22 +78,40 @@ def resolve_sources(
 def prepare_geosynth(root: str | Path, profile: str, seed: int, progress: bool = False) -> dict:
     """Generate GeoSynth into ``root`` unless an intact copy of this profile and seed is there.
 
-    Returns the generator's manifest (``geosynth.json``) with an added
-    ``"reused"`` flag saying whether the copy on disk was kept.
+    Returns the generator's manifest (``geosynth.json``) with an added ``"reused"`` flag saying
+    whether the copy on disk was kept. Files in ``root`` that the generator did not write (a
+    weather set saved inside it, notes...) are never deleted: they are reported with a warning
+    and listed under ``"kept_files"``. A damaged copy is regenerated with a warning that says
+    why; an unreadable ``geosynth.json`` raises :class:`DatasetError`.
     """
+    import warnings
+
     from geoloc_lib.data.geosynth import generate_geosynth, verify_geosynth
+    from geoloc_lib.data.geosynth.writer import PARTIAL, read_json
     from geoloc_lib.errors import DatasetError
 
     root = Path(root)
     meta_file = root / "geosynth.json"
-    if meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
+    if meta_file.is_file() and not (root / PARTIAL).exists():
+        meta = read_json(meta_file, "GeoSynth manifest")
         if meta.get("profile") == profile and meta.get("seed") == seed:
             try:
-                verify_geosynth(root)
+                summary = verify_geosynth(root)
+            except DatasetError as err:
+                warnings.warn(f"{err}: regenerating its files", stacklevel=2)
+            else:
+                if summary["extra"]:
+                    extra = summary["extra"]
+                    shown = ", ".join(extra[:5]) + (
+                        f" (+{len(extra) - 5} more)" if len(extra) > 5 else ""
+                    )
+                    warnings.warn(
+                        f"GeoSynth at {root}: reused; {len(extra)} file(s) in it were not "
+                        f"written by the generator and are kept: {shown}",
+                        stacklevel=2,
+                    )
+                    meta["kept_files"] = extra
                 return {**meta, "reused": True}
-            except DatasetError:
-                pass  # damaged or stale: regenerate below
     meta = generate_geosynth(root, profile=profile, seed=seed, progress=progress)
     return {**meta, "reused": False}
 

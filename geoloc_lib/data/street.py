@@ -44,6 +44,35 @@ def _root_exists(root: Path, entry: str) -> None:
         )
 
 
+CVUSA_ROW = "bingmap/...,streetview/...[,annotation]"
+
+
+def _cvusa_row(csv_path: Path, lineno: int, row: list[str]) -> tuple[str, str]:
+    """The (aerial, panorama) paths of one split-CSV row, checked against the CVUSA layout:
+    two or three columns, the aerial tile under ``bingmap/``, the panorama under ``streetview/``."""
+    cells = [c.strip() for c in row]
+    where = f"{csv_path}:{lineno}"
+    if not 2 <= len(cells) <= 3:
+        raise DatasetError(
+            f"{where}: expected 2 or 3 columns '{CVUSA_ROW}', got {len(cells)}: {row}; "
+            "fix the row or restore the split file from the CVUSA archive"
+        )
+    aerial, ground = cells[0], cells[1]
+    if aerial.startswith("streetview/") and ground.startswith("bingmap/"):
+        raise DatasetError(
+            f"{where}: the aerial and panorama columns are swapped ({row}); expected "
+            f"'{CVUSA_ROW}' — fix the row or restore the split file from the CVUSA archive"
+        )
+    for col, (value, folder) in enumerate(((aerial, "bingmap/"), (ground, "streetview/")), 1):
+        if not value.startswith(folder):
+            raise DatasetError(
+                f"{where}: column {col} is {value!r}, expected a path under {folder} "
+                f"(rows read '{CVUSA_ROW}'); fix the row or restore the split file from the "
+                "CVUSA archive"
+            )
+    return aerial, ground
+
+
 def load_cvusa(root: str | Path, split: str = "train") -> PairSet:
     """Read a CVUSA split CSV into ground/aerial path pairs (ids = panorama file stems)."""
     root = Path(root)
@@ -62,13 +91,10 @@ def load_cvusa(root: str | Path, split: str = "train") -> PairSet:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             if not row:
                 continue
-            if len(row) < 2:
-                raise DatasetError(
-                    f"{csv_path}:{lineno}: expected 'aerial,panorama[,annotation]', got {row}"
-                )
-            aerial.append(root / row[0].strip())
-            ground.append(root / row[1].strip())
-            ids.append(Path(row[1].strip()).stem)
+            a_rel, g_rel = _cvusa_row(csv_path, lineno, row)
+            aerial.append(root / a_rel)
+            ground.append(root / g_rel)
+            ids.append(Path(g_rel).stem)
     if not ids:
         raise DatasetError(f"split file {csv_path} lists no pairs")
     missing = [

@@ -28,7 +28,13 @@ from torch import nn
 
 from geoloc_lib.data.types import ImageSet
 from geoloc_lib.errors import ConfigError, DatasetError
-from geoloc_lib.eval.submit import FeatureFile, make_submission, read_query_list, stem
+from geoloc_lib.eval.submit import (
+    CHALLENGE_TOPK,
+    FeatureFile,
+    make_submission,
+    read_query_list,
+    stem,
+)
 
 MASK_LENGTH = 15  # University160k-WX query names are 15 characters
 
@@ -102,6 +108,7 @@ def write_local_challenge(
         FeatureFile(qf, names, gf, gallery_names),
         query_list,
         out_dir / "answer.zip",
+        topk=min(CHALLENGE_TOPK, len(gallery_names)),  # a small local gallery: all of it
         device=device,
         progress=False,
     )

@@ -57,15 +57,32 @@ def load_feature_file(path: str | Path) -> FeatureFile:
         raise DatasetError(
             f"feature file {path} does not exist; write it with torch.save or np.savez"
         )
-    if path.suffix == ".pt":
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            data = {key: npz[key] for key in npz.files}
-    else:
+    if path.suffix not in (".pt", ".npz"):
         raise ConfigError(
             f"feature file {path}: unknown extension {path.suffix!r}; use .pt or .npz"
         )
+    how = (
+        "torch.save a dict of tensors and lists of names"
+        if path.suffix == ".pt"
+        else "np.savez float arrays and string (not object) arrays of names"
+    )
+    try:
+        if path.suffix == ".pt":
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            with np.load(path, allow_pickle=False) as npz:
+                data = {key: npz[key] for key in npz.files}
+    except Exception as err:  # noqa: BLE001 - pickle, zip and format errors all mean "unreadable"
+        text = str(err).strip()
+        if "weights_only" in text:  # torch's advice to unpickle arbitrary objects is not taken
+            detail = "it holds objects other than tensors, names and numbers"
+        elif "allow_pickle" in text:
+            detail = "it holds object arrays, which are not loaded"
+        else:
+            detail = text.splitlines()[0][:160] if text else "unreadable"
+        raise DatasetError(
+            f"feature file {path} cannot be read ({type(err).__name__}: {detail}); {how}"
+        ) from None
     if not isinstance(data, dict):
         raise DatasetError(f"feature file {path}: expected a dict of {', '.join(FEATURE_KEYS)}")
     missing = [key for key in FEATURE_KEYS if key not in data]
@@ -75,7 +92,16 @@ def load_feature_file(path: str | Path) -> FeatureFile:
         )
     out = {}
     for kind in ("query", "gallery"):
-        feats = torch.as_tensor(np.asarray(data[f"{kind}_features"]))
+        try:
+            feats = torch.as_tensor(np.asarray(data[f"{kind}_features"]))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise DatasetError(
+                f"feature file {path}: {kind}_features is not a numeric [N, D] array ({err})"
+            ) from None
+        if not (feats.is_floating_point() or feats.dtype in (torch.int32, torch.int64)):
+            raise DatasetError(
+                f"feature file {path}: {kind}_features has dtype {feats.dtype}; expected floats"
+            )
         names = [str(n) for n in np.asarray(data[f"{kind}_names"]).reshape(-1).tolist()]
         if feats.dim() != 2 or feats.shape[0] != len(names):
             raise DatasetError(
@@ -105,7 +131,8 @@ def _index_by_stem(names: Sequence[str], what: str) -> dict[str, int]:
         key = stem(name)
         if key in index:
             raise DatasetError(
-                f"{what}: {name!r} (row {row}) and row {index[key]} have the same name {key!r}"
+                f"{what}: {name!r} (row {row}) and row {index[key]} have the same name {key!r}; "
+                "each image needs its own file name"
             )
         index[key] = row
     return index
@@ -160,8 +187,18 @@ def write_submission(
             raise ConfigError(
                 f"write_submission: gallery name {bad[0]!r} contains a tab or newline"
             )
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(
+                f"write_submission: query {query_names[r]!r} lists gallery name {repeated[0]!r} "
+                "more than once; every gallery image needs its own name"
+            )
         lines.append("\t".join(names))
     out_zip = Path(out_zip)
+    if out_zip.is_dir():
+        raise ConfigError(
+            f"--out {out_zip} is a folder; pass the zip file to write, e.g. {out_zip / 'answer.zip'}"
+        )
     out_zip.parent.mkdir(parents=True, exist_ok=True)
     info = zipfile.ZipInfo("answer.txt", date_time=_ZIP_DATE)
     info.compress_type = zipfile.ZIP_DEFLATED
@@ -182,7 +219,24 @@ def make_submission(
     normalize: bool = False,
     progress: bool | None = None,
 ) -> Path:
-    """Rank the gallery for the listed queries and write the challenge's ``answer.zip``."""
+    """Rank the gallery for the listed queries and write the challenge's ``answer.zip``.
+
+    The gallery must hold at least ``topk`` images, each under its own name (by stem)."""
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise ConfigError(f"--topk: expected a positive integer, got {topk!r}")
+    out_zip = Path(out_zip)
+    if out_zip.is_dir():
+        raise ConfigError(
+            f"--out {out_zip} is a folder; pass the zip file to write, e.g. {out_zip / 'answer.zip'}"
+        )
+    n_gallery = len(features.gallery_names)
+    if n_gallery < topk:
+        raise ConfigError(
+            f"the gallery has {n_gallery} images, fewer than --topk {topk}: each line must hold "
+            f"{topk} names; pass features of the whole gallery (or a smaller --topk for a local "
+            "check)"
+        )
+    _index_by_stem(features.gallery_names, "gallery names of the feature file")
     rows = order_rows(features.query_names, query_list, "query features")
     query = as_features(features.query_features, "query features")[torch.tensor(rows)]
     result = rank_gallery(

@@ -405,6 +405,7 @@ class MCGF(nn.Module):
             cfg.content,
             pretrained=cfg.pretrained,
             pretrained_file=cfg.content_pretrained_file,
+            file_param="content_pretrained_file",
             num_classes=0,
             **{**size, **cfg.content_arch},
         )
@@ -424,6 +425,7 @@ class MCGF(nn.Module):
                 cfg.encoder,
                 pretrained=cfg.pretrained,
                 pretrained_file=cfg.encoder_pretrained_file,
+                file_param="encoder_pretrained_file",
                 num_classes=0,
                 **{**size, **cfg.encoder_arch},
             )

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.engine import CHECKPOINT_LAST, load_checkpoint
+from geoloc_lib.engine import CHECKPOINT_LAST, checkpoint_elapsed_s, load_checkpoint
 from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.models import create_model
 from geoloc_lib.runtime import resolve_progress
@@ -143,6 +143,25 @@ def train_run(
     name = name or model
     out_dir = Path(runs_dir) / name
     start = time.perf_counter()
+    config = resolved_config(model, preset, overrides)
+    ckpt_path = out_dir / CHECKPOINT_LAST
+    resumed: dict[str, Any] | None = None
+    if resume and ckpt_path.is_file():
+        want = {
+            "model": model,
+            "preset": preset,
+            "epochs": int(epochs) if epochs is not None else config["training"].get("epochs"),
+            "seed": seed,
+            "config": config,
+        }
+        _check_same_run(out_dir, want)
+        ckpt = load_checkpoint(ckpt_path)
+        resumed = {"epoch": int(ckpt["epoch"]), "elapsed_s": checkpoint_elapsed_s(ckpt)}
+        del ckpt
+    # A run.json describes a finished run: removed first, so an interrupted (re)training never
+    # looks finished with another run's description.
+    old_info = _read_info(out_dir)
+    (out_dir / RUN_FILE).unlink(missing_ok=True)
     if TASKS[model] == "drone->satellite":
         from geoloc_lib.training.mcgf import train_mcgf as trainer
     else:
@@ -162,6 +181,12 @@ def train_run(
         **overrides,
     )
     net, history, settings = res.model, res.history, res.settings
+    train_time = time.perf_counter() - start
+    if resumed is not None:
+        if resumed["epoch"] >= int(settings.epochs) and old_info.get("train_time_s") is not None:
+            train_time = float(old_info["train_time_s"])  # finished before: nothing trained now
+        else:
+            train_time += resumed["elapsed_s"]
     info = {
         "name": name,
         "model": model,
@@ -170,11 +195,47 @@ def train_run(
         "epochs": int(settings.epochs),
         "seed": seed,
         "overrides": overrides,
-        "config": resolved_config(model, preset, overrides),
-        "train_time_s": round(time.perf_counter() - start, 1),
+        "config": config,
+        "train_time_s": round(train_time, 1),
     }
+    if resumed is not None:
+        info["resumed_from_epoch"] = resumed["epoch"]
     (out_dir / RUN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
     return Run(name, model, out_dir, info, history, net)
+
+
+def _read_info(out_dir: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((out_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _check_same_run(out_dir: Path, want: dict[str, Any]) -> None:
+    """Refuse to resume a finished run (its ``run.json``) with other settings."""
+    info = _read_info(out_dir)
+    if not info:
+        return  # an interrupted run: fit compares with what its checkpoint saved
+    want = json.loads(json.dumps(want, default=str))
+    diffs = []
+    for key in ("model", "preset", "epochs", "seed"):
+        if key in info and info[key] != want[key]:
+            diffs.append(f"{key}: {info[key]} -> {want[key]}")
+    for part in ("model", "training"):
+        old, new = (info.get("config") or {}).get(part) or {}, want["config"].get(part) or {}
+        for key in sorted(set(old) | set(new)):
+            if key == "epochs" and part == "training":
+                continue
+            if old.get(key) != new.get(key):
+                diffs.append(f"{key}: {old.get(key)} -> {new.get(key)}")
+    if diffs:
+        shown = "; ".join(diffs[:6]) + (f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else "")
+        raise ConfigError(
+            f"cannot resume run {out_dir}: its {RUN_FILE} was trained with other settings "
+            f"(saved -> asked: {shown}). Resume with the saved settings, or train into another "
+            "folder (another name or runs_dir), or pass resume=False to retrain it"
+        )
 
 
 def load_run(run_dir: str | Path) -> Run:

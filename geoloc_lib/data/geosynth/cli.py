@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="random seed (same seed -> identical files)"
     )
     parser.add_argument(
-        "--out", required=True, help="output folder (GeoSynth folders in it are replaced)"
+        "--out",
+        required=True,
+        help="output folder (files an earlier GeoSynth run wrote there are replaced; others kept)",
     )
     parser.add_argument(
         "--workers", type=int, default=None, help="parallel processes (default: up to 2)"

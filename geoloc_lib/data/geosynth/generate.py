@@ -8,9 +8,10 @@ in any order or in parallel processes and still produce byte-identical files.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import shutil
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -25,7 +26,13 @@ from geoloc_lib.data.geosynth import render as R
 from geoloc_lib.data.geosynth.profiles import GeoSynthProfile, get_profile
 from geoloc_lib.data.geosynth.world import Campus, generate_campus
 from geoloc_lib.data.geosynth.writer import (
+    GENERATOR,
+    MANIFEST,
     OUTPUT_DIRS,
+    PARTIAL,
+    in_data_folders,
+    list_files,
+    read_json,
     write_manifest,
     write_tables,
 )
@@ -132,6 +139,38 @@ def plan(profile: GeoSynthProfile, seed: int, out: Path) -> list[CampusTask]:
         )
         index += 1
     return tasks
+
+
+def planned_files(tasks: list[CampusTask]) -> set[str]:
+    """Relative paths of every file a generation of ``tasks`` writes (the manifest aside)."""
+    files = {"University-1652/locations.csv", "University-1652/drone_views.csv"}
+    streets = False
+    for task in tasks:
+        p = task.profile
+        for loc in task.location_ids:
+            if task.split == "distractor":
+                files.add(f"University-1652/test/gallery_satellite/{loc}/{loc}.jpg")
+                continue
+            train = task.split == "train"
+            for d in ["train/satellite"] if train else ["test/query_satellite", "test/gallery_satellite"]:  # fmt: skip
+                files.add(f"University-1652/{d}/{loc}/{loc}.jpg")
+            for d in ["train/drone"] if train else ["test/query_drone", "test/gallery_drone"]:
+                for v in range(p.drone_views):
+                    files.add(f"University-1652/{d}/{loc}/image-{v + 1:02d}.jpeg")
+        for split, numbers in task.street_ids.items():
+            for number in numbers:
+                streets = True
+                pid = pano_id(task.seed, number)
+                base = "CVACT/" + ("ANU_data_test" if split == "test" else "ANU_data_small")
+                files.add(f"{base}/streetview/{pid}_grdView.jpg")
+                files.add(f"{base}/satview_polish/{pid}_satView_polish.jpg")
+                if split != "val":
+                    files.add(f"CVUSA/streetview/panos/{number:07d}.jpg")
+                    files.add(f"CVUSA/bingmap/19/{number:07d}.jpg")
+    if streets:
+        files |= {"CVUSA/splits/train-19zl.csv", "CVUSA/splits/val-19zl.csv"}
+        files.add("CVACT/ACT_data.mat")
+    return files
 
 
 def _task(index, name, split, origin, size_px, ids, streets, seed, profile, out) -> CampusTask:
@@ -306,6 +345,49 @@ def _render_streets(task: CampusTask, campus: Campus, ortho: np.ndarray, out: Pa
     return rows
 
 
+def _owned_files(out: Path) -> set[str] | None:
+    """Files a previous generation into ``out`` wrote (None: no GeoSynth output there).
+
+    Read from the in-progress marker of an interrupted generation and from geosynth.json."""
+    owned: set[str] | None = None
+    for name, what in ((PARTIAL, "GeoSynth in-progress marker"), (MANIFEST, "GeoSynth manifest")):
+        path = out / name
+        if not path.is_file():
+            continue
+        data = read_json(path, what)
+        if name == PARTIAL:
+            listed = set(data.get("owned_files") or ())
+        else:
+            listed = set(data.get("file_sha256") or ())
+            try:  # older generators hashed every file: keep only the paths GeoSynth writes
+                prof = GeoSynthProfile(**data["params"])
+                listed &= planned_files(plan(prof, int(data["seed"]), out))
+            except (KeyError, TypeError, ValueError, ConfigError):
+                pass
+        owned = (owned or set()) | listed
+    return owned
+
+
+def _shown(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def _remove_owned(out: Path, owned: set[str]) -> None:
+    """Delete the files a previous generation wrote, then the folders they leave empty."""
+    dirs: set[Path] = set()
+    for rel in owned:
+        path = out / rel
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+        parent = path.parent
+        while parent != out and out in parent.parents:
+            dirs.add(parent)
+            parent = parent.parent
+    for folder in sorted(dirs, key=lambda d: len(d.parts), reverse=True):
+        if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def generate_geosynth(
     out: str | Path,
     profile: str | GeoSynthProfile = "smoke",
@@ -316,29 +398,65 @@ def generate_geosynth(
     """Generate GeoSynth into ``out`` and return its manifest (also written to geosynth.json).
 
     ``workers`` processes render districts in parallel (default: up to 2, the CPU count);
-    the files do not depend on it. A previous GeoSynth output in ``out`` is replaced; folders
-    named like the real datasets but without a geosynth.json are refused, never deleted.
+    the files do not depend on it. Only files a previous generation wrote (listed in its
+    geosynth.json, or in the ``geosynth.partial.json`` marker of an interrupted one) are replaced:
+    other files in ``out`` are kept, reported, and left out of the manifest (the returned dict
+    lists them under ``kept_files``). A file of someone else at a path the generator writes, or
+    folders named like the real datasets without a GeoSynth manifest, are refused, never deleted.
+    Generation first writes the marker, so an interrupted run is finished by running it again.
     """
     prof = get_profile(profile)
-    if not isinstance(seed, int) or seed < 0:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"parameter seed: expected a non-negative integer, got {seed!r}")
     out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise ConfigError(f"output folder {out} is a broken symbolic link; pass an existing folder")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output folder {out} is a file; pass a folder to --out")
     out.mkdir(parents=True, exist_ok=True)
+    linked = [name for name in OUTPUT_DIRS if (out / name).is_symlink()]
+    if linked:
+        raise ConfigError(
+            f"output folder {out}: {', '.join(linked)} is a symbolic link; GeoSynth does not "
+            "write through links (it could reach a real dataset): pass a folder without them"
+        )
+    owned = _owned_files(out)
     present = [name for name in OUTPUT_DIRS if (out / name).exists()]
-    if present and not (out / "geosynth.json").is_file():
+    if present and owned is None:
         # Never delete folders that may hold a real dataset.
         raise ConfigError(
             f"output folder {out} already holds {', '.join(present)} without a geosynth.json; "
             "pass an empty folder (or a previous GeoSynth output) to --out"
         )
-    for name in (*OUTPUT_DIRS, "geosynth.json"):
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-    start = time.perf_counter()
+    owned = owned or set()
     tasks = plan(prof, seed, out)
+    planned = planned_files(tasks)
+    foreign = sorted(set(list_files(out)) - owned)
+    clash = [rel for rel in foreign if rel in planned or in_data_folders(rel)]
+    if clash:
+        raise ConfigError(
+            f"output folder {out} holds {len(clash)} file(s) that GeoSynth did not write inside "
+            f"the dataset's folders: {_shown(clash)}; move them out of {out} (or pass another "
+            "--out), then run again"
+        )
+    if foreign:
+        warnings.warn(
+            f"GeoSynth output {out}: keeping {len(foreign)} file(s) it did not write "
+            f"(not in its manifest): {_shown(foreign)}",
+            stacklevel=2,
+        )
+    marker = {
+        "generator": GENERATOR,
+        "status": "in progress",
+        "profile": prof.name,
+        "seed": seed,
+        "owned_files": sorted(owned | planned),
+    }
+    (out / PARTIAL).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+    if (out / MANIFEST).exists():
+        (out / MANIFEST).unlink()
+    _remove_owned(out, owned)
+    start = time.perf_counter()
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
     results: dict[int, dict] = {}
@@ -370,6 +488,9 @@ def generate_geosynth(
         for key in ("locations", "drone_views", "streets")
     }
     write_tables(out, rows)
-    manifest = write_manifest(out, prof, seed, rows, progress=progress)
+    manifest = write_manifest(out, prof, seed, rows, progress=progress, keep=set(foreign))
+    (out / PARTIAL).unlink()
     manifest["generation_seconds"] = round(time.perf_counter() - start, 2)
+    if foreign:
+        manifest["kept_files"] = foreign
     return manifest

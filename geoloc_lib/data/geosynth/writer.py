@@ -31,6 +31,28 @@ from geoloc_lib.errors import DatasetError
 GENERATOR = "geosynth"
 VERSION = "1.0"
 MANIFEST = "geosynth.json"
+# Written before a generation touches anything, removed once geosynth.json is written: it names
+# the profile and seed being generated and every file the generator may replace.
+PARTIAL = "geosynth.partial.json"
+# Folders the dataset loaders read: a file there that the generator did not write changes what
+# loads, so it fails verification. Files elsewhere in the output (a weather set saved under
+# University-1652/, notes...) are the user's: reported, kept, never hashed or replaced.
+DATA_FOLDERS = (
+    "University-1652/train/",
+    "University-1652/test/",
+    "CVUSA/bingmap/",
+    "CVUSA/streetview/",
+    "CVUSA/splits/",
+    "CVACT/ANU_data_small/",
+    "CVACT/ANU_data_test/",
+)
+
+
+def in_data_folders(rel: str) -> bool:
+    """True for a relative path inside a folder the loaders read."""
+    return rel.startswith(DATA_FOLDERS)
+
+
 OUTPUT_DIRS = ("University-1652", "CVUSA", "CVACT")
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by geoloc GeoSynth"
 
@@ -105,14 +127,36 @@ def write_tables(out: Path, rows: dict[str, list]) -> None:
     )
 
 
-def _file_hashes(root: Path) -> dict[str, str]:
+def list_files(root: Path) -> list[str]:
+    """Relative paths of every file under ``root`` but the manifest and the in-progress marker."""
+    rels = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return sorted(r for r in rels if r not in (MANIFEST, PARTIAL))
+
+
+def _file_hashes(root: Path, only: set[str] | None = None) -> dict[str, str]:
     hashes = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if rel == MANIFEST:
+    for rel in list_files(root):
+        if only is not None and rel not in only:
             continue
-        hashes[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        hashes[rel] = hashlib.sha256((root / rel).read_bytes()).hexdigest()
     return hashes
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A GeoSynth JSON file (manifest or marker), with a clear error when it is damaged."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(
+            f"{what} {path} is damaged (not valid JSON: {err}); restore it, or move the folder "
+            f"{path.parent} away and generate GeoSynth again"
+        ) from None
+    if not isinstance(data, dict) or data.get("generator") != GENERATOR:
+        raise DatasetError(
+            f"{path} was not written by the GeoSynth generator; restore it, or move the folder "
+            f"{path.parent} away and generate GeoSynth again"
+        )
+    return data
 
 
 def content_hash(hashes: dict[str, str]) -> str:
@@ -139,10 +183,17 @@ def _counts(rows: dict[str, list]) -> dict[str, int]:
 
 
 def write_manifest(
-    out: Path, profile: GeoSynthProfile, seed: int, rows: dict[str, list], progress: bool = False
+    out: Path,
+    profile: GeoSynthProfile,
+    seed: int,
+    rows: dict[str, list],
+    progress: bool = False,
+    keep: set[str] | frozenset[str] = frozenset(),
 ) -> dict:
-    """Hash every file and write ``geosynth.json`` (deterministic: no times or host names)."""
-    hashes = _file_hashes(out)
+    """Hash every file and write ``geosynth.json`` (deterministic: no times or host names).
+
+    Files in ``keep`` (found in ``out`` but not written by the generator) are not hashed."""
+    hashes = _file_hashes(out, set(list_files(out)) - set(keep))
     manifest = {
         "generator": GENERATOR,
         "version": VERSION,
@@ -171,45 +222,59 @@ def write_manifest(
 
 
 def _regen_hint(root: Path, meta: dict | None) -> str:
-    profile = (meta or {}).get("profile", "default")
-    seed = (meta or {}).get("seed", 0)
+    if not meta or "profile" not in meta:
+        return (
+            f"generate it with `geoloc data generate geosynth --profile PROFILE --seed SEED "
+            f"--out {root}` (the profile and seed it was made with: smoke in CI, default for "
+            "the benchmark)"
+        )
+    profile, seed = meta["profile"], meta.get("seed", 0)
     return f"re-run `geoloc data generate geosynth --profile {profile} --seed {seed} --out {root}`"
+
+
+def _shown(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
 
 def verify_geosynth(root: str | Path) -> dict:
     """Recompute every file hash under ``root`` and compare with ``geosynth.json``.
 
-    Returns a summary dict; raises :class:`DatasetError` naming the root, the
-    differing files and the command that regenerates it.
+    Returns a summary dict (``extra``: files the generator did not write, outside the folders
+    the loaders read; they are the user's and accepted); raises :class:`DatasetError` naming the
+    root, the differing files and the command that regenerates it (with the profile and seed the
+    copy was made with). A file the generator did not write inside a folder the loaders read
+    (:data:`DATA_FOLDERS`) fails: it would change the dataset.
     """
     root = Path(root)
     meta_path = root / MANIFEST
+    partial = root / PARTIAL
+    if partial.is_file():
+        info = read_json(partial, "GeoSynth in-progress marker")
+        raise DatasetError(
+            f"GeoSynth generation into {root} (profile {info.get('profile')}, seed "
+            f"{info.get('seed')}) did not finish ({partial} is still there); "
+            f"{_regen_hint(root, info)} to finish it"
+        )
     if not meta_path.is_file():
         raise DatasetError(f"GeoSynth manifest {meta_path} is missing; {_regen_hint(root, None)}")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DatasetError(
-            f"GeoSynth manifest {meta_path} is not valid JSON ({err}); {_regen_hint(root, None)}"
-        ) from err
-    if meta.get("generator") != GENERATOR:
-        raise DatasetError(
-            f"{meta_path} was not written by the GeoSynth generator; {_regen_hint(root, meta)}"
-        )
+    meta = read_json(meta_path, "GeoSynth manifest")
     expected: dict[str, str] = meta.get("file_sha256", {})
-    actual = _file_hashes(root)
+    present = list_files(root)
+    extra = sorted(set(present) - set(expected))
+    unexpected = [rel for rel in extra if in_data_folders(rel)]
+    actual = _file_hashes(root, set(expected))
     missing = sorted(set(expected) - set(actual))
-    extra = sorted(set(actual) - set(expected))
     changed = sorted(k for k in set(expected) & set(actual) if expected[k] != actual[k])
     digest = content_hash(actual)
-    if missing or extra or changed or digest != meta.get("content_sha256"):
+    if missing or changed or unexpected or digest != meta.get("content_sha256"):
         parts = []
-        for label, items in (("missing", missing), ("modified", changed), ("unexpected", extra)):
+        for label, items in (
+            ("missing", missing),
+            ("modified", changed),
+            ("unexpected in the dataset's folders", unexpected),
+        ):
             if items:
-                shown = ", ".join(items[:5]) + (
-                    f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-                )
-                parts.append(f"{len(items)} {label}: {shown}")
+                parts.append(f"{len(items)} {label}: {_shown(items)}")
         detail = "; ".join(parts) or "content hash differs"
         raise DatasetError(
             f"GeoSynth at {root} does not match its manifest ({detail}); {_regen_hint(root, meta)}"
@@ -220,6 +285,7 @@ def verify_geosynth(root: str | Path) -> dict:
         "content_sha256": digest,
         "profile": meta.get("profile"),
         "seed": meta.get("seed"),
+        "extra": extra,
     }
 
 
