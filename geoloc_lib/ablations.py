@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.training.runs import RUN_FILE, Run, load_run, resolved_config, train_run
 
 ABLATION_DIR = "ablations"

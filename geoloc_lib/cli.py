@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from geoloc_lib.errors import GeolocError
+from geoloc_lib.core.errors import GeolocError
 
 # (command words) -> (module, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {

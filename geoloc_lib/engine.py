@@ -16,7 +16,7 @@ scheduler, scaler, every RNG state, epoch, history). ``FitConfig(resume=True)`` 
 checkpoint and, on CPU, ends bit-identical to an uninterrupted run.
 
 Distributed: launch the same script with ``torchrun --nproc_per_node=N``; call
-:func:`setup_distributed` first and build loaders with a sampler that shards by rank (see
+:func:`geoloc_lib.core.distributed.setup_distributed` first and build loaders with a sampler that shards by rank (see
 ``geoloc_lib.data.university_torch.ShardedSampler``). ``fit`` wraps the model in
 DistributedDataParallel, averages logged losses over ranks, validates on rank 0 only and broadcasts
 the metrics, and writes logs and checkpoints on rank 0 only.
@@ -27,24 +27,31 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from geoloc_lib.errors import ConfigError, GeolocError, choices_message
-from geoloc_lib.runtime import resolve_progress
+from geoloc_lib.core.device import (
+    AMP_MODES,
+    autocast_dtype,
+    batch_size,
+    resolve_amp,
+    resolve_device,
+    to_device,
+)
+from geoloc_lib.core.distributed import DistInfo, barrier, broadcast_object, dist_info
+from geoloc_lib.core.errors import ConfigError, GeolocError, choices_message
+from geoloc_lib.core.runtime import resolve_progress
+from geoloc_lib.core.seeding import rng_state, seed_everything, set_rng_state
 
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 
@@ -57,161 +64,7 @@ class NonFiniteLossError(GeolocError):
         self.history = history
 
 
-# --------------------------------------------------------------------------- seeding
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the legacy global state libraries use
-    torch.manual_seed(seed)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: derive NumPy/Python seeds from the worker's torch seed.
-
-    torch seeds each worker with ``base_seed + worker_id`` (base_seed drawn from the loader's
-    generator); NumPy and ``random`` are not reseeded by torch, so workers would share streams.
-    """
-    s = torch.initial_seed() % 2**32
-    np.random.seed(s)  # noqa: NPY002
-    random.seed(s)
-
-
-def make_generator(seed: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with ``seed`` (for DataLoaders and samplers)."""
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global RNG state this process uses."""
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits in a (possibly single-process) job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_info() -> DistInfo:
-    """The current job layout (rank 0 of 1 when torch.distributed is not initialised)."""
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(
-            dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-        )
-    return DistInfo()
-
-
-def setup_distributed(backend: str | None = None) -> DistInfo:
-    """Initialise torch.distributed from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK).
-
-    Without those variables (a plain ``python`` run, a notebook) this is a no-op returning rank 0
-    of 1. The backend defaults to NCCL with GPUs and gloo without; on GPU each process takes
-    ``cuda:LOCAL_RANK``.
-    """
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return DistInfo()
-    if not (dist.is_available() and dist.is_initialized()):
-        if backend is None:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
-    return dist_info()
-
-
-def cleanup_distributed() -> None:
-    """Tear the process group down (safe to call when none exists)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def is_main_process() -> bool:
-    return dist_info().is_main
-
-
-def barrier() -> None:
-    if dist_info().distributed:
-        dist.barrier()
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank (identity without distribution)."""
-    if not dist_info().distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 # --------------------------------------------------------------------------- config & history
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> ``cuda:LOCAL_RANK`` when a GPU is present, else CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ConfigError(f"parameter device: cannot parse {device!r} ({err})") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"parameter device={device!r}, but no CUDA GPU is available; use 'cpu'")
-    return dev
-
-
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """The autocast mode actually used: ``off``, ``bf16`` or ``fp16``.
-
-    ``auto`` means bf16 on GPUs that support it (fp16 + GradScaler otherwise) and ``off`` on CPU:
-    bf16 autocast on this project's reference CPU (no AMX/AVX512-BF16) was measured slower than
-    fp32 (see the MCGF report); pass ``amp="bf16"`` to use it on a CPU where it pays.
-    """
-    if amp not in AMP_MODES:
-        raise ConfigError(f"parameter amp: {choices_message('amp mode', amp, AMP_MODES)}")
-    if amp == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "off"
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError("amp='fp16' needs a CUDA device; use amp='bf16' or 'off' on CPU")
-    return amp
 
 
 @dataclass
@@ -438,21 +291,6 @@ class _LossForward(nn.Module):
         return self.model.training_losses(batch)
 
 
-def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    """Move every tensor of a batch dict to ``device`` (other values pass through)."""
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-        for k, v in batch.items()
-    }
-
-
-def _batch_size(batch: Mapping[str, Any]) -> int:
-    for v in batch.values():
-        if isinstance(v, torch.Tensor) and v.ndim > 0:
-            return int(v.shape[0])
-    return 1
-
-
 def _group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     return {f"lr_{g.get('name', i)}": float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
 
@@ -527,7 +365,7 @@ def fit(
     model.to(device)
     seed_everything(config.seed + info.rank)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    dtype = autocast_dtype(amp)
 
     history = History()
     start_epoch = 0
@@ -580,7 +418,7 @@ def fit(
         history.best_checkpoint = out_dir / CHECKPOINT_BEST
 
     def forward_backward(batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = net(batch)
         loss = out["loss"]
         if not _all_finite(loss, info):
@@ -633,7 +471,7 @@ def fit(
                     sums[k] = sums.get(k, 0.0) + v.detach().float()
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + norm.detach().float()
                 n_steps += 1
-                n_images += _batch_size(batch)
+                n_images += batch_size(batch)
                 bar.update(1)
                 if show and n_steps % 10 == 0:
                     bar.set_postfix(loss=f"{float(sums['loss']) / n_steps:.4f}")
@@ -745,138 +583,3 @@ class _NonFinite(Exception):
         super().__init__(what)
         self.what = what
         self.values = {k: round(v, 6) if math.isfinite(v) else v for k, v in values.items()}
-
-
-# --------------------------------------------------------------------------- evaluation helpers
-
-
-@torch.no_grad()
-def extract_features(
-    model: nn.Module,
-    loader: Iterable[Mapping[str, Any]],
-    view: str,
-    *,
-    device: str | torch.device = "auto",
-    amp: str = "off",
-    batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    progress: bool | None = None,
-    desc: str | None = None,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """Embed every image of ``loader`` with ``model.embed(images, view)``.
-
-    The loader yields dicts with ``"image"`` ([B,3,H,W]) and ``"label"``; ``batch_transform`` runs
-    on the device first (e.g. weather applied to a query set). Returns fp32 CPU features [N, D]
-    and the labels as an int64 array, in loader order. The model is put in eval mode.
-    """
-    dev = resolve_device(device)
-    mode = resolve_amp(amp, dev)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
-    show = resolve_progress(progress)
-    model.eval().to(dev)
-    feats, labels = [], []
-    total = len(loader) if hasattr(loader, "__len__") else None
-    for batch in tqdm(
-        loader, total=total, desc=desc or f"embed {view}", disable=not show, leave=False
-    ):
-        batch = to_device(batch, dev)
-        if batch_transform is not None:
-            batch = batch_transform(batch)
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            f = model.embed(batch["image"], view)
-        feats.append(f.float().cpu())
-        labels.append(batch["label"].cpu())
-    if not feats:
-        raise ConfigError(f"no image to embed for view {view!r}: the evaluation loader is empty")
-    return torch.cat(feats), torch.cat(labels).numpy().astype(np.int64)
-
-
-def measure_throughput(
-    model: nn.Module,
-    batch: Mapping[str, Any],
-    optimizer: torch.optim.Optimizer,
-    *,
-    amp: str = "off",
-    steps: int = 5,
-    warmup: int = 2,
-    device: str | torch.device = "cpu",
-    batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-) -> float:
-    """Training images per second of ``model`` on one repeated ``batch`` (forward+backward+step).
-
-    Used to decide whether bf16 autocast pays on a CPU; it trains the model, so pass a copy.
-    """
-    dev = resolve_device(device)
-    mode = resolve_amp(amp, dev)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
-    model.train().to(dev)
-    b = to_device(batch, dev)
-    n = _batch_size(b)
-    t0 = 0.0
-    for i in range(warmup + steps):
-        if i == warmup:
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t0 = time.perf_counter()
-        x = batch_transform(dict(b)) if batch_transform is not None else b
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            loss = model.training_losses(x)["loss"]
-        loss.backward()
-        optimizer.step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    return steps * n / (time.perf_counter() - t0)
-
-
-# --------------------------------------------------------------------------- optim helpers
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer,
-    kind: str,
-    *,
-    epochs: int,
-    steps_per_epoch: int = 1,
-    warmup_epochs: float = 0.0,
-    interval: str = "epoch",
-    step_size: int = 0,
-    gamma: float = 0.1,
-    min_factor: float = 0.0,
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """A checkpointable LR schedule as a multiplicative factor on every group's base lr.
-
-    ``kind``: ``none`` | ``cosine`` (to ``min_factor``) | ``step`` (×gamma every ``step_size``
-    epochs) | ``linear``; with linear warm-up over ``warmup_epochs``. ``interval`` must match
-    ``FitConfig.scheduler_interval``.
-    """
-    kinds = ("none", "cosine", "step", "linear")
-    if kind not in kinds:
-        raise ConfigError(f"parameter scheduler: {choices_message('scheduler', kind, kinds)}")
-    if kind == "none":
-        return None
-    per = steps_per_epoch if interval == "step" else 1
-    total = max(1, epochs * per)
-    warm = int(round(warmup_epochs * per))
-
-    def factor(i: int) -> float:
-        if i < warm:
-            return (i + 1) / (warm + 1)
-        if kind == "step":
-            return gamma ** ((i // per) // max(1, step_size)) if step_size else 1.0
-        p = min(1.0, (i - warm) / max(1, total - warm))
-        if kind == "cosine":
-            return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * p))
-        return min_factor + (1 - min_factor) * (1 - p)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def sgd_from_groups(
-    model: nn.Module, lr: Mapping[str, float], *, momentum: float = 0.9, weight_decay: float = 5e-4
-) -> torch.optim.SGD:
-    """SGD over ``model.param_groups(lr)`` (one group per name with its own learning rate)."""
-    groups = model.param_groups(dict(lr)) if hasattr(model, "param_groups") else None
-    if groups is None:
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "all"}]
-        groups[0]["lr"] = next(iter(lr.values()))
-    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum, weight_decay=weight_decay)

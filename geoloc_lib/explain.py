@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.data.types import ImageSet, PairSet
-from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.weather import CONDITIONS, WeatherSynth
 
 # --------------------------------------------------------------------------- map utilities

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from geoloc_lib.errors import ConfigError, choices_message
-from geoloc_lib.paths import NOTEBOOKS_DIR, PROFILES_FILE
+from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.paths import NOTEBOOKS_DIR, PROFILES_FILE
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 

@@ -80,8 +80,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geoloc_lib import portable_ops as P
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.core import portable_ops as P
+from geoloc_lib.core.errors import ConfigError, choices_message
 
 CONDITIONS: tuple[str, ...] = (
     "normal",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,13 +23,19 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from geoloc_lib.core.errors import ConfigError, DatasetError, choices_message
+from geoloc_lib.core.runtime import resolve_progress, terminal_progress
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.types import ImageSet
-from geoloc_lib.errors import ConfigError, DatasetError, choices_message
-from geoloc_lib.runtime import resolve_progress, terminal_progress
 from geoloc_lib.weather import CONDITIONS, WeatherSynth, conditions_from_seeds
 
-SPECIAL = ("mixed", "all")
+# The weather recipe was published for 512 px drone images (weather applied before resizing);
+# drawing it at that reference scale keeps drops, flakes and blur the same relative size.
+WEATHER_REFERENCE_SIZE = 512
+EVAL_WEATHER_SEED = 20240611
+# University160k-WX-style query set: each image gets its own random condition.
+MIXED = "mixed"
+SPECIAL = (MIXED, "all")
 
 
 def _query_set(root: Path, query_folder: str) -> ImageSet:
@@ -235,3 +242,39 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"wrote weathered queries under {out}")
     return 0
+
+
+def _fixed_weather(condition: int, synth: WeatherSynth, seed: int) -> Any:
+    """Query transform: one condition for every image, per-image keys from (seed, index)."""
+
+    def apply(batch: dict[str, Any]) -> dict[str, Any]:
+        idx = batch["index"].to(torch.int64)
+        cond = torch.full_like(idx, condition)
+        img, _ = synth(batch["image"], cond, seeds=idx * 1_000_003 + seed)
+        return {**batch, "image": img.clamp(0, 1)}
+
+    return apply
+
+
+def eval_weather(
+    condition: str, synth: WeatherSynth | None = None, seed: int = EVAL_WEATHER_SEED
+) -> Any:
+    """``batch_transform`` weathering ``batch["image"]`` for evaluation.
+
+    ``condition``: one of :data:`CONDITIONS` for every image, or ``"mixed"`` (a condition per
+    image drawn from its key, as in University160k-WX). Keys come from ``(seed, index in the
+    set)``, so an image looks the same whatever the batch size or the call. With ``"mixed"``
+    the batch also gets ``"condition"``, the index drawn for each image.
+    """
+    synth = synth or WeatherSynth(reference_size=WEATHER_REFERENCE_SIZE)
+    if condition != MIXED:
+        if condition not in CONDITIONS:
+            raise ConfigError(choices_message("condition", condition, (*CONDITIONS, MIXED)))
+        return _fixed_weather(CONDITIONS.index(condition), synth, seed)
+
+    def apply(batch: dict[str, Any]) -> dict[str, Any]:
+        keys = batch["index"].to(torch.int64) * 1_000_003 + seed
+        img, cond = synth(batch["image"], conditions_from_seeds(keys), seeds=keys)
+        return {**batch, "image": img.clamp(0, 1), "condition": cond}
+
+    return apply

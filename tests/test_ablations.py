@@ -12,8 +12,8 @@ from layouts import make_university1652
 from torch import nn
 
 from geoloc_lib import ablations as A
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.errors import ConfigError
 from geoloc_lib.models.cost import (
     TensorMemoryTracker,
     build_for_cost,

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.eval.tables import (
     WEATHER_GROUPS,
     mcgf_table1,

@@ -16,6 +16,7 @@ import scipy.io
 import torch
 from PIL import Image
 
+from geoloc_lib.core.errors import ConfigError, DatasetError
 from geoloc_lib.data.geosynth import (
     PROFILES,
     generate_geosynth,
@@ -23,11 +24,10 @@ from geoloc_lib.data.geosynth import (
     verify_geosynth,
 )
 from geoloc_lib.data.geosynth import render as R
-from geoloc_lib.data.geosynth.baselines import raw_pixel_features, trivial_matchers
 from geoloc_lib.data.geosynth.world import BUILDING, GROUND, Campus
 from geoloc_lib.data.sources import resolve_sources
-from geoloc_lib.errors import ConfigError, DatasetError
 from geoloc_lib.eval import evaluate_pairs
+from geoloc_lib.eval.baselines import raw_pixel_features, trivial_matchers
 
 TINY = PROFILES["tiny"]
 

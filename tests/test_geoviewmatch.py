@@ -9,7 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.models import create_model
 from geoloc_lib.models.geoviewmatch import (
     ABLATIONS,

@@ -10,7 +10,7 @@ from layouts import make_cvact, make_university1652
 from matplotlib.figure import Figure
 
 from geoloc_lib import explain
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.models import create_model
 from geoloc_lib.viz import heatmaps as viz
 

@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from geoloc_lib.errors import DatasetError
+from geoloc_lib.core.errors import DatasetError
 from geoloc_lib.eval.local_challenge import (
     masked_names,
     read_answer,

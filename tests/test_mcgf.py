@@ -11,9 +11,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.university import load_university1652
 from geoloc_lib.data.university_torch import ShardedSampler, UniversityTrainSet
-from geoloc_lib.errors import ConfigError
 from geoloc_lib.models import create_model
 from geoloc_lib.models.backbones import create_backbone
 from geoloc_lib.models.mcgf import RESIDUALS, MCGFConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.profiles import (
     list_notebooks,
     load_profiles,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from layouts import make_university1652
 
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.errors import ConfigError
 from geoloc_lib.losses import SymmetricInfoNCE, first_occurrence
 from geoloc_lib.models import create_model
 from geoloc_lib.training.mcgf import load_mcgf

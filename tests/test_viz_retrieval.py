@@ -8,7 +8,7 @@ import torch
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.viz.retrieval import (
     MATCH_COLOR,
     MISS_COLOR,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.weather import (
     CONDITIONS,
     RECIPES,

@@ -15,7 +15,7 @@ import pandas as pd
 from geoloc_lib.data.street import load_cvact, load_cvusa
 from geoloc_lib.data.types import PairSet
 from geoloc_lib.data.university import University1652, load_university1652
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.core.errors import ConfigError, choices_message
 
 DATASETS = ("geosynth", "real")
 STREET_FORMATS = ("cvact", "cvusa")
@@ -88,7 +88,7 @@ def prepare_geosynth(root: str | Path, profile: str, seed: int, progress: bool =
 
     from geoloc_lib.data.geosynth import generate_geosynth, verify_geosynth
     from geoloc_lib.data.geosynth.writer import PARTIAL, read_json
-    from geoloc_lib.errors import DatasetError
+    from geoloc_lib.core.errors import DatasetError
 
     root = Path(root)
     meta_file = root / "geosynth.json"

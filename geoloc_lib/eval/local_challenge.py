@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from geoloc_lib.core.errors import ConfigError, DatasetError
 from geoloc_lib.data.types import ImageSet
-from geoloc_lib.errors import ConfigError, DatasetError
 from geoloc_lib.eval.submit import (
     CHALLENGE_TOPK,
     FeatureFile,
@@ -81,8 +81,8 @@ def write_local_challenge(
     (not the folder order, as in the challenge). Gallery names are the file stems (location ids).
     """
     from geoloc_lib.data.university_torch import eval_loader
-    from geoloc_lib.engine import extract_features
-    from geoloc_lib.training.mcgf import EVAL_WEATHER_SEED, eval_weather
+    from geoloc_lib.eval.features import extract_features
+    from geoloc_lib.weather_sets import EVAL_WEATHER_SEED, eval_weather
 
     size = img_size or getattr(getattr(model, "cfg", None), "img_size", None)
     size = size or getattr(model, "img_size", None)

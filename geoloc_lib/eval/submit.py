@@ -25,9 +25,9 @@ from pathlib import Path, PurePath
 import numpy as np
 import torch
 
-from geoloc_lib.errors import ConfigError, DatasetError
+from geoloc_lib.core.errors import ConfigError, DatasetError
+from geoloc_lib.core.runtime import terminal_progress
 from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, as_features, rank_gallery
-from geoloc_lib.runtime import terminal_progress
 
 CHALLENGE_TOPK = 10
 FEATURE_KEYS = ("query_features", "query_names", "gallery_features", "gallery_names")

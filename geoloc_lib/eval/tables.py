@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.eval.metrics import DEFAULT_THRESHOLDS_M
 from geoloc_lib.weather import CONDITIONS
 

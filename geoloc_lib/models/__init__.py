@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.core.errors import ConfigError, choices_message
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 

@@ -36,7 +36,7 @@ import timm
 import torch
 from torch import nn
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoloc_lib.config import resolve_preset
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.config import resolve_preset
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.losses import SymmetricInfoNCE
 from geoloc_lib.models import register_model
 from geoloc_lib.models.geoviewmatch import IMAGENET_MEAN, IMAGENET_STD, SiameseBackbone
-from geoloc_lib.optim import split_decay
+from geoloc_lib.models.params import split_decay
 
 
 @dataclass

@@ -37,17 +37,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoloc_lib.augment import (
+from geoloc_lib.core.config import resolve_preset
+from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.data.augment import (
     StrongAugConfig,
     random_quarter_turns,
     rotate_aerial_and_shift_panorama,
     strong_augment,
 )
-from geoloc_lib.config import resolve_preset
-from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.losses import contrastive_loss, soft_margin_triplet
 from geoloc_lib.models import register_model
-from geoloc_lib.optim import split_decay
+from geoloc_lib.models.params import split_decay
 
 VIEWS = ("ground", "aerial")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

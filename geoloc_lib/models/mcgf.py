@@ -98,9 +98,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoloc_lib.config import resolve_preset
+from geoloc_lib.core.config import resolve_preset
+from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.diffusion import NoiseSchedule, ddim_sample, q_sample
-from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.losses import SymmetricInfoNCE
 from geoloc_lib.models import register_model
 from geoloc_lib.models.backbones import create_backbone

@@ -29,22 +29,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.seeding import make_generator, seed_everything
 from geoloc_lib.data.sources import DataSources
 from geoloc_lib.data.street import load_cvact, load_cvusa
 from geoloc_lib.data.street_torch import GeoNeighbourSampler, StreetPairDataset, ViewDataset
 from geoloc_lib.data.types import PairSet
-from geoloc_lib.engine import (
-    FitConfig,
-    extract_features,
-    fit,
-    load_checkpoint,
-    make_generator,
-    make_scheduler,
-    seed_everything,
-)
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.engine import FitConfig, fit, load_checkpoint
+from geoloc_lib.eval.features import extract_features
 from geoloc_lib.models import create_model
-from geoloc_lib.optim import build_adamw, weight_tensor_ids
+from geoloc_lib.optim import build_adamw, make_scheduler, weight_tensor_ids
 
 MODELS = ("geoviewmatch", "infonce_baseline")
 

@@ -31,33 +31,29 @@ import pandas as pd
 import torch
 from torch import nn
 
+from geoloc_lib.core.device import resolve_device
+from geoloc_lib.core.distributed import setup_distributed
+from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.runtime import resolve_progress
+from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.data.sources import DataSources
 from geoloc_lib.data.types import ImageSet
 from geoloc_lib.data.university import University1652, load_university1652
 from geoloc_lib.data.university_torch import eval_loader, train_loader
-from geoloc_lib.engine import (
-    FitConfig,
-    extract_features,
-    fit,
-    load_checkpoint,
-    make_scheduler,
-    resolve_device,
-    seed_everything,
-    setup_distributed,
-)
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.engine import FitConfig, fit, load_checkpoint
 from geoloc_lib.eval import evaluate_university1652
+from geoloc_lib.eval.features import extract_features
 from geoloc_lib.models import create_model
-from geoloc_lib.runtime import resolve_progress
-from geoloc_lib.weather import CONDITIONS, WeatherSynth, conditions_from_seeds
+from geoloc_lib.optim import make_scheduler
+from geoloc_lib.weather import CONDITIONS, WeatherSynth
+from geoloc_lib.weather_sets import (
+    EVAL_WEATHER_SEED,
+    MIXED,
+    WEATHER_REFERENCE_SIZE,
+    eval_weather,
+)
 
 MODELS = ("mcgf", "mcgf_matching_only")
-# The weather recipe was published for 512 px drone images (weather applied before resizing);
-# drawing it at that reference scale keeps drops, flakes and blur the same relative size.
-WEATHER_REFERENCE_SIZE = 512
-EVAL_WEATHER_SEED = 20240611
-# University160k-WX-style query set: each image gets its own random condition.
-MIXED = "mixed"
 
 
 @dataclass
@@ -76,7 +72,7 @@ class TrainSettings:
     grad_clip: float | None = 5.0
     repeats: int = 1  # visits of each training location per epoch
     optimizer: str = "sgd"  # sgd (the paper's) | adamw
-    augment: str = "flip_rot90"  # a geoloc_lib.augment.PAIR_AUGMENTS name
+    augment: str = "flip_rot90"  # a geoloc_lib.data.augment.PAIR_AUGMENTS name
     val_every: int = 1  # epochs between validation passes (and always after the last one)
     # The restoration module's own group (MCGF.param_groups); None: lr_head, as the CPU presets
     # were measured with.
@@ -213,42 +209,6 @@ def weather_batch_transform(
     def apply(batch: dict[str, Any]) -> dict[str, Any]:
         weathered, cond = synth(batch["drone"])
         return {**batch, "drone_weather": weathered.clamp(0, 1), "condition": cond}
-
-    return apply
-
-
-def _fixed_weather(condition: int, synth: WeatherSynth, seed: int) -> Any:
-    """Query transform: one condition for every image, per-image keys from (seed, index)."""
-
-    def apply(batch: dict[str, Any]) -> dict[str, Any]:
-        idx = batch["index"].to(torch.int64)
-        cond = torch.full_like(idx, condition)
-        img, _ = synth(batch["image"], cond, seeds=idx * 1_000_003 + seed)
-        return {**batch, "image": img.clamp(0, 1)}
-
-    return apply
-
-
-def eval_weather(
-    condition: str, synth: WeatherSynth | None = None, seed: int = EVAL_WEATHER_SEED
-) -> Any:
-    """``batch_transform`` weathering ``batch["image"]`` for evaluation.
-
-    ``condition``: one of :data:`CONDITIONS` for every image, or ``"mixed"`` (a condition per
-    image drawn from its key, as in University160k-WX). Keys come from ``(seed, index in the
-    set)``, so an image looks the same whatever the batch size or the call. With ``"mixed"``
-    the batch also gets ``"condition"``, the index drawn for each image.
-    """
-    synth = synth or WeatherSynth(reference_size=WEATHER_REFERENCE_SIZE)
-    if condition != MIXED:
-        if condition not in CONDITIONS:
-            raise ConfigError(choices_message("condition", condition, (*CONDITIONS, MIXED)))
-        return _fixed_weather(CONDITIONS.index(condition), synth, seed)
-
-    def apply(batch: dict[str, Any]) -> dict[str, Any]:
-        keys = batch["index"].to(torch.int64) * 1_000_003 + seed
-        img, cond = synth(batch["image"], conditions_from_seeds(keys), seeds=keys)
-        return {**batch, "image": img.clamp(0, 1), "condition": cond}
 
     return apply
 

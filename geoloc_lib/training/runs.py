@@ -23,11 +23,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.data.sources import DataSources
 from geoloc_lib.engine import CHECKPOINT_LAST, checkpoint_elapsed_s, load_checkpoint
-from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.models import create_model
-from geoloc_lib.runtime import resolve_progress
 
 TASKS = {
     "mcgf": "drone->satellite",

@@ -16,8 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.images import read_image
-from geoloc_lib.errors import ConfigError
 
 MATCH_COLOUR, MISS_COLOUR = "#1a9641", "#d7191c"
 

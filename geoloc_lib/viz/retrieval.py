@@ -22,9 +22,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.types import ImageSet, PairSet
-from geoloc_lib.errors import ConfigError
 from geoloc_lib.eval.ranking import NO_MATCH, rank_gallery
 
 MATCH_COLOR = "#2ca02c"  # green: a true match
@@ -177,9 +177,9 @@ def drone_retrieval_figure(
     input size; ``condition`` may be ``"mixed"``.
     """
     from geoloc_lib.data.university_torch import eval_loader, to_tensor
-    from geoloc_lib.engine import extract_features
-    from geoloc_lib.training.mcgf import EVAL_WEATHER_SEED, MIXED, eval_weather
+    from geoloc_lib.eval.features import extract_features
     from geoloc_lib.weather import CONDITIONS
+    from geoloc_lib.weather_sets import EVAL_WEATHER_SEED, MIXED, eval_weather
 
     size = img_size or getattr(getattr(model, "cfg", None), "img_size", None)
     size = size or getattr(model, "img_size", None)
@@ -229,7 +229,7 @@ def street_retrieval_figure(
     shown with the model's preprocessing (CVACT: middle half of the rows) at a readable size.
     """
     from geoloc_lib.data.street_torch import StreetPairDataset, ViewDataset, load_ground
-    from geoloc_lib.engine import extract_features
+    from geoloc_lib.eval.features import extract_features
 
     cfg = model.cfg
     ds = StreetPairDataset(pairs, cfg.ground_size, cfg.aerial_size)

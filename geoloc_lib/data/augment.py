@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.core.errors import ConfigError, choices_message
 
 # ITU-R BT.601 luma, the weights torchvision's rgb_to_grayscale uses.
 _LUMA = (0.299, 0.587, 0.114)
