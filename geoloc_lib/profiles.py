@@ -157,7 +157,7 @@ def _rules() -> dict[str, Any]:
     """Checks of the notebooks' parameters by name (the same name means the same thing)."""
     from geoloc_lib.data.geosynth.profiles import PROFILES
     from geoloc_lib.training.runs import TASKS
-    from geoloc_lib.weather import CONDITIONS
+    from geoloc_lib.weather.synth import CONDITIONS
 
     models = tuple(sorted(TASKS))
     return {

@@ -18,7 +18,7 @@ from geoloc_lib.eval.tables import (
     weather_table,
     wide_table,
 )
-from geoloc_lib.weather import CONDITIONS, conditions_from_seeds
+from geoloc_lib.weather.synth import CONDITIONS, conditions_from_seeds
 from tests.layouts import make_university1652
 
 METRICS = ["R@1", "R@5", "R@10", "AP"]

@@ -414,7 +414,7 @@ def test_user_file_hashed_into_an_old_manifest_is_kept(gens, tmp_path):
 
 def test_weather_set_saved_inside_geosynth_survives_notebook_00(gens, tmp_path):
     from geoloc_lib.data.sources import prepare_geosynth
-    from geoloc_lib.weather_sets import materialise_weather_queries
+    from geoloc_lib.weather.sets import materialise_weather_queries
 
     root = tmp_path / "copy"
     shutil.copytree(gens["a"], root)

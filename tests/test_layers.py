@@ -10,8 +10,7 @@ Layers, lowest first (the package docstring has the map):
 5. analysis  ablations, explain; viz: figures
 6. pipeline  cli, runner, profiles, reports index; bench: throughput benchmarks
 
-Every import statement counts, including those inside functions. The rules of issue 15 in
-words: core imports nothing else of the package; data, weather and models never import training,
+Every import statement counts, including those inside functions. The rules in words: core imports nothing else of the package; data, weather and models never import training,
 engine, eval, analysis or viz; eval never imports training or viz; viz never imports training.
 """
 
@@ -32,8 +31,8 @@ LAYER_OF = {
     "geoloc_lib.core": "core",
     "geoloc_lib.data": "data",
     "geoloc_lib.weather": "weather",
-    "geoloc_lib.weather_sets": "weather",
-    "geoloc_lib.weather_bench": "bench",
+    "geoloc_lib.weather.sets": "weather",
+    "geoloc_lib.weather.bench": "bench",
     "geoloc_lib.models": "models",
     "geoloc_lib.losses": "models",
     "geoloc_lib.diffusion": "models",

@@ -82,7 +82,7 @@ def write_local_challenge(
     """
     from geoloc_lib.data.university_torch import eval_loader
     from geoloc_lib.eval.features import extract_features
-    from geoloc_lib.weather_sets import EVAL_WEATHER_SEED, eval_weather
+    from geoloc_lib.weather.sets import EVAL_WEATHER_SEED, eval_weather
 
     size = img_size or getattr(getattr(model, "cfg", None), "img_size", None)
     size = size or getattr(model, "img_size", None)

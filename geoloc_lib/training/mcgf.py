@@ -45,13 +45,14 @@ from geoloc_lib.eval import evaluate_university1652
 from geoloc_lib.eval.features import extract_features
 from geoloc_lib.models import create_model
 from geoloc_lib.optim import make_scheduler
-from geoloc_lib.weather import CONDITIONS, WeatherSynth
-from geoloc_lib.weather_sets import (
+from geoloc_lib.weather.sets import (
     EVAL_WEATHER_SEED,
     MIXED,
     WEATHER_REFERENCE_SIZE,
     eval_weather,
+    weather_keys,
 )
+from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth
 
 MODELS = ("mcgf", "mcgf_matching_only")
 
@@ -336,7 +337,7 @@ def train_mcgf(
 
         def weathered(batch: dict[str, Any]) -> dict[str, Any]:
             idx = batch["index"].to(torch.int64)
-            img, _ = synth(batch["image"], cond[idx], seeds=idx * 1_000_003 + EVAL_WEATHER_SEED)
+            img, _ = synth(batch["image"], cond[idx], seeds=weather_keys(idx, EVAL_WEATHER_SEED))
             return {**batch, "image": img.clamp(0, 1)}
 
         def validate(m: nn.Module, epoch: int) -> dict[str, float]:

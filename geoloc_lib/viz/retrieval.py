@@ -178,8 +178,8 @@ def drone_retrieval_figure(
     """
     from geoloc_lib.data.university_torch import eval_loader, to_tensor
     from geoloc_lib.eval.features import extract_features
-    from geoloc_lib.weather import CONDITIONS
-    from geoloc_lib.weather_sets import EVAL_WEATHER_SEED, MIXED, eval_weather
+    from geoloc_lib.weather.sets import EVAL_WEATHER_SEED, MIXED, eval_weather
+    from geoloc_lib.weather.synth import CONDITIONS
 
     size = img_size or getattr(getattr(model, "cfg", None), "img_size", None)
     size = size or getattr(model, "img_size", None)

@@ -11,7 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from geoloc_lib.weather import CONDITIONS, WeatherSynth
+from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth
 
 
 def _load(images: torch.Tensor | Sequence[str | Path], size: int) -> torch.Tensor:
