@@ -253,7 +253,7 @@ def run_street_ablations(
     One row per label: ``variant``, ``run``, ``trained_now``, ``epochs``, ``queries`` and
     R@1/R@5/R@10/R@1% in percent. A run shared by two labels is evaluated once.
     """
-    from geoloc_lib.training.geoviewmatch import evaluate_street_model
+    from geoloc_lib.eval.street import evaluate_street_model
 
     split = split or street_eval_split(sources)
     pairs = sources.street(split)
@@ -303,7 +303,7 @@ def run_mcgf_ablations(
     Tidy: one row per (variant, condition) including the ``mean`` over the ten conditions, with
     R@1/R@5/R@10/AP in percent; ``max_queries`` subsamples the drone queries (fixed seed).
     """
-    from geoloc_lib.training.mcgf import evaluate_mcgf
+    from geoloc_lib.eval.university import evaluate_mcgf
 
     frames = []
     for v in mcgf_variants():

@@ -39,6 +39,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from geoloc_lib.core.checkpoints import load_checkpoint
 from geoloc_lib.core.device import (
     AMP_MODES,
     autocast_dtype,
@@ -164,17 +165,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ``fit`` (a dict: model, optimizer, ..., epoch, history)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # truncated or foreign file
-        raise ConfigError(f"cannot read checkpoint {path}: {err}") from err
 
 
 def load_model_weights(model: nn.Module, path: str | Path, strict: bool = True) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def write_local_challenge(
 
     Queries are drone images under ``condition`` (``"mixed"``: a random condition per image,
     as in University160k-WX), weathered exactly as
-    :func:`geoloc_lib.training.mcgf.evaluate_mcgf` weathers the same query set, so the answer's
+    :func:`geoloc_lib.eval.university.evaluate_mcgf` weathers the same query set, so the answer's
     R@1 equals that evaluation's. Names are masked with ``seed``; the list is in sorted order
     (not the folder order, as in the challenge). Gallery names are the file stems (location ids).
     """

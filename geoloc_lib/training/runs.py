@@ -23,11 +23,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from geoloc_lib.core.checkpoints import load_checkpoint
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.engine import CHECKPOINT_LAST, checkpoint_elapsed_s, load_checkpoint
-from geoloc_lib.models import create_model
+from geoloc_lib.engine import CHECKPOINT_LAST, checkpoint_elapsed_s
+from geoloc_lib.models import create_model, load_model
 
 TASKS = {
     "mcgf": "drone->satellite",
@@ -249,11 +250,7 @@ def load_run(run_dir: str | Path) -> Run:
         )
     model_name = load_checkpoint(ckpt_path).get("model_name")
     check_model(str(model_name))
-    if TASKS[model_name] == "drone->satellite":
-        from geoloc_lib.training.mcgf import load_mcgf as load
-    else:
-        from geoloc_lib.training.geoviewmatch import load_street_model as load
-    model = load(ckpt_path).eval()
+    model = load_model(ckpt_path).eval()
     info_file = run_dir / RUN_FILE
     info = json.loads(info_file.read_text()) if info_file.is_file() else {"model": model_name}
     history_file = run_dir / "history.csv"
@@ -276,7 +273,7 @@ def load_runs(runs_dir: str | Path, names: list[str]) -> dict[str, Run]:
 def export_weights(run: Run, path: str | Path) -> Path:
     """Weights-only copy of a run (model name, config and state; no optimizer or RNG state).
 
-    ``load_mcgf`` / ``load_street_model`` read it like a full checkpoint."""
+    ``geoloc_lib.models.load_model`` reads it like a full checkpoint."""
     ckpt = load_checkpoint(run.checkpoint)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -172,7 +172,7 @@ def drone_retrieval_figure(
 ) -> Figure:
     """Top-``k`` satellite tiles of ``n_queries`` seeded drone queries under ``condition``.
 
-    The queries are weathered exactly as :func:`geoloc_lib.training.mcgf.evaluate_mcgf` does
+    The queries are weathered exactly as :func:`geoloc_lib.eval.university.evaluate_mcgf` does
     on the full query set (per-image keys from the row in ``query``), and shown at the model's
     input size; ``condition`` may be ``"mixed"``.
     """
