@@ -30,6 +30,7 @@ from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.models import create_model
 from geoloc_lib.reporting import markdown_table
+from geoloc_lib.training.recipes import recipe_for
 from geoloc_lib.training.runs import TASKS, check_model
 
 
@@ -103,8 +104,7 @@ def bench_train(
     for name in models:
         check_model(name)
         seed_everything(0)
-        extra = {"num_classes": 256} if TASKS[name] == "drone->satellite" else {}
-        base = create_model(name, preset=preset, **extra)
+        base = create_model(name, preset=preset, **recipe_for(name).data_config)
         batch = _batch(base, batch_size)
         rates = {}
         for amp in ("off", "bf16"):

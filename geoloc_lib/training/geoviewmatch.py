@@ -20,7 +20,7 @@ GeoViewMatch's Tables 2 and 3.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from geoloc_lib.engine import FitConfig, fit
 from geoloc_lib.eval.street import evaluate_pair_dataset, subset_pairs
 from geoloc_lib.models import create_model
 from geoloc_lib.optim import build_adamw, make_scheduler, weight_tensor_ids
+from geoloc_lib.training.recipes import Recipe, register_recipe, split_overrides
 
 MODELS = ("geoviewmatch", "infonce_baseline")
 
@@ -101,14 +102,6 @@ class StreetTrainResult:
     settings: StreetTrainSettings
     model_config: dict
     train_time_s: float
-
-
-def split_overrides(overrides: dict[str, Any]) -> tuple[dict, dict]:
-    """Route ``**overrides`` to the training settings or the model config by field name."""
-    train_keys = {f.name for f in fields(StreetTrainSettings)}
-    train = {k: v for k, v in overrides.items() if k in train_keys}
-    model_cfg = {k: v for k, v in overrides.items() if k not in train_keys}
-    return train, model_cfg
 
 
 def resolve_street_settings(
@@ -188,7 +181,7 @@ def train_street_model(
     (or ``resume=PATH`` from a given checkpoint, e.g. a ``checkpoint_epoch{N}.pt`` kept with
     ``keep_epoch_checkpoints``).
     """
-    train_over, model_over = split_overrides(overrides)
+    train_over, model_over = split_overrides(StreetTrainSettings, overrides)
     settings = resolve_street_settings(model, preset, epochs=epochs, **train_over)
     if ablation is not None:
         if model != "geoviewmatch":
@@ -258,4 +251,16 @@ def train_street_model(
         settings=settings,
         model_config=net.config_dict(),
         train_time_s=time.perf_counter() - t0,
+    )
+
+
+for _model in MODELS:
+    register_recipe(
+        Recipe(
+            model=_model,
+            task="street->aerial",
+            settings=StreetTrainSettings,
+            presets={p: s for (m, p), s in TRAIN_PRESETS.items() if m == _model},
+            train=train_street_model,
+        )
     )

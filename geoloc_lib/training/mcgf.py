@@ -23,7 +23,7 @@ trains ``E_content`` + MLP with cross-entropy on ``[satellite, drone_weather]``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from geoloc_lib.eval.university import evaluate_mcgf as evaluate_mcgf  # for the
 from geoloc_lib.eval.university import subset_images
 from geoloc_lib.models import create_model
 from geoloc_lib.optim import make_scheduler
+from geoloc_lib.training.recipes import Recipe, register_recipe, split_overrides
 from geoloc_lib.weather.sets import (
     EVAL_WEATHER_SEED,
     WEATHER_REFERENCE_SIZE,
@@ -182,15 +183,6 @@ class TrainResult:
     settings: TrainSettings
 
 
-def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Route overrides to :class:`TrainSettings` or the model's ``MCGFConfig`` by field name."""
-    train_keys = {f.name for f in fields(TrainSettings)}
-    return (
-        {k: v for k, v in overrides.items() if k in train_keys},
-        {k: v for k, v in overrides.items() if k not in train_keys},
-    )
-
-
 def weather_batch_transform(
     synth: WeatherSynth | None = None,
 ) -> Any:
@@ -249,7 +241,7 @@ def train_mcgf(
         raise ConfigError(f"train_mcgf: {choices_message('model', model, MODELS)}")
     if preset not in TRAIN_PRESETS:
         raise ConfigError(f"train_mcgf: {choices_message('preset', preset, TRAIN_PRESETS)}")
-    train_over, overrides = split_overrides(overrides)
+    train_over, overrides = split_overrides(TrainSettings, overrides)
     setup_distributed()
     data = university(sources_or_root)
     settings = resolve_train_settings(
@@ -332,4 +324,17 @@ def train_mcgf(
         model=net,
         out_dir=Path(out_dir) if out_dir is not None else None,
         settings=settings,
+    )
+
+
+for _model in MODELS:
+    register_recipe(
+        Recipe(
+            model=_model,
+            task="drone->satellite",
+            settings=TrainSettings,
+            presets=TRAIN_PRESETS,
+            train=train_mcgf,
+            data_config={"num_classes": 256},  # a stand-in: the training set sets it
+        )
     )

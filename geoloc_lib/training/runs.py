@@ -4,7 +4,7 @@ A *run* is a folder ``runs_dir/<name>/`` holding the engine's ``checkpoint_last.
 ``history.csv`` plus ``run.json`` (model, preset, epochs, seed, overrides, training time). The
 notebooks pass run folders between each other: 01 trains, 02-04 load them by name.
 
-Models and the task they train on:
+Each model trains by its own recipe (:mod:`geoloc_lib.training.recipes`), which names its task:
 
 - ``mcgf``, ``mcgf_matching_only``: drone -> satellite (University-1652 layout, weathered drones);
 - ``geoviewmatch``, ``infonce_baseline``: street -> aerial (CVUSA / CVACT layout).
@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +24,14 @@ import torch
 from torch import nn
 
 from geoloc_lib.core.checkpoints import load_checkpoint
-from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.data.sources import DataSources
 from geoloc_lib.engine import CHECKPOINT_LAST, checkpoint_elapsed_s
 from geoloc_lib.models import create_model, load_model
+from geoloc_lib.training.recipes import recipe_for, recipes
 
-TASKS = {
-    "mcgf": "drone->satellite",
-    "mcgf_matching_only": "drone->satellite",
-    "geoviewmatch": "street->aerial",
-    "infonce_baseline": "street->aerial",
-}
+TASKS = {name: recipe.task for name, recipe in recipes().items()}
 RUN_FILE = "run.json"
 
 
@@ -60,25 +56,8 @@ class Run:
 
 
 def check_model(model: str) -> str:
-    if model not in TASKS:
-        raise ConfigError(f"parameter models: {choices_message('model', model, TASKS)}")
+    recipe_for(model)
     return model
-
-
-def _family(model: str) -> tuple[Any, Any]:
-    """The model family's training module and its train function."""
-    if TASKS[model] == "drone->satellite":
-        from geoloc_lib.training import mcgf
-
-        return mcgf, mcgf.train_mcgf
-    from geoloc_lib.training import geoviewmatch
-
-    return geoviewmatch, geoviewmatch.train_street_model
-
-
-def preset_key(model: str, preset: str) -> Any:
-    """The key of a preset in the model family's ``TRAIN_PRESETS``."""
-    return preset if TASKS[model] == "drone->satellite" else (model, preset)
 
 
 def resolved_config(
@@ -91,15 +70,10 @@ def resolved_config(
     stores it, so a run folder can be reused only by a run that would train the same thing
     (a changed preset changes it).
     """
-    check_model(model)
-    family, trainer = _family(model)
-    if preset_key(model, preset) not in family.TRAIN_PRESETS:
-        raise ConfigError(
-            f"parameter preset: {choices_message('preset', preset, ('paper', 'default', 'smoke'))}"
-        )
-    run_options = set(inspect.signature(trainer).parameters)  # val_queries, batch_size, ...
-    train_over, model_over = family.split_overrides(dict(overrides or {}))
-    settings = replace(family.TRAIN_PRESETS[preset_key(model, preset)], **train_over)
+    recipe = recipe_for(model)
+    run_options = set(inspect.signature(recipe.train).parameters)  # val_queries, batch_size...
+    train_over, model_over = recipe.split_overrides(dict(overrides or {}))
+    settings = recipe.preset_settings(preset, **train_over)
     # run options (val_queries, max_steps_per_epoch...) are neither; ablation goes to the model
     model_over = {k: v for k, v in model_over.items() if k not in run_options or k == "ablation"}
     with torch.device("meta"):
@@ -135,12 +109,12 @@ def train_run(
 ) -> Run:
     """Train ``model`` into ``runs_dir/<name or model>`` and return the :class:`Run`.
 
-    ``overrides`` go to the model family's trainer: :func:`geoloc_lib.training.mcgf.train_mcgf`
-    (``MCGFConfig`` fields, ``batch_size``, ``lr_backbone``...) or
-    :func:`geoloc_lib.training.geoviewmatch.train_street_model` (``ablation``, settings and
-    config fields).
+    ``overrides`` go to the model's recipe (its ``train`` function): training-settings fields,
+    model-config fields and the train function's own options (e.g. ``val_queries``,
+    ``ablation``); see :func:`geoloc_lib.training.mcgf.train_mcgf` and
+    :func:`geoloc_lib.training.geoviewmatch.train_street_model`.
     """
-    check_model(model)
+    recipe = recipe_for(model)
     name = name or model
     out_dir = Path(runs_dir) / name
     start = time.perf_counter()
@@ -163,13 +137,7 @@ def train_run(
     # looks finished with another run's description.
     old_info = _read_info(out_dir)
     (out_dir / RUN_FILE).unlink(missing_ok=True)
-    if TASKS[model] == "drone->satellite":
-        from geoloc_lib.training.mcgf import train_mcgf as trainer
-    else:
-        from geoloc_lib.training.geoviewmatch import train_street_model as trainer
-
-        progress = resolve_progress(progress)
-    res = trainer(
+    res = recipe.train(
         sources,
         preset=preset,
         model=model,
@@ -177,7 +145,7 @@ def train_run(
         out_dir=out_dir,
         seed=seed,
         device=device,
-        progress=progress,
+        progress=resolve_progress(progress),
         resume=resume,
         **overrides,
     )
@@ -191,7 +159,7 @@ def train_run(
     info = {
         "name": name,
         "model": model,
-        "task": TASKS[model],
+        "task": recipe.task,
         "preset": preset,
         "epochs": int(settings.epochs),
         "seed": seed,
