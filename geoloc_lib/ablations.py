@@ -1,12 +1,12 @@
 """The ablation grid of notebook 04: variants -> ``train_run`` -> evaluation -> tidy tables.
 
-GeoViewMatch (paper 001, Tables 5 and 6): the base model with and without contrastive learning
+GeoViewMatch (Remote Sensing 2024, 16, 678; Tables 5 and 6): the base model with and without contrastive learning
 (CL) and multi-scale features (MF), and the Swin stages feeding the descriptor. Two labels of
 the paper name one configuration each, and the paper's own numbers show it (its Table 6 rows f4
 and f4+f3 repeat Table 5's BS+CL and BS+CL+MF): a variant whose effective configuration
 (contrastive or not, stages used) equals an earlier one's reuses that run.
 
-MCGF (paper 000 has no ablation table): the full model, the matching branch alone (w/o
+MCGF (the paper has no ablation table): the full model, the matching branch alone (w/o
 restoration) and the restoration branch without the noising (w/o diffusion, :data:`NO_DIFFUSION`).
 
 Every variant trains at the same budget and seed into ``runs_dir/ablations/<run>``. A folder that

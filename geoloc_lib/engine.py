@@ -54,7 +54,6 @@ from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.core.seeding import rng_state, seed_everything, set_rng_state
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
-CHECKPOINT_BEST = "checkpoint_best.pt"
 
 
 class NonFiniteLossError(GeolocError):
@@ -82,11 +81,9 @@ class FitConfig:
         scheduler_interval: call ``scheduler.step()`` after every ``"epoch"`` or every ``"step"``.
         max_steps_per_epoch: cut epochs short (smoke runs, tests).
         val_every: validate every N epochs (and always after the last one).
-        monitor: a validation key to keep ``checkpoint_best.pt`` on (higher is better).
         resume: False, True (``out_dir/checkpoint_last.pt`` if it exists) or a checkpoint path.
         keep_epoch_checkpoints: also keep ``checkpoint_epoch{N}.pt`` for every epoch.
         progress: tqdm bar on stderr; None -> off unless ``GEOLOC_PROGRESS=1`` (runtime).
-        nonfinite: ``"stop"`` raises :class:`NonFiniteLossError` on a NaN/inf loss or gradient.
         num_threads: ``torch.set_num_threads`` for the run (None leaves it). On a CPU shared with
             other jobs, fewer threads than cores avoids OpenMP oversubscription, which was
             measured to slow a step ~80x on this project's 2-core machine.
@@ -101,11 +98,9 @@ class FitConfig:
     scheduler_interval: str = "epoch"
     max_steps_per_epoch: int | None = None
     val_every: int = 1
-    monitor: str | None = None
     resume: bool | str | Path = False
     keep_epoch_checkpoints: bool = False
     progress: bool | None = None
-    nonfinite: str = "stop"
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -118,8 +113,6 @@ class FitConfig:
             )
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"FitConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
-        if self.nonfinite != "stop":
-            raise ConfigError("FitConfig.nonfinite: only 'stop' is supported")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"FitConfig.amp: {choices_message('amp mode', self.amp, AMP_MODES)}")
 
@@ -134,7 +127,6 @@ class History:
 
     records: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
-    best_checkpoint: Path | None = None
     resumed_from_epoch: int = 0
 
     @property
@@ -156,22 +148,11 @@ def _write_logs(out_dir: Path, history: History) -> None:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def _atomic_save(obj: Any, path: Path) -> None:
     # Write then rename: a run killed while saving never leaves a truncated checkpoint_last.pt.
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def load_model_weights(model: nn.Module, path: str | Path, strict: bool = True) -> dict[str, Any]:
-    """Load a ``fit`` checkpoint's model weights into ``model``; returns the checkpoint dict."""
-    ckpt = load_checkpoint(path)
-    _load_state(model, ckpt["model"] if "model" in ckpt else ckpt, path, strict)
-    return ckpt
 
 
 def _load_state(model: nn.Module, state: Mapping[str, Any], path: Path | str, strict=True) -> None:
@@ -322,7 +303,7 @@ def fit(
         scheduler: anything with ``step()``/``state_dict()``/``load_state_dict()``; stepped per
             epoch or per step (``config.scheduler_interval``).
         validate: ``validate(model, epoch) -> {metric: value}``, called on rank 0 in eval mode
-            with the unwrapped model; the metrics go to the history (and to ``config.monitor``).
+            with the unwrapped model; the metrics go to the history.
             The global RNG states are restored after it, so validating (or not) never changes
             the training.
         batch_transform: runs on the device on each batch before the forward pass, outside
@@ -400,12 +381,6 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     clip = config.grad_clip if config.grad_clip is not None else math.inf
     show = config.show_progress and info.is_main
-    best = max(
-        (r[config.monitor] for r in history.records if config.monitor and config.monitor in r),
-        default=-math.inf,
-    )
-    if out_dir is not None and (out_dir / CHECKPOINT_BEST).is_file():
-        history.best_checkpoint = out_dir / CHECKPOINT_BEST
 
     def forward_backward(batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -553,10 +528,6 @@ def fit(
                 _atomic_save(ckpt, out_dir / CHECKPOINT_LAST)
                 if config.keep_epoch_checkpoints:
                     _atomic_save(ckpt, out_dir / f"checkpoint_epoch{epoch + 1}.pt")
-                if config.monitor and config.monitor in record and record[config.monitor] > best:
-                    best = record[config.monitor]
-                    _atomic_save(ckpt, out_dir / CHECKPOINT_BEST)
-                    history.best_checkpoint = out_dir / CHECKPOINT_BEST
                 _write_logs(out_dir, history)
             history.checkpoint = out_dir / CHECKPOINT_LAST
             barrier()

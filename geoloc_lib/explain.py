@@ -19,7 +19,7 @@ image". Our reading, stated where the paper leaves room:
   :func:`channel_mean_heatmap`) and carries signal once those parameters are trained
   (pretrained weights, or training). The paper used ImageNet-pretrained SwinV2-T.
 
-MCGF (paper 000, Figure 3) does not say how its heatmaps are made; we use the same channel-mean
+MCGF (Figure 3) does not say how its heatmaps are made; we use the same channel-mean
 reading on the matching branch (EVA-02's last-block patch tokens of the *restored* query, i.e.
 what is matched), and Grad-CAM as a second view.
 

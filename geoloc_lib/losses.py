@@ -1,4 +1,4 @@
-"""Metric-learning losses for street-view / aerial retrieval (reference-facts §4).
+"""Metric-learning losses for street-view / aerial retrieval (GeoViewMatch and the InfoNCE baseline).
 
 All losses take L2-normalised features ``[B, D]`` where row ``i`` of one view matches row ``i``
 of the other; every other row in the batch is a negative.

@@ -1,6 +1,6 @@
 """Optimisers and LR schedules: ASAM around AdamW, SGD over a model's groups, :func:`make_scheduler`.
 
-ASAM (Kwon et al., 2021; reference-facts §4), for a base optimiser and weights ``w`` with
+ASAM (Kwon et al., ICML 2021; GeoViewMatch trains with it, Sec. 4.3), for a base optimiser and weights ``w`` with
 gradient ``g`` from a first forward/backward:
 
 1. ``T = |w| + eta`` (element-wise) for weight tensors and ``T = 1`` for every other parameter,

@@ -1,4 +1,4 @@
-"""CVUSA and CVACT loaders: street-view panorama / aerial pairs (reference-facts §1).
+"""CVUSA and CVACT loaders: street-view panorama / aerial pairs (the benchmarks of GeoViewMatch, Sec. 4.1).
 
 CVUSA::
 

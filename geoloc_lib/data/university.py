@@ -1,4 +1,4 @@
-"""University-1652 and University160k-WX loaders (reference-facts §1).
+"""University-1652 and University160k-WX loaders (the benchmarks of MCGF).
 
 Layout (University-1652)::
 

@@ -1,6 +1,6 @@
 """A University160k-WX-style challenge built from a University-1652-layout test split.
 
-The real challenge's test set is name-masked (reference-facts §1): queries carry random
+The real challenge's test set is name-masked: queries carry random
 15-character names, their order is given by ``query_drone_name.txt`` and the answer is
 ``answer.zip`` holding ``answer.txt`` (each query's top-10 gallery names). This module builds
 the same thing from any test split (GeoSynth or University-1652) so the whole submission path

@@ -1,4 +1,4 @@
-"""Street -> aerial retrieval per split (GeoViewMatch, Sec. 4): R@1/5/10/1% on CVUSA / CVACT."""
+"""Street -> aerial retrieval per split (GeoViewMatch, Sec. 4.1): R@1/5/10/1% on CVUSA / CVACT."""
 
 from __future__ import annotations
 

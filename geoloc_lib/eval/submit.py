@@ -1,6 +1,6 @@
 """University160k-WX challenge submission: ``answer.txt`` zipped as ``answer.zip``.
 
-Format (reference-facts §1): one line per query, in the order of ``query_drone_name.txt``; each
+Format (the University-1652 challenge's): one line per query, in the order of ``query_drone_name.txt``; each
 line holds the query's top-10 gallery names without extension, separated by tabs.
 
 Feature file (``.pt`` via ``torch.save`` or ``.npz`` via ``numpy.savez``) holding four entries:

@@ -1,4 +1,4 @@
-"""Drone <-> satellite retrieval under weather (MCGF, Sec. 4): one row per (task, condition).
+"""Drone <-> satellite retrieval under weather (MCGF's evaluation): one row per (task, condition).
 
 The University-1652 protocol (drone->satellite and satellite->drone) with the drone images
 weathered per condition (University-1652-WX) or with a random condition per image

@@ -1,7 +1,7 @@
 """timm backbones with explicit pretrained-weight rules.
 
 ``create_backbone(name, pretrained=..., pretrained_file=..., **arch_kwargs)`` is the one place the
-project builds a timm model. The rules (issue 6, item 5):
+project builds a timm model. The rules:
 
 - ``pretrained=False``: random initialisation, said so in ``model.weights_source == "random"``.
 - ``pretrained=True`` with ``pretrained_file=PATH``: the file is read here (``.safetensors`` or a

@@ -1,6 +1,6 @@
 """A strong modern baseline: shared timm backbone, pooled features, symmetric InfoNCE.
 
-The recipe of Sample4Geo (the strongest public street-view/aerial method, reference-facts §4):
+The recipe of Sample4Geo (Deuser et al., ICCV 2023):
 one backbone for both views (ConvNeXt, which takes any input size in one instance), the
 backbone's own global pooling, L2-normalised features, symmetric InfoNCE with a learnable
 temperature and label smoothing, and batches of geographic neighbours as hard negatives (the

@@ -267,7 +267,7 @@ def _sized(name: str, size: tuple[int, int], arch: dict) -> dict:
 
 
 class FeatureAggregation(nn.Module):
-    """SAFA-style feature aggregation (the paper's FA module, Figure 4; reference-facts §4).
+    """SAFA-style feature aggregation (GeoViewMatch's FA module, Figure 4).
 
     ``[B, C, H, W]`` → max over channels ``[B, HW]`` → per head two linear maps
     ``HW → HW/2 → HW`` (no activation between them) → ``N`` spatial maps ``[B, HW, N]`` →

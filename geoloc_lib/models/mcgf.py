@@ -1,4 +1,4 @@
-"""MCGF: multi-weather cross-view geo-localization with a denoising diffusion model (paper 000, §2).
+"""MCGF: multi-weather cross-view geo-localization with a denoising diffusion model (MCGF, Sec. 2).
 
 Pieces (each a small module; the same code builds the paper-size and the CPU-size model):
 
@@ -216,11 +216,11 @@ class MCGFConfig:
         return asdict(self)
 
 
-# Random-init CPU-size matching branch (measured in issue 6): InfoNCE between the satellite and
+# Random-init CPU-size matching branch (measured on this project's CPU presets): InfoNCE between the satellite and
 # the clean drone (contrasting the restored drone too slows the clean branch down), on
 # per-image standardised inputs (brightness/contrast invariance a pretrained EVA-02 would bring).
 _CPU_MATCHING: dict[str, Any] = dict(w_nce=1.0, nce_restored=False, content_norm="per_image")
-# Random-init CPU-size restoration branch (measured in issue 6): L_mat's gradient through a
+# Random-init CPU-size restoration branch (measured on this project's CPU presets): L_mat's gradient through a
 # random-init E_content swamps L_res (the restorer stayed at the weathered images' MSE, 0.065,
 # vs 0.023 without it), so L_mat trains E_content only.
 _CPU_RESTORATION: dict[str, Any] = dict(mat_to_restorer=False)

@@ -228,7 +228,6 @@ def train_street_model(
         scheduler_interval="step",
         max_steps_per_epoch=max_steps_per_epoch,
         val_every=settings.val_every,
-        monitor="val_R@1",
         resume=resume,
         keep_epoch_checkpoints=keep_epoch_checkpoints,
         progress=progress,

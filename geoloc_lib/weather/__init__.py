@@ -1,4 +1,4 @@
-"""Weather layer: synthetic multi-weather for drone images (MCGF, Sec. 3.1 / University-1652-WX).
+"""Weather layer: synthetic multi-weather for drone images (University-1652-WX, as in MCGF).
 
 - ``synth``  batched weather synthesis, the 10 conditions (:class:`WeatherSynth`)
 - ``sets``   weathered query sets: the one per-image key (:func:`~geoloc_lib.weather.sets.weather_keys`),

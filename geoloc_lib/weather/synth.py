@@ -1,6 +1,6 @@
 """Batched synthetic weather for drone images: the 10 conditions of University-1652-WX.
 
-The published recipe (MuSe-Net / MCGF, reference facts §3) is a list of imgaug 0.4.0
+The published recipe (MuSe-Net, as MCGF uses it) is a list of imgaug 0.4.0
 augmenters. This module re-implements their semantics as torch tensor operations on
 ``[B, 3, H, W]`` images in [0, 1], on any device, for a whole batch at once, with each
 image's condition chosen independently. Randomness comes from a counter-based hash keyed per
@@ -504,7 +504,7 @@ def _snow(size: tuple[float, float]) -> _Particles:
     return _Particles("snow", size, _SNOW_SPEED)
 
 
-# The published Sequential of each condition, stage by stage (reference facts §3).
+# The published Sequential of each condition, stage by stage.
 RECIPES: dict[str, tuple[object, ...]] = {
     "normal": (),
     "fog": ("fog",),
