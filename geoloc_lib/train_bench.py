@@ -110,7 +110,7 @@ def bench_train(
         for amp in ("off", "bf16"):
             model = copy.deepcopy(base)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            transform = getattr(model, "augment_batch", None)
+            transform = model.batch_transform()
             rates[amp] = measure_throughput(
                 model, batch, opt, amp=amp, steps=steps, batch_transform=transform
             )

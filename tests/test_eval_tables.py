@@ -150,8 +150,8 @@ def test_eval_weather_mixed_draws_a_seeded_condition_per_image():
 
 
 def test_evaluate_mcgf_mixed_and_views_per_location_feed_the_tables(tmp_path):
-    from geoloc_lib.eval.raw_pixel import RawPixelMatcher
     from geoloc_lib.eval.university import evaluate_mcgf
+    from geoloc_lib.models.raw_pixel import RawPixelMatcher
     from geoloc_lib.weather.sets import MIXED
 
     root = make_university1652(tmp_path / "u", train_ids=(1,), test_ids=(10, 11, 12), views=3)

@@ -301,8 +301,8 @@ def test_street_dataset_crops_cvact_and_sampler_groups_neighbours(tmp_path) -> N
 
 @pytest.mark.slow  # three short training runs
 def test_train_resume_and_evaluate_street_model(tmp_path) -> None:
-    from geoloc_lib.eval.raw_pixel import StreetRawPixelMatcher
     from geoloc_lib.eval.street import evaluate_street_model
+    from geoloc_lib.models.raw_pixel import StreetRawPixelMatcher
     from geoloc_lib.training.geoviewmatch import train_street_model
 
     root = _write_cvact(tmp_path / "cvact")
@@ -405,8 +405,8 @@ def test_geo_neighbour_batches_are_an_option_off_in_paper() -> None:
 
 def test_paper_tables_are_evaluated_on_val_and_test_is_labelled_apart(tmp_path) -> None:
     # GeoViewMatch Tables 1-3 are on CVACT val; ACT_test is a separate, labelled result.
-    from geoloc_lib.eval.raw_pixel import StreetRawPixelMatcher
     from geoloc_lib.eval.street import PAPER_TABLE_SPLIT, evaluate_street_splits
+    from geoloc_lib.models.raw_pixel import StreetRawPixelMatcher
 
     root = _write_cvact(tmp_path / "cvact", n_val=6, n_test=5)
     raw = StreetRawPixelMatcher(ground_size=(32, 128), aerial_size=(48, 48))

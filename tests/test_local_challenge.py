@@ -39,8 +39,8 @@ def test_score_answer_counts_hits_at_k():
 
 def test_local_challenge_scores_like_the_evaluation_and_rewrites_identical_bytes(tmp_path):
     from geoloc_lib.data.university import load_university1652
-    from geoloc_lib.eval.raw_pixel import RawPixelMatcher
     from geoloc_lib.eval.university import eval_queries, evaluate_mcgf
+    from geoloc_lib.models.raw_pixel import RawPixelMatcher
     from geoloc_lib.weather.sets import MIXED
 
     root = make_university1652(tmp_path / "u", train_ids=(1,), test_ids=(10, 11, 12), views=4)

@@ -269,8 +269,8 @@ def test_train_set_items(tmp_path):
 
 
 def test_train_and_evaluate_end_to_end(tmp_path):
-    from geoloc_lib.eval.raw_pixel import RawPixelMatcher
     from geoloc_lib.eval.university import evaluate_mcgf
+    from geoloc_lib.models.raw_pixel import RawPixelMatcher
     from geoloc_lib.training.mcgf import train_mcgf
 
     root = make_university1652(tmp_path / "u", train_ids=range(1, 9), test_ids=(10, 11), views=2)

@@ -84,7 +84,7 @@ def test_retrieval_figure_frames_true_matches_green_and_others_red():
 
 def test_drone_figure_frames_follow_the_labels(tmp_path):
     from geoloc_lib.data.university import load_university1652
-    from geoloc_lib.eval.raw_pixel import RawPixelMatcher
+    from geoloc_lib.models.raw_pixel import RawPixelMatcher
     from geoloc_lib.viz.retrieval import drone_retrieval_figure
 
     root = make_university1652(tmp_path / "u", train_ids=(1,), test_ids=(10, 11), views=2)
@@ -104,7 +104,7 @@ def test_drone_figure_frames_follow_the_labels(tmp_path):
 
 def test_street_figure_marks_the_paired_tile(tmp_path):
     from geoloc_lib.data.street import load_cvact
-    from geoloc_lib.eval.raw_pixel import StreetRawPixelMatcher
+    from geoloc_lib.models.raw_pixel import StreetRawPixelMatcher
     from geoloc_lib.viz.retrieval import street_retrieval_figure
 
     pairs = load_cvact(make_cvact(tmp_path / "act"), "train")

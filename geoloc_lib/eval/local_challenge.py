@@ -84,10 +84,7 @@ def write_local_challenge(
     from geoloc_lib.eval.features import extract_features
     from geoloc_lib.weather.sets import EVAL_WEATHER_SEED, eval_weather
 
-    size = img_size or getattr(getattr(model, "cfg", None), "img_size", None)
-    size = size or getattr(model, "img_size", None)
-    if size is None:
-        raise ConfigError("write_local_challenge: pass img_size for a model without one")
+    size = img_size or model.input_size("drone")[0]
     wseed = EVAL_WEATHER_SEED if weather_seed is None else weather_seed
     qf, _ = extract_features(
         model,

@@ -59,8 +59,8 @@ def evaluate_street_model(
     """R@1/5/10/1% (and meter-level metrics with coordinates) of street→aerial retrieval.
 
     ``checkpoint_or_model``: a model with ``embed(images, view)`` (GeoViewMatch, the baseline,
-    :class:`StreetRawPixelMatcher`) or a checkpoint path. Input sizes come from ``model.cfg``
-    (``ground_size``, ``aerial_size``).
+    :class:`StreetRawPixelMatcher`) or a checkpoint path. Input sizes come from
+    ``model.input_size(view)``.
     """
     model = (
         checkpoint_or_model
@@ -68,8 +68,7 @@ def evaluate_street_model(
         else load_model(checkpoint_or_model)
     )
     pairs = sources if isinstance(sources, PairSet) else street_pairs(sources, split)
-    cfg = model.cfg
-    ds = StreetPairDataset(pairs, cfg.ground_size, cfg.aerial_size)
+    ds = StreetPairDataset(pairs, model.input_size("ground"), model.input_size("aerial"))
     return evaluate_pair_dataset(model, ds, pairs, batch_size, device, progress)
 
 

@@ -100,13 +100,7 @@ def evaluate_mcgf(
         if isinstance(checkpoint_or_model, str | Path)
         else checkpoint_or_model
     )
-    size = (
-        img_size
-        or getattr(getattr(model, "cfg", None), "img_size", None)
-        or getattr(model, "img_size", None)
-    )
-    if size is None:
-        raise ConfigError("evaluate_mcgf: pass img_size for a model without cfg.img_size")
+    size = img_size or model.input_size("drone")[0]
     bad = [c for c in conditions if c not in CONDITIONS and c != MIXED]
     if bad:
         valid = (*CONDITIONS, MIXED)

@@ -26,6 +26,7 @@ _MODEL_MODULES = (
     "geoloc_lib.models.mcgf",
     "geoloc_lib.models.geoviewmatch",
     "geoloc_lib.models.baseline",
+    "geoloc_lib.models.raw_pixel",
 )
 
 

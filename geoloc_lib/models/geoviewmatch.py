@@ -30,6 +30,7 @@ triplet loss of (ground, aerial).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,11 +48,10 @@ from geoloc_lib.data.augment import (
 )
 from geoloc_lib.losses import contrastive_loss, soft_margin_triplet
 from geoloc_lib.models import register_model
+from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
 from geoloc_lib.models.params import split_decay
 
 VIEWS = ("ground", "aerial")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -317,7 +317,7 @@ class ProjectionHead(nn.Sequential):
 # --------------------------------------------------------------------------- model
 
 
-class GeoViewMatch(nn.Module):
+class GeoViewMatch(GeolocModel):
     """GeoViewMatch on the engine API. Inputs are ``[B, 3, H, W]`` images in ``[0, 1]``."""
 
     registry_name = "geoviewmatch"
@@ -365,6 +365,13 @@ class GeoViewMatch(nn.Module):
     def config_dict(self) -> dict:
         """The config as plain values: ``create_model("geoviewmatch", preset=..., **it)`` rebuilds."""
         return self.cfg.to_dict()
+
+    def input_size(self, view: str) -> tuple[int, int]:
+        return self.cfg.ground_size if view == "ground" else self.cfg.aerial_size
+
+    def batch_transform(self) -> Callable[[dict[str, Tensor]], dict[str, Tensor]]:
+        """:meth:`augment_batch` (run by the engine so that ASAM's second pass sees the views)."""
+        return self.augment_batch
 
     # -- features
 

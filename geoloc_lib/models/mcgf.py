@@ -104,9 +104,9 @@ from geoloc_lib.diffusion import NoiseSchedule, ddim_sample, q_sample
 from geoloc_lib.losses import SymmetricInfoNCE
 from geoloc_lib.models import register_model
 from geoloc_lib.models.backbones import create_backbone
+from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
 
 VIEWS = ("drone", "satellite")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 CONTENT_NORMS = ("clip", "per_image")
 RESIDUALS = ("pixel", "atanh", "none")
@@ -392,7 +392,7 @@ class MatchingHead(nn.Module):
 # --------------------------------------------------------------------------- the model
 
 
-class MCGF(nn.Module):
+class MCGF(GeolocModel):
     """MCGF on the engine API. Images are ``[B, 3, H, W]`` in ``[0, 1]``."""
 
     registry_name = "mcgf"
@@ -451,6 +451,9 @@ class MCGF(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         return {"name": self.registry_name, **self.cfg.to_dict()}
+
+    def input_size(self, view: str) -> tuple[int, int]:
+        return (self.cfg.img_size, self.cfg.img_size)  # drone and satellite alike
 
     # ---- restoration: x0-predicting denoiser
     def denoise(self, z_t: Tensor, t: Tensor) -> Tensor:

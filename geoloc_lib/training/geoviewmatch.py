@@ -217,7 +217,7 @@ def train_street_model(
         metrics = evaluate_pair_dataset(m, val_ds, val_pairs, settings.eval_batch_size, device)
         return {"val_R@1": metrics["R@1"], "val_R@1%": metrics["R@1%"]}
 
-    transform = getattr(net, "augment_batch", None)
+    transform = net.batch_transform()
     config = FitConfig(
         epochs=settings.epochs,
         out_dir=out_dir,

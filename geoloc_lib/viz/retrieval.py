@@ -181,10 +181,7 @@ def drone_retrieval_figure(
     from geoloc_lib.weather.sets import EVAL_WEATHER_SEED, MIXED, eval_weather
     from geoloc_lib.weather.synth import CONDITIONS
 
-    size = img_size or getattr(getattr(model, "cfg", None), "img_size", None)
-    size = size or getattr(model, "img_size", None)
-    if size is None:
-        raise ConfigError("drone_retrieval_figure: pass img_size for a model without one")
+    size = img_size or model.input_size("drone")[0]
     picks = pick_queries(len(query), n_queries, seed)
     images = torch.stack([to_tensor(query.paths[i], size) for i in picks])
     wseed = EVAL_WEATHER_SEED if weather_seed is None else weather_seed
@@ -225,14 +222,14 @@ def street_retrieval_figure(
 ) -> Figure:
     """Top-``k`` aerial tiles of ``n_queries`` seeded street panoramas (pair i matches tile i).
 
-    Input sizes come from ``model.cfg`` (``ground_size``, ``aerial_size``); the panorama is
+    Input sizes come from ``model.input_size(view)``; the panorama is
     shown with the model's preprocessing (CVACT: middle half of the rows) at a readable size.
     """
     from geoloc_lib.data.street_torch import StreetPairDataset, ViewDataset, load_ground
     from geoloc_lib.eval.features import extract_features
 
-    cfg = model.cfg
-    ds = StreetPairDataset(pairs, cfg.ground_size, cfg.aerial_size)
+    ground_size = model.input_size("ground")
+    ds = StreetPairDataset(pairs, ground_size, model.input_size("aerial"))
     picks = pick_queries(len(pairs), n_queries, seed)
     ground = torch.stack([ds[int(i)]["ground"] for i in picks])
     qf = _embed(model, ground, "ground", device)
@@ -240,7 +237,7 @@ def street_retrieval_figure(
     gf, _ = extract_features(model, loader, "aerial", device=device, progress=False)
     top = top_matches(qf, gf, picks, np.arange(len(pairs)), k)
     height = 128
-    shown_size = (height, round(height * cfg.ground_size[1] / cfg.ground_size[0]))
+    shown_size = (height, round(height * ground_size[1] / ground_size[0]))
     shown = [load_ground(pairs.ground[i], shown_size, ds.crop).float() / 255 for i in picks]
     return retrieval_figure(
         shown,
