@@ -1,4 +1,4 @@
-"""Ablation grid (geoloc_lib.ablations), its figures, and the cost measurements (models.cost)."""
+"""Ablation grid (geoloc_lib.analysis.ablations), its figures, and the cost measurements (analysis.cost)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ import torch.nn.functional as F
 from layouts import make_university1652
 from torch import nn
 
-from geoloc_lib import ablations as A
-from geoloc_lib.core.errors import ConfigError
-from geoloc_lib.data.sources import DataSources
-from geoloc_lib.models.cost import (
+from geoloc_lib.analysis import ablations as A
+from geoloc_lib.analysis.cost import (
     TensorMemoryTracker,
     build_for_cost,
     cost_table,
@@ -24,6 +22,8 @@ from geoloc_lib.models.cost import (
     pair_inputs,
     view_pair,
 )
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.data.sources import DataSources
 
 # --------------------------------------------------------------------------- variants
 

@@ -357,7 +357,7 @@ def test_baseline_trains_with_the_same_function(tmp_path) -> None:
 def test_model_cost_counts_flops_and_shared_parameters_once(smoke) -> None:
     from torch import nn
 
-    from geoloc_lib.models.cost import model_cost, pair_forward
+    from geoloc_lib.analysis.cost import model_cost, pair_forward
 
     lin = nn.Linear(10, 20)
     c = model_cost(lin, torch.zeros(3, 10), repeats=1)
@@ -378,7 +378,7 @@ def test_paper_parameter_count_is_two_backbones_within_3_percent_of_table4() -> 
     # Table 4: 57.47 M. One shared SwinV2-T gave 33.8 M; two (one per view) plus the FA modules
     # land within 3 %. Counted: what inference uses (backbones + FA), not the training-only
     # projection head (+4.8 M).
-    from geoloc_lib.models.cost import build_for_cost, count_parameters
+    from geoloc_lib.analysis.cost import build_for_cost, count_parameters
 
     m = build_for_cost("geoviewmatch", "paper", "meta")
     assert not m.backbone.shared and m.backbone.ground is not m.backbone.aerial

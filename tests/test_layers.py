@@ -7,11 +7,13 @@ Layers, lowest first (the package docstring has the map):
 2. models    networks, losses, diffusion schedules
 3. training  engine (``fit``), optimisers, recipes, runs
 4. eval      features, ranking, metrics, tables, submissions
-5. analysis  ablations, explain; viz: figures
+5. analysis  ablations, explain, cost; viz: figures
 6. pipeline  cli, runner, profiles, reports index; bench: throughput benchmarks
 
-Every import statement counts, including those inside functions. The rules in words: core imports nothing else of the package; data, weather and models never import training,
-engine, eval, analysis or viz; eval never imports training or viz; viz never imports training.
+Every import statement counts, including those inside functions. The rules in words: core
+imports nothing else of the package; data, weather and models never import training, engine,
+eval, analysis or viz; eval never imports training or viz; viz never imports training. One
+allowance: training imports eval (per-epoch validation ranks with eval's metrics).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import geoloc_lib
 
 PACKAGE = Path(geoloc_lib.__file__).parent
 
-# (module prefix, layer); the longest matching prefix wins.
+# (module prefix, layer); the longest matching prefix wins ("geoloc_lib" is the __init__ only).
 LAYER_OF = {
     "geoloc_lib": "core",  # the package __init__ (version and map only)
     "geoloc_lib.core": "core",
@@ -40,8 +42,7 @@ LAYER_OF = {
     "geoloc_lib.optim": "training",
     "geoloc_lib.training": "training",
     "geoloc_lib.eval": "eval",
-    "geoloc_lib.ablations": "analysis",
-    "geoloc_lib.explain": "analysis",
+    "geoloc_lib.analysis": "analysis",
     "geoloc_lib.viz": "viz",
     "geoloc_lib.reporting": "viz",
     "geoloc_lib.cli": "pipeline",
@@ -86,7 +87,8 @@ def _modules() -> list[tuple[str, Path]]:
 def layer_of(module: str) -> str | None:
     best = None
     for prefix, layer in LAYER_OF.items():
-        if module == prefix or module.startswith(prefix + "."):
+        below = prefix != "geoloc_lib" and module.startswith(prefix + ".")
+        if module == prefix or below:
             if best is None or len(prefix) > len(best[0]):
                 best = (prefix, layer)
     return None if best is None else best[1]

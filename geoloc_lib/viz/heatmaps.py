@@ -1,6 +1,6 @@
 """Heatmap figures (03_heatmaps): GeoViewMatch Figures 8/9, MCGF Figure 3, Grad-CAM.
 
-Heatmaps are ``[H, W]`` tensors in [0, 1] (``geoloc_lib.explain``), drawn with the ``jet``
+Heatmaps are ``[H, W]`` tensors in [0, 1] (``geoloc_lib.analysis.explain``), drawn with the ``jet``
 colormap (red high, blue low, as in the papers) over the image they explain.
 """
 

@@ -441,10 +441,10 @@ def mcgf_ablation_deltas(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_comparison(costs: pd.DataFrame) -> pd.DataFrame:
-    """:func:`geoloc_lib.models.cost.cost_table` in Table 4's layout, the paper's GeoViewMatch
+    """:func:`geoloc_lib.analysis.cost.cost_table` in Table 4's layout, the paper's GeoViewMatch
     row beside ours (``paper ...`` columns on the row ``model == "geoviewmatch"``, preset
     ``paper``; NaN elsewhere). Our ``GFLOPs/pair`` are FLOPs (2 per multiply-add) of a query and
-    a gallery image; see :mod:`geoloc_lib.models.cost` for the gap to the paper's 9.76."""
+    a gallery image; see :mod:`geoloc_lib.analysis.cost` for the gap to the paper's 9.76."""
     paper = PAPER_TABLE4["GeoViewMatch"]
     df = costs.rename(
         columns={
