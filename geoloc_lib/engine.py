@@ -1,14 +1,11 @@
-"""The training engine: one ``fit()`` for every model in the project.
+"""The training engine: one ``fit()`` for every model in the project, its config, history and
+checkpoint files.
 
-Contract a model follows (MCGF, GeoViewMatch, the baselines):
+A model follows the contract of :mod:`geoloc_lib.models.contract` (``training_losses(batch)``
+returns ``"loss"`` and the terms to log; ``param_groups(lr)`` gives named optimizer groups).
 
-- ``model.training_losses(batch: dict[str, Tensor]) -> dict[str, Tensor]`` returns ``"loss"``
-  (the scalar to backpropagate) and any other scalar components to log;
-- ``model.embed(images: Tensor, view: str) -> Tensor`` returns L2-normalised retrieval features;
-- ``model.param_groups(lr: dict[str, float]) -> list[dict]`` gives optimizer parameter groups with
-  their own learning rates (each group carries a ``"name"`` used in the logs).
-
-``fit()`` does, per batch: move to the device -> ``batch_transform`` (on device, e.g. on-the-fly
+``fit()`` reads as four steps (:class:`_FitRun`): restore (resume), one epoch, record, save.
+Per batch: move to the device -> ``batch_transform`` (on device, e.g. on-the-fly
 weather) -> forward under autocast -> non-finite guard -> backward -> unscale -> clip -> step
 (``optimizer.step(closure)`` for closure optimizers such as ASAM). Per epoch: optional scheduler
 step, validation, ``history.csv``/``history.json`` and ``checkpoint_last.pt`` (model, optimizer,
@@ -16,8 +13,8 @@ scheduler, scaler, every RNG state, epoch, history). ``FitConfig(resume=True)`` 
 checkpoint and, on CPU, ends bit-identical to an uninterrupted run.
 
 Distributed: launch the same script with ``torchrun --nproc_per_node=N``; call
-:func:`geoloc_lib.core.distributed.setup_distributed` first and build loaders with a sampler that shards by rank (see
-``geoloc_lib.data.university_torch.ShardedSampler``). ``fit`` wraps the model in
+:func:`geoloc_lib.core.distributed.setup_distributed` first and build loaders with a sampler
+that shards by rank (see ``geoloc_lib.data.university_torch.ShardedSampler``). ``fit`` wraps the model in
 DistributedDataParallel, averages logged losses over ranks, validates on rank 0 only and broadcasts
 the metrics, and writes logs and checkpoints on rank 0 only.
 """
@@ -316,90 +313,135 @@ def fit(
         NonFiniteLossError: a NaN/inf loss (or gradient without a GradScaler). Nothing is
             written for the failing epoch; ``checkpoint_last.pt`` stays the last good epoch.
     """
-    info = dist_info()
-    device = resolve_device(config.device)
-    amp = resolve_amp(config.amp, device)
-    requires_closure = bool(getattr(optimizer, "requires_closure", False))
-    if requires_closure and amp == "fp16":
-        raise ConfigError(
-            "a closure optimizer (ASAM) cannot run under fp16 with a GradScaler; "
-            "set amp='bf16' or amp='off'"
-        )
-    if not hasattr(model, "training_losses"):
-        raise ConfigError(f"{type(model).__name__} has no training_losses(batch) method")
-    out_dir = Path(config.out_dir) if config.out_dir is not None else None
-    if out_dir is not None and info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    run = _FitRun(model, train_loader, optimizer, config, scheduler, validate, batch_transform)
+    run.restore()
+    for epoch in range(run.start_epoch, config.epochs):
+        sums, n_steps, n_images, t0 = run.one_epoch(epoch)
+        run.record(epoch, sums, n_steps, n_images, t0)
+        run.save(epoch)
+    return run.history
 
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    model.to(device)
-    seed_everything(config.seed + info.rank)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    dtype = autocast_dtype(amp)
 
-    history = History()
-    start_epoch = 0
-    fit_start, elapsed_before = time.perf_counter(), 0.0
-    # ---- resume: restore every state, so the continuation replays the uninterrupted run
-    resume_path: Path | None = None
-    if config.resume is True:
-        if out_dir is None:
-            raise ConfigError("FitConfig.resume=True needs FitConfig.out_dir")
-        resume_path = out_dir / CHECKPOINT_LAST if (out_dir / CHECKPOINT_LAST).is_file() else None
-    elif config.resume:
-        resume_path = Path(config.resume)
-    if resume_path is not None:
-        ckpt = load_checkpoint(resume_path, map_location=device)
-        diffs = resume_differences(ckpt, config, model, optimizer)
-        if diffs:
-            shown = "; ".join(diffs[:6]) + (f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else "")
+class _FitRun:
+    """The state of one :func:`fit` call and its steps: restore, one epoch, record, save."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_loader: Iterable[Mapping[str, Any]],
+        optimizer: torch.optim.Optimizer,
+        config: FitConfig,
+        scheduler: Any | None,
+        validate: Callable[[nn.Module, int], dict[str, float]] | None,
+        batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    ) -> None:
+        self.model, self.train_loader, self.optimizer = model, train_loader, optimizer
+        self.config, self.scheduler = config, scheduler
+        self.validate, self.batch_transform = validate, batch_transform
+        info = self.info = dist_info()
+        device = self.device = resolve_device(config.device)
+        amp = resolve_amp(config.amp, device)
+        self.requires_closure = bool(getattr(optimizer, "requires_closure", False))
+        if self.requires_closure and amp == "fp16":
             raise ConfigError(
-                f"cannot resume from {resume_path}: it was trained with other settings "
-                f"(saved -> asked: {shown}). Resume with the saved settings, or train into "
-                "another folder (or with resume=False) to use the new ones"
+                "a closure optimizer (ASAM) cannot run under fp16 with a GradScaler; "
+                "set amp='bf16' or amp='off'"
             )
-        _load_state(model, ckpt["model"], resume_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None and ckpt.get("scheduler") is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler") is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-        rngs = ckpt["rng"]
-        set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
-        _set_loader_state(train_loader, ckpt.get("loader", {}))
-        history.records = list(ckpt["history"])
-        start_epoch = history.resumed_from_epoch = int(ckpt["epoch"])
-        elapsed_before = checkpoint_elapsed_s(ckpt)
-        history.checkpoint = resume_path  # also when there is nothing left to train
+        if not hasattr(model, "training_losses"):
+            raise ConfigError(f"{type(model).__name__} has no training_losses(batch) method")
+        out_dir = self.out_dir = Path(config.out_dir) if config.out_dir is not None else None
+        if out_dir is not None and info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
 
-    net: nn.Module = _LossForward(model)
-    if info.distributed:
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    params = [p for p in model.parameters() if p.requires_grad]
-    clip = config.grad_clip if config.grad_clip is not None else math.inf
-    show = config.show_progress and info.is_main
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        model.to(device)
+        seed_everything(config.seed + info.rank)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        self.dtype = autocast_dtype(amp)
 
-    def forward_backward(batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = net(batch)
+        self.history = History()
+        self.start_epoch = 0
+        self.fit_start, self.elapsed_before = time.perf_counter(), 0.0
+
+    def restore(self) -> None:
+        """Resume: restore every state, so the continuation replays the uninterrupted run; then
+        wrap the model for the training pass (DDP when distributed)."""
+        config, out_dir, info = self.config, self.out_dir, self.info
+        model, optimizer, scheduler = self.model, self.optimizer, self.scheduler
+        resume_path: Path | None = None
+        if config.resume is True:
+            if out_dir is None:
+                raise ConfigError("FitConfig.resume=True needs FitConfig.out_dir")
+            resume_path = (
+                out_dir / CHECKPOINT_LAST if (out_dir / CHECKPOINT_LAST).is_file() else None
+            )
+        elif config.resume:
+            resume_path = Path(config.resume)
+        if resume_path is not None:
+            ckpt = load_checkpoint(resume_path, map_location=self.device)
+            diffs = resume_differences(ckpt, config, model, optimizer)
+            if diffs:
+                shown = "; ".join(diffs[:6]) + (
+                    f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else ""
+                )
+                raise ConfigError(
+                    f"cannot resume from {resume_path}: it was trained with other settings "
+                    f"(saved -> asked: {shown}). Resume with the saved settings, or train into "
+                    "another folder (or with resume=False) to use the new ones"
+                )
+            _load_state(model, ckpt["model"], resume_path)
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if scheduler is not None and ckpt.get("scheduler") is not None:
+                scheduler.load_state_dict(ckpt["scheduler"])
+            if ckpt.get("scaler") is not None:
+                self.scaler.load_state_dict(ckpt["scaler"])
+            rngs = ckpt["rng"]
+            set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
+            _set_loader_state(self.train_loader, ckpt.get("loader", {}))
+            self.history.records = list(ckpt["history"])
+            self.start_epoch = self.history.resumed_from_epoch = int(ckpt["epoch"])
+            self.elapsed_before = checkpoint_elapsed_s(ckpt)
+            self.history.checkpoint = resume_path  # also when there is nothing left to train
+
+        net: nn.Module = _LossForward(model)
+        if info.distributed:
+            device = self.device
+            net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.net = net
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.clip = config.grad_clip if config.grad_clip is not None else math.inf
+        self.show = config.show_progress and info.is_main
+
+    def forward_backward(
+        self, batch: dict[str, Any]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Forward under autocast, non-finite guard, backward, unscale and clip."""
+        info, scaler = self.info, self.scaler
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            out = self.net(batch)
         loss = out["loss"]
         if not _all_finite(loss, info):
             raise _NonFinite("loss", {k: float(v.detach().float()) for k, v in out.items()})
         scaler.scale(loss).backward()
         if scaler.is_enabled():
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         # With a GradScaler, inf gradients are expected (the scaler skips the step and lowers the
         # scale); without one they mean the run diverged.
-        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         if not scaler.is_enabled() and not _all_finite(norm, info):
             raise _NonFinite("gradient norm", {"grad_norm": float(norm)})
         return out, norm
 
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
+    def one_epoch(self, epoch: int) -> tuple[dict[str, torch.Tensor], int, int, float]:
+        """Train one epoch: per-batch steps, then the epoch's scheduler step.
+
+        Returns the summed logged values, the steps, the images and the epoch's start time."""
+        config, optimizer, scheduler = self.config, self.optimizer, self.scheduler
+        train_loader, scaler, show = self.train_loader, self.scaler, self.show
+        self.model.train()
         sampler = getattr(train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -415,16 +457,16 @@ def fit(
             for batch in train_loader:
                 if config.max_steps_per_epoch is not None and n_steps >= config.max_steps_per_epoch:
                     break
-                batch = to_device(batch, device)
-                if batch_transform is not None:
-                    batch = batch_transform(batch)
+                batch = to_device(batch, self.device)
+                if self.batch_transform is not None:
+                    batch = self.batch_transform(batch)
                 optimizer.zero_grad(set_to_none=True)
-                out, norm = forward_backward(batch)
-                if requires_closure:
+                out, norm = self.forward_backward(batch)
+                if self.requires_closure:
 
                     def closure(batch: dict[str, Any] = batch) -> torch.Tensor:
                         optimizer.zero_grad(set_to_none=True)
-                        return forward_backward(batch)[0]["loss"].detach()
+                        return self.forward_backward(batch)[0]["loss"].detach()
 
                     optimizer.step(closure)
                 else:
@@ -442,29 +484,40 @@ def fit(
                     bar.set_postfix(loss=f"{float(sums['loss']) / n_steps:.4f}")
         except _NonFinite as bad:
             bar.close()
-            where = f"epoch {epoch + 1}, step {n_steps + 1}"
-            keep = (
-                f"the last good checkpoint is {out_dir / CHECKPOINT_LAST} (epoch {_last_epoch(history)})"
-                if out_dir is not None and (out_dir / CHECKPOINT_LAST).is_file()
-                else "no checkpoint was written before the failure"
-            )
-            lrs = ", ".join(f"{k}={v:g}" for k, v in _group_lrs(optimizer).items())
-            raise NonFiniteLossError(
-                f"non-finite {bad.what} at {where} ({bad.values}); training stopped, {keep}. "
-                f"Learning rates: {lrs}. Lower the learning rate, enable grad_clip, or use "
-                "amp='off' to rule out reduced precision.",
-                history,
-            ) from None
+            self._stop(bad, epoch, n_steps)
         bar.close()
         if n_steps == 0:
             raise ConfigError("the training loader yielded no batch; is the training set empty?")
         if scheduler is not None and config.scheduler_interval == "epoch":
             scheduler.step()
+        return sums, n_steps, n_images, t0
 
-        # ---- epoch record: losses averaged over steps and ranks
+    def _stop(self, bad: _NonFinite, epoch: int, n_steps: int) -> None:
+        out_dir = self.out_dir
+        where = f"epoch {epoch + 1}, step {n_steps + 1}"
+        keep = (
+            f"the last good checkpoint is {out_dir / CHECKPOINT_LAST} "
+            f"(epoch {_last_epoch(self.history)})"
+            if out_dir is not None and (out_dir / CHECKPOINT_LAST).is_file()
+            else "no checkpoint was written before the failure"
+        )
+        lrs = ", ".join(f"{k}={v:g}" for k, v in _group_lrs(self.optimizer).items())
+        raise NonFiniteLossError(
+            f"non-finite {bad.what} at {where} ({bad.values}); training stopped, {keep}. "
+            f"Learning rates: {lrs}. Lower the learning rate, enable grad_clip, or use "
+            "amp='off' to rule out reduced precision.",
+            self.history,
+        ) from None
+
+    def record(
+        self, epoch: int, sums: dict[str, torch.Tensor], n_steps: int, n_images: int, t0: float
+    ) -> None:
+        """The epoch's history record: losses averaged over steps and ranks, learning rates,
+        throughput, and the validation metrics when this epoch validates."""
+        config, info, model = self.config, self.info, self.model
         keys = sorted(sums)
-        vec = torch.stack([torch.as_tensor(sums[k], device=device).float() for k in keys])
-        counts = torch.tensor([n_steps, n_images], device=device, dtype=torch.float64)
+        vec = torch.stack([torch.as_tensor(sums[k], device=self.device).float() for k in keys])
+        counts = torch.tensor([n_steps, n_images], device=self.device, dtype=torch.float64)
         if info.distributed:
             dist.all_reduce(vec)
             dist.all_reduce(counts)
@@ -472,12 +525,12 @@ def fit(
         elapsed = time.perf_counter() - t0
         record: dict[str, Any] = {"epoch": epoch + 1, "steps": n_steps}
         record.update({k: float(v) / n_steps for k, v in zip(keys, vec.cpu(), strict=True)})
-        record.update(_group_lrs(optimizer))
+        record.update(_group_lrs(self.optimizer))
         record["images"] = int(counts[1])
         record["time_s"] = elapsed
         record["images_per_s"] = float(counts[1]) / max(elapsed, 1e-9)
 
-        if validate is not None and (
+        if self.validate is not None and (
             (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
         ):
             metrics = None
@@ -488,12 +541,12 @@ def fit(
                 training_rng = rng_state()
                 model.eval()
                 with torch.no_grad():
-                    metrics = dict(validate(model, epoch + 1))
+                    metrics = dict(self.validate(model, epoch + 1))
                 model.train()
                 set_rng_state(training_rng)
             record.update(broadcast_object(metrics))
-        history.records.append(record)
-        if show:
+        self.history.records.append(record)
+        if self.show:
             tqdm.write(
                 f"epoch {epoch + 1}/{config.epochs}: "
                 + ", ".join(
@@ -503,35 +556,38 @@ def fit(
                 )
             )
 
-        # ---- checkpoint (rank 0 writes; every rank's RNG state is gathered into it)
-        if out_dir is not None:
-            states = [rng_state()]
-            if info.distributed:
-                states = [None] * info.world_size
-                dist.all_gather_object(states, rng_state())
-            if info.is_main:
-                ckpt = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                    "rng": states,
-                    "loader": _loader_state(train_loader),
-                    "epoch": epoch + 1,
-                    "history": history.records,
-                    "fit_config": {k: str(v) for k, v in asdict(config).items()},
-                    "model_config": getattr(model, "config_dict", lambda: None)(),
-                    "model_name": getattr(model, "registry_name", None),
-                    # wall time of fit up to this checkpoint, over every resumed part
-                    "elapsed_s": elapsed_before + time.perf_counter() - fit_start,
-                }
-                _atomic_save(ckpt, out_dir / CHECKPOINT_LAST)
-                if config.keep_epoch_checkpoints:
-                    _atomic_save(ckpt, out_dir / f"checkpoint_epoch{epoch + 1}.pt")
-                _write_logs(out_dir, history)
-            history.checkpoint = out_dir / CHECKPOINT_LAST
-            barrier()
-    return history
+    def save(self, epoch: int) -> None:
+        """``checkpoint_last.pt`` and the logs (rank 0 writes; every rank's RNG state is
+        gathered into it)."""
+        out_dir, info, config, model = self.out_dir, self.info, self.config, self.model
+        if out_dir is None:
+            return
+        states = [rng_state()]
+        if info.distributed:
+            states = [None] * info.world_size
+            dist.all_gather_object(states, rng_state())
+        if info.is_main:
+            ckpt = {
+                "model": model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "rng": states,
+                "loader": _loader_state(self.train_loader),
+                "epoch": epoch + 1,
+                "history": self.history.records,
+                "fit_config": {k: str(v) for k, v in asdict(config).items()},
+                "model_config": getattr(model, "config_dict", lambda: None)(),
+                "model_name": getattr(model, "registry_name", None),
+                # wall time of fit up to this checkpoint, over every resumed part
+                "elapsed_s": self.elapsed_before + time.perf_counter() - self.fit_start,
+            }
+            _atomic_save(ckpt, out_dir / CHECKPOINT_LAST)
+            if config.keep_epoch_checkpoints:
+                _atomic_save(ckpt, out_dir / f"checkpoint_epoch{epoch + 1}.pt")
+            _write_logs(out_dir, self.history)
+        self.history.checkpoint = out_dir / CHECKPOINT_LAST
+        barrier()
 
 
 def _last_epoch(history: History) -> int:
