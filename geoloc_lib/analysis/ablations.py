@@ -17,7 +17,6 @@ interrupted one with the same settings resumes from its last checkpoint.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,10 @@ import pandas as pd
 
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.training.runs import RUN_FILE, Run, load_run, resolved_config, train_run
+from geoloc_lib.training import runs
+from geoloc_lib.training.runs import Run
 
 ABLATION_DIR = "ablations"
-PENDING_FILE = "ablation_pending.json"  # settings of a run in progress (resume only if equal)
 STREET_METRICS = ("R@1", "R@5", "R@10", "R@1%")
 MCGF_METRICS = ("R@1", "R@5", "R@10", "AP")
 
@@ -146,30 +145,9 @@ def mcgf_variants() -> list[Variant]:
     ]
 
 
-def _jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=str))  # as run.json stores it (tuples -> lists)
-
-
 def run_settings(variant: Variant, preset: str, epochs: int, seed: int) -> dict[str, Any]:
-    """The ``run.json`` fields that must match for a finished run to be reused."""
-    return _jsonable(
-        {
-            "model": variant.model,
-            "preset": preset,
-            "epochs": int(epochs),
-            "seed": int(seed),
-            "overrides": variant.overrides,
-            # the resolved model config and training settings: a changed preset retrains
-            "config": resolved_config(variant.model, preset, variant.overrides),
-        }
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    """The ``run.json`` fields that must match for a finished run of ``variant`` to be reused."""
+    return runs.run_settings(variant.model, preset, epochs, seed, variant.overrides)
 
 
 def ensure_run(
@@ -187,47 +165,27 @@ def ensure_run(
 
     A variant without overrides (a main model) first looks for 01_train's run of the model,
     ``runs_dir/<model>``: trained with the same settings, it is that run, reused as it is.
-    Returns ``(run, trained_now)``. A run interrupted with the same settings resumes from its
-    last checkpoint; a folder with other settings is retrained from scratch.
+    Returns ``(run, trained_now)``; the caching itself is :func:`geoloc_lib.training.runs.ensure_run`.
     """
     if int(epochs) < 1:
         raise ConfigError(f"ablation epochs must be >= 1, got {epochs}")
-    want = run_settings(variant, preset, epochs, seed)
     if not variant.overrides:
-        main = Path(runs_dir) / variant.model
-        info = _read_json(main / RUN_FILE)
-        if (
-            info is not None
-            and (main / "checkpoint_last.pt").is_file()
-            and {k: info.get(k) for k in want} == want
-        ):
-            return load_run(main), False
-    root = Path(runs_dir) / ABLATION_DIR
-    out = root / variant.run_name
-    info = _read_json(out / RUN_FILE)
-    has_ckpt = (out / "checkpoint_last.pt").is_file()
-    if info is not None and has_ckpt and {k: info.get(k) for k in want} == want:
-        return load_run(out), False
-    # Stale run.json first: a retrain interrupted later must not look finished.
-    (out / RUN_FILE).unlink(missing_ok=True)
-    resume = has_ckpt and _read_json(out / PENDING_FILE) == want
-    out.mkdir(parents=True, exist_ok=True)
-    (out / PENDING_FILE).write_text(json.dumps(want, indent=2) + "\n")
-    run = train_run(
+        want = run_settings(variant, preset, epochs, seed)
+        main = runs.finished_run(Path(runs_dir) / variant.model, want)
+        if main is not None:
+            return main, False
+    return runs.ensure_run(
         variant.model,
         sources,
-        root,
+        Path(runs_dir) / ABLATION_DIR,
         name=variant.run_name,
         preset=preset,
-        epochs=int(epochs),
-        seed=int(seed),
+        epochs=epochs,
+        seed=seed,
+        overrides=variant.overrides,
         device=device,
         progress=progress,
-        resume=resume,
-        **variant.overrides,
     )
-    (out / PENDING_FILE).unlink(missing_ok=True)
-    return run, True
 
 
 def street_eval_split(sources: DataSources) -> str:

@@ -33,6 +33,8 @@ from geoloc_lib.training.recipes import recipe_for, recipes
 
 TASKS = {name: recipe.task for name, recipe in recipes().items()}
 RUN_FILE = "run.json"
+# settings of a run in progress (resume only if equal); the name predates its use beyond ablations
+PENDING_FILE = "ablation_pending.json"
 
 
 @dataclass
@@ -274,3 +276,83 @@ def training_summary(runs: dict[str, Run]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def run_settings(
+    model: str, preset: str, epochs: int, seed: int, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``run.json`` fields that must match for a finished run to be reused."""
+    overrides = dict(overrides or {})
+    settings = {
+        "model": model,
+        "preset": preset,
+        "epochs": int(epochs),
+        "seed": int(seed),
+        "overrides": overrides,
+        # the resolved model config and training settings: a changed preset retrains
+        "config": resolved_config(model, preset, overrides),
+    }
+    return json.loads(json.dumps(settings, default=str))  # as run.json stores it
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def finished_run(run_dir: str | Path, want: dict[str, Any]) -> Run | None:
+    """The run in ``run_dir`` when it finished with the settings ``want`` (else None)."""
+    run_dir = Path(run_dir)
+    info = _read_json(run_dir / RUN_FILE)
+    if info is None or not (run_dir / CHECKPOINT_LAST).is_file():
+        return None
+    return load_run(run_dir) if {k: info.get(k) for k in want} == want else None
+
+
+def ensure_run(
+    model: str,
+    sources: DataSources,
+    runs_dir: str | Path,
+    *,
+    name: str,
+    preset: str,
+    epochs: int,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> tuple[Run, bool]:
+    """Load ``runs_dir/<name>`` if it holds this finished run, else train it there.
+
+    Returns ``(run, trained_now)``. A run interrupted with the same settings resumes from its
+    last checkpoint; a folder with other settings is retrained from scratch.
+    """
+    overrides = dict(overrides or {})
+    want = run_settings(model, preset, epochs, seed, overrides)
+    out = Path(runs_dir) / name
+    done = finished_run(out, want)
+    if done is not None:
+        return done, False
+    has_ckpt = (out / CHECKPOINT_LAST).is_file()
+    # Stale run.json first: a retrain interrupted later must not look finished.
+    (out / RUN_FILE).unlink(missing_ok=True)
+    resume = has_ckpt and _read_json(out / PENDING_FILE) == want
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PENDING_FILE).write_text(json.dumps(want, indent=2) + "\n")
+    run = train_run(
+        model,
+        sources,
+        runs_dir,
+        name=name,
+        preset=preset,
+        epochs=int(epochs),
+        seed=int(seed),
+        device=device,
+        progress=progress,
+        resume=resume,
+        **overrides,
+    )
+    (out / PENDING_FILE).unlink(missing_ok=True)
+    return run, True
