@@ -1,12 +1,28 @@
 """geoloc_lib: cross-view geo-localization research library (MCGF, GeoViewMatch).
 
-Map of the package (see README.md for the full repository map):
+Map of the package, one layer per line, lowest first. A module imports only from its own
+layer or below (``tests/test_layers.py`` checks every import; training may also use eval's
+metrics for validation). See README.md for the repository map.
 
-- ``data/``      dataset loaders for the real layouts, GeoSynth generator, manifest checks
-- ``eval/``      retrieval ranking core and metrics (University-1652, CVUSA, CVACT)
-- ``weather.py`` batched multi-weather synthesis; ``diffusion.py`` DDPM/DDIM schedules
-- ``pipeline.py`` papermill runner behind ``geoloc run``; ``profiles.py`` profile resolution
-- ``cli.py``     the ``geoloc`` command
+- ``core/``      errors, paths, config presets, runtime (progress), seeding, distributed,
+  device/AMP, checkpoint reading, portable float ops
+- ``data/``      dataset loaders (University-1652, CVUSA, CVACT), torch datasets, pair
+  augmentation, the GeoSynth generator, manifest checks (``data/sources.py``: which folders a
+  run reads)
+- ``weather/``   ``synth`` (the 10 conditions), ``sets`` (the one per-image key, the evaluation
+  transform, ``geoloc data weather``), ``bench``
+- ``models/``    the model contract (``contract.py``), ``create_model`` / ``load_model``, MCGF,
+  GeoViewMatch, the InfoNCE baseline, the raw-pixel matchers; ``losses.py``, ``diffusion.py``
+- training      ``engine.py`` (``fit``, checkpoints), ``optim.py`` (optimisers, schedules),
+  ``training/`` (``recipes.py``: one recipe per model; ``mcgf.py``, ``geoviewmatch.py``: the
+  papers' recipes; ``runs.py``: ``train_run`` / ``load_run``)
+- ``eval/``      features, ranking, metrics, ``university.py`` (drone/satellite per weather),
+  ``street.py`` (street/aerial per split), tables, submissions, local challenge
+- ``analysis/``  ablations, explain (heatmaps, Grad-CAM), cost; ``viz/`` and ``reporting.py``
+  (report folders, markdown tables) draw the results of eval and analysis
+- pipeline      ``cli.py`` (``geoloc``), ``pipeline.py`` (papermill runner), ``profiles.py``,
+  ``dry_run.py``, ``pipeline_record.py``, ``reports_index.py``; benchmarks:
+  ``train_bench.py``, ``eval/bench.py``, ``weather/bench.py``
 """
 
 __version__ = "0.1.0"

@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from geoloc_lib.errors import GeolocError
+from geoloc_lib.core.errors import GeolocError
 
 # (command words) -> (module, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -34,7 +34,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "generate the embedded GeoSynth benchmark",
     ),
     ("data", "weather"): (
-        "geoloc_lib.weather_sets",
+        "geoloc_lib.weather.sets",
         "materialise weathered drone query sets on disk",
     ),
     ("submit",): (
@@ -50,7 +50,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "benchmark training throughput per model, fp32 vs bf16 autocast",
     ),
     ("bench", "weather"): (
-        "geoloc_lib.weather_bench",
+        "geoloc_lib.weather.bench",
         "benchmark the weather synthesis (images/s per condition)",
     ),
 }

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 
 X0Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.sources import resolve_sources
-from geoloc_lib.errors import ConfigError
 from geoloc_lib.profiles import ResolvedRun
 from geoloc_lib.training.runs import check_config, check_model
 

@@ -1,14 +1,11 @@
-"""The training engine: one ``fit()`` for every model in the project.
+"""The training engine: one ``fit()`` for every model in the project, its config, history and
+checkpoint files.
 
-Contract a model follows (MCGF, GeoViewMatch, the baselines):
+A model follows the contract of :mod:`geoloc_lib.models.contract` (``training_losses(batch)``
+returns ``"loss"`` and the terms to log; ``param_groups(lr)`` gives named optimizer groups).
 
-- ``model.training_losses(batch: dict[str, Tensor]) -> dict[str, Tensor]`` returns ``"loss"``
-  (the scalar to backpropagate) and any other scalar components to log;
-- ``model.embed(images: Tensor, view: str) -> Tensor`` returns L2-normalised retrieval features;
-- ``model.param_groups(lr: dict[str, float]) -> list[dict]`` gives optimizer parameter groups with
-  their own learning rates (each group carries a ``"name"`` used in the logs).
-
-``fit()`` does, per batch: move to the device -> ``batch_transform`` (on device, e.g. on-the-fly
+``fit()`` reads as four steps (:class:`_FitRun`): restore (resume), one epoch, record, save.
+Per batch: move to the device -> ``batch_transform`` (on device, e.g. on-the-fly
 weather) -> forward under autocast -> non-finite guard -> backward -> unscale -> clip -> step
 (``optimizer.step(closure)`` for closure optimizers such as ASAM). Per epoch: optional scheduler
 step, validation, ``history.csv``/``history.json`` and ``checkpoint_last.pt`` (model, optimizer,
@@ -16,8 +13,8 @@ scheduler, scaler, every RNG state, epoch, history). ``FitConfig(resume=True)`` 
 checkpoint and, on CPU, ends bit-identical to an uninterrupted run.
 
 Distributed: launch the same script with ``torchrun --nproc_per_node=N``; call
-:func:`setup_distributed` first and build loaders with a sampler that shards by rank (see
-``geoloc_lib.data.university_torch.ShardedSampler``). ``fit`` wraps the model in
+:func:`geoloc_lib.core.distributed.setup_distributed` first and build loaders with a sampler
+that shards by rank (see ``geoloc_lib.data.university_torch.ShardedSampler``). ``fit`` wraps the model in
 DistributedDataParallel, averages logged losses over ranks, validates on rank 0 only and broadcasts
 the metrics, and writes logs and checkpoints on rank 0 only.
 """
@@ -27,26 +24,33 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from geoloc_lib.errors import ConfigError, GeolocError, choices_message
-from geoloc_lib.runtime import resolve_progress
+from geoloc_lib.core.checkpoints import load_checkpoint
+from geoloc_lib.core.device import (
+    AMP_MODES,
+    autocast_dtype,
+    batch_size,
+    resolve_amp,
+    resolve_device,
+    to_device,
+)
+from geoloc_lib.core.distributed import DistInfo, barrier, broadcast_object, dist_info
+from geoloc_lib.core.errors import ConfigError, GeolocError, choices_message
+from geoloc_lib.core.runtime import resolve_progress
+from geoloc_lib.core.seeding import rng_state, seed_everything, set_rng_state
 
-AMP_MODES = ("auto", "off", "bf16", "fp16")
 CHECKPOINT_LAST = "checkpoint_last.pt"
-CHECKPOINT_BEST = "checkpoint_best.pt"
 
 
 class NonFiniteLossError(GeolocError):
@@ -57,161 +61,7 @@ class NonFiniteLossError(GeolocError):
         self.history = history
 
 
-# --------------------------------------------------------------------------- seeding
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the legacy global state libraries use
-    torch.manual_seed(seed)
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: derive NumPy/Python seeds from the worker's torch seed.
-
-    torch seeds each worker with ``base_seed + worker_id`` (base_seed drawn from the loader's
-    generator); NumPy and ``random`` are not reseeded by torch, so workers would share streams.
-    """
-    s = torch.initial_seed() % 2**32
-    np.random.seed(s)  # noqa: NPY002
-    random.seed(s)
-
-
-def make_generator(seed: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with ``seed`` (for DataLoaders and samplers)."""
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global RNG state this process uses."""
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits in a (possibly single-process) job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_info() -> DistInfo:
-    """The current job layout (rank 0 of 1 when torch.distributed is not initialised)."""
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(
-            dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-        )
-    return DistInfo()
-
-
-def setup_distributed(backend: str | None = None) -> DistInfo:
-    """Initialise torch.distributed from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK).
-
-    Without those variables (a plain ``python`` run, a notebook) this is a no-op returning rank 0
-    of 1. The backend defaults to NCCL with GPUs and gloo without; on GPU each process takes
-    ``cuda:LOCAL_RANK``.
-    """
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return DistInfo()
-    if not (dist.is_available() and dist.is_initialized()):
-        if backend is None:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
-    return dist_info()
-
-
-def cleanup_distributed() -> None:
-    """Tear the process group down (safe to call when none exists)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def is_main_process() -> bool:
-    return dist_info().is_main
-
-
-def barrier() -> None:
-    if dist_info().distributed:
-        dist.barrier()
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank (identity without distribution)."""
-    if not dist_info().distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 # --------------------------------------------------------------------------- config & history
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> ``cuda:LOCAL_RANK`` when a GPU is present, else CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ConfigError(f"parameter device: cannot parse {device!r} ({err})") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"parameter device={device!r}, but no CUDA GPU is available; use 'cpu'")
-    return dev
-
-
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """The autocast mode actually used: ``off``, ``bf16`` or ``fp16``.
-
-    ``auto`` means bf16 on GPUs that support it (fp16 + GradScaler otherwise) and ``off`` on CPU:
-    bf16 autocast on this project's reference CPU (no AMX/AVX512-BF16) was measured slower than
-    fp32 (see the MCGF report); pass ``amp="bf16"`` to use it on a CPU where it pays.
-    """
-    if amp not in AMP_MODES:
-        raise ConfigError(f"parameter amp: {choices_message('amp mode', amp, AMP_MODES)}")
-    if amp == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "off"
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError("amp='fp16' needs a CUDA device; use amp='bf16' or 'off' on CPU")
-    return amp
 
 
 @dataclass
@@ -228,11 +78,9 @@ class FitConfig:
         scheduler_interval: call ``scheduler.step()`` after every ``"epoch"`` or every ``"step"``.
         max_steps_per_epoch: cut epochs short (smoke runs, tests).
         val_every: validate every N epochs (and always after the last one).
-        monitor: a validation key to keep ``checkpoint_best.pt`` on (higher is better).
         resume: False, True (``out_dir/checkpoint_last.pt`` if it exists) or a checkpoint path.
         keep_epoch_checkpoints: also keep ``checkpoint_epoch{N}.pt`` for every epoch.
         progress: tqdm bar on stderr; None -> off unless ``GEOLOC_PROGRESS=1`` (runtime).
-        nonfinite: ``"stop"`` raises :class:`NonFiniteLossError` on a NaN/inf loss or gradient.
         num_threads: ``torch.set_num_threads`` for the run (None leaves it). On a CPU shared with
             other jobs, fewer threads than cores avoids OpenMP oversubscription, which was
             measured to slow a step ~80x on this project's 2-core machine.
@@ -247,11 +95,9 @@ class FitConfig:
     scheduler_interval: str = "epoch"
     max_steps_per_epoch: int | None = None
     val_every: int = 1
-    monitor: str | None = None
     resume: bool | str | Path = False
     keep_epoch_checkpoints: bool = False
     progress: bool | None = None
-    nonfinite: str = "stop"
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -264,8 +110,6 @@ class FitConfig:
             )
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"FitConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
-        if self.nonfinite != "stop":
-            raise ConfigError("FitConfig.nonfinite: only 'stop' is supported")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"FitConfig.amp: {choices_message('amp mode', self.amp, AMP_MODES)}")
 
@@ -280,7 +124,6 @@ class History:
 
     records: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
-    best_checkpoint: Path | None = None
     resumed_from_epoch: int = 0
 
     @property
@@ -302,33 +145,11 @@ def _write_logs(out_dir: Path, history: History) -> None:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def _atomic_save(obj: Any, path: Path) -> None:
     # Write then rename: a run killed while saving never leaves a truncated checkpoint_last.pt.
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ``fit`` (a dict: model, optimizer, ..., epoch, history)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # truncated or foreign file
-        raise ConfigError(f"cannot read checkpoint {path}: {err}") from err
-
-
-def load_model_weights(model: nn.Module, path: str | Path, strict: bool = True) -> dict[str, Any]:
-    """Load a ``fit`` checkpoint's model weights into ``model``; returns the checkpoint dict."""
-    ckpt = load_checkpoint(path)
-    _load_state(model, ckpt["model"] if "model" in ckpt else ckpt, path, strict)
-    return ckpt
 
 
 def _load_state(model: nn.Module, state: Mapping[str, Any], path: Path | str, strict=True) -> None:
@@ -438,21 +259,6 @@ class _LossForward(nn.Module):
         return self.model.training_losses(batch)
 
 
-def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    """Move every tensor of a batch dict to ``device`` (other values pass through)."""
-    return {
-        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-        for k, v in batch.items()
-    }
-
-
-def _batch_size(batch: Mapping[str, Any]) -> int:
-    for v in batch.values():
-        if isinstance(v, torch.Tensor) and v.ndim > 0:
-            return int(v.shape[0])
-    return 1
-
-
 def _group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     return {f"lr_{g.get('name', i)}": float(g["lr"]) for i, g in enumerate(optimizer.param_groups)}
 
@@ -494,7 +300,7 @@ def fit(
         scheduler: anything with ``step()``/``state_dict()``/``load_state_dict()``; stepped per
             epoch or per step (``config.scheduler_interval``).
         validate: ``validate(model, epoch) -> {metric: value}``, called on rank 0 in eval mode
-            with the unwrapped model; the metrics go to the history (and to ``config.monitor``).
+            with the unwrapped model; the metrics go to the history.
             The global RNG states are restored after it, so validating (or not) never changes
             the training.
         batch_transform: runs on the device on each batch before the forward pass, outside
@@ -507,96 +313,135 @@ def fit(
         NonFiniteLossError: a NaN/inf loss (or gradient without a GradScaler). Nothing is
             written for the failing epoch; ``checkpoint_last.pt`` stays the last good epoch.
     """
-    info = dist_info()
-    device = resolve_device(config.device)
-    amp = resolve_amp(config.amp, device)
-    requires_closure = bool(getattr(optimizer, "requires_closure", False))
-    if requires_closure and amp == "fp16":
-        raise ConfigError(
-            "a closure optimizer (ASAM) cannot run under fp16 with a GradScaler; "
-            "set amp='bf16' or amp='off'"
-        )
-    if not hasattr(model, "training_losses"):
-        raise ConfigError(f"{type(model).__name__} has no training_losses(batch) method")
-    out_dir = Path(config.out_dir) if config.out_dir is not None else None
-    if out_dir is not None and info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    run = _FitRun(model, train_loader, optimizer, config, scheduler, validate, batch_transform)
+    run.restore()
+    for epoch in range(run.start_epoch, config.epochs):
+        sums, n_steps, n_images, t0 = run.one_epoch(epoch)
+        run.record(epoch, sums, n_steps, n_images, t0)
+        run.save(epoch)
+    return run.history
 
-    if config.num_threads is not None:
-        torch.set_num_threads(config.num_threads)
-    model.to(device)
-    seed_everything(config.seed + info.rank)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
-    history = History()
-    start_epoch = 0
-    fit_start, elapsed_before = time.perf_counter(), 0.0
-    # ---- resume: restore every state, so the continuation replays the uninterrupted run
-    resume_path: Path | None = None
-    if config.resume is True:
-        if out_dir is None:
-            raise ConfigError("FitConfig.resume=True needs FitConfig.out_dir")
-        resume_path = out_dir / CHECKPOINT_LAST if (out_dir / CHECKPOINT_LAST).is_file() else None
-    elif config.resume:
-        resume_path = Path(config.resume)
-    if resume_path is not None:
-        ckpt = load_checkpoint(resume_path, map_location=device)
-        diffs = resume_differences(ckpt, config, model, optimizer)
-        if diffs:
-            shown = "; ".join(diffs[:6]) + (f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else "")
+class _FitRun:
+    """The state of one :func:`fit` call and its steps: restore, one epoch, record, save."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_loader: Iterable[Mapping[str, Any]],
+        optimizer: torch.optim.Optimizer,
+        config: FitConfig,
+        scheduler: Any | None,
+        validate: Callable[[nn.Module, int], dict[str, float]] | None,
+        batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None,
+    ) -> None:
+        self.model, self.train_loader, self.optimizer = model, train_loader, optimizer
+        self.config, self.scheduler = config, scheduler
+        self.validate, self.batch_transform = validate, batch_transform
+        info = self.info = dist_info()
+        device = self.device = resolve_device(config.device)
+        amp = resolve_amp(config.amp, device)
+        self.requires_closure = bool(getattr(optimizer, "requires_closure", False))
+        if self.requires_closure and amp == "fp16":
             raise ConfigError(
-                f"cannot resume from {resume_path}: it was trained with other settings "
-                f"(saved -> asked: {shown}). Resume with the saved settings, or train into "
-                "another folder (or with resume=False) to use the new ones"
+                "a closure optimizer (ASAM) cannot run under fp16 with a GradScaler; "
+                "set amp='bf16' or amp='off'"
             )
-        _load_state(model, ckpt["model"], resume_path)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None and ckpt.get("scheduler") is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler") is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-        rngs = ckpt["rng"]
-        set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
-        _set_loader_state(train_loader, ckpt.get("loader", {}))
-        history.records = list(ckpt["history"])
-        start_epoch = history.resumed_from_epoch = int(ckpt["epoch"])
-        elapsed_before = checkpoint_elapsed_s(ckpt)
-        history.checkpoint = resume_path  # also when there is nothing left to train
+        if not hasattr(model, "training_losses"):
+            raise ConfigError(f"{type(model).__name__} has no training_losses(batch) method")
+        out_dir = self.out_dir = Path(config.out_dir) if config.out_dir is not None else None
+        if out_dir is not None and info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
 
-    net: nn.Module = _LossForward(model)
-    if info.distributed:
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    params = [p for p in model.parameters() if p.requires_grad]
-    clip = config.grad_clip if config.grad_clip is not None else math.inf
-    show = config.show_progress and info.is_main
-    best = max(
-        (r[config.monitor] for r in history.records if config.monitor and config.monitor in r),
-        default=-math.inf,
-    )
-    if out_dir is not None and (out_dir / CHECKPOINT_BEST).is_file():
-        history.best_checkpoint = out_dir / CHECKPOINT_BEST
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        model.to(device)
+        seed_everything(config.seed + info.rank)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        self.dtype = autocast_dtype(amp)
 
-    def forward_backward(batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            out = net(batch)
+        self.history = History()
+        self.start_epoch = 0
+        self.fit_start, self.elapsed_before = time.perf_counter(), 0.0
+
+    def restore(self) -> None:
+        """Resume: restore every state, so the continuation replays the uninterrupted run; then
+        wrap the model for the training pass (DDP when distributed)."""
+        config, out_dir, info = self.config, self.out_dir, self.info
+        model, optimizer, scheduler = self.model, self.optimizer, self.scheduler
+        resume_path: Path | None = None
+        if config.resume is True:
+            if out_dir is None:
+                raise ConfigError("FitConfig.resume=True needs FitConfig.out_dir")
+            resume_path = (
+                out_dir / CHECKPOINT_LAST if (out_dir / CHECKPOINT_LAST).is_file() else None
+            )
+        elif config.resume:
+            resume_path = Path(config.resume)
+        if resume_path is not None:
+            ckpt = load_checkpoint(resume_path, map_location=self.device)
+            diffs = resume_differences(ckpt, config, model, optimizer)
+            if diffs:
+                shown = "; ".join(diffs[:6]) + (
+                    f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else ""
+                )
+                raise ConfigError(
+                    f"cannot resume from {resume_path}: it was trained with other settings "
+                    f"(saved -> asked: {shown}). Resume with the saved settings, or train into "
+                    "another folder (or with resume=False) to use the new ones"
+                )
+            _load_state(model, ckpt["model"], resume_path)
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if scheduler is not None and ckpt.get("scheduler") is not None:
+                scheduler.load_state_dict(ckpt["scheduler"])
+            if ckpt.get("scaler") is not None:
+                self.scaler.load_state_dict(ckpt["scaler"])
+            rngs = ckpt["rng"]
+            set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
+            _set_loader_state(self.train_loader, ckpt.get("loader", {}))
+            self.history.records = list(ckpt["history"])
+            self.start_epoch = self.history.resumed_from_epoch = int(ckpt["epoch"])
+            self.elapsed_before = checkpoint_elapsed_s(ckpt)
+            self.history.checkpoint = resume_path  # also when there is nothing left to train
+
+        net: nn.Module = _LossForward(model)
+        if info.distributed:
+            device = self.device
+            net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.net = net
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.clip = config.grad_clip if config.grad_clip is not None else math.inf
+        self.show = config.show_progress and info.is_main
+
+    def forward_backward(
+        self, batch: dict[str, Any]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Forward under autocast, non-finite guard, backward, unscale and clip."""
+        info, scaler = self.info, self.scaler
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            out = self.net(batch)
         loss = out["loss"]
         if not _all_finite(loss, info):
             raise _NonFinite("loss", {k: float(v.detach().float()) for k, v in out.items()})
         scaler.scale(loss).backward()
         if scaler.is_enabled():
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         # With a GradScaler, inf gradients are expected (the scaler skips the step and lowers the
         # scale); without one they mean the run diverged.
-        norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
         if not scaler.is_enabled() and not _all_finite(norm, info):
             raise _NonFinite("gradient norm", {"grad_norm": float(norm)})
         return out, norm
 
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
+    def one_epoch(self, epoch: int) -> tuple[dict[str, torch.Tensor], int, int, float]:
+        """Train one epoch: per-batch steps, then the epoch's scheduler step.
+
+        Returns the summed logged values, the steps, the images and the epoch's start time."""
+        config, optimizer, scheduler = self.config, self.optimizer, self.scheduler
+        train_loader, scaler, show = self.train_loader, self.scaler, self.show
+        self.model.train()
         sampler = getattr(train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -612,16 +457,16 @@ def fit(
             for batch in train_loader:
                 if config.max_steps_per_epoch is not None and n_steps >= config.max_steps_per_epoch:
                     break
-                batch = to_device(batch, device)
-                if batch_transform is not None:
-                    batch = batch_transform(batch)
+                batch = to_device(batch, self.device)
+                if self.batch_transform is not None:
+                    batch = self.batch_transform(batch)
                 optimizer.zero_grad(set_to_none=True)
-                out, norm = forward_backward(batch)
-                if requires_closure:
+                out, norm = self.forward_backward(batch)
+                if self.requires_closure:
 
                     def closure(batch: dict[str, Any] = batch) -> torch.Tensor:
                         optimizer.zero_grad(set_to_none=True)
-                        return forward_backward(batch)[0]["loss"].detach()
+                        return self.forward_backward(batch)[0]["loss"].detach()
 
                     optimizer.step(closure)
                 else:
@@ -633,35 +478,46 @@ def fit(
                     sums[k] = sums.get(k, 0.0) + v.detach().float()
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + norm.detach().float()
                 n_steps += 1
-                n_images += _batch_size(batch)
+                n_images += batch_size(batch)
                 bar.update(1)
                 if show and n_steps % 10 == 0:
                     bar.set_postfix(loss=f"{float(sums['loss']) / n_steps:.4f}")
         except _NonFinite as bad:
             bar.close()
-            where = f"epoch {epoch + 1}, step {n_steps + 1}"
-            keep = (
-                f"the last good checkpoint is {out_dir / CHECKPOINT_LAST} (epoch {_last_epoch(history)})"
-                if out_dir is not None and (out_dir / CHECKPOINT_LAST).is_file()
-                else "no checkpoint was written before the failure"
-            )
-            lrs = ", ".join(f"{k}={v:g}" for k, v in _group_lrs(optimizer).items())
-            raise NonFiniteLossError(
-                f"non-finite {bad.what} at {where} ({bad.values}); training stopped, {keep}. "
-                f"Learning rates: {lrs}. Lower the learning rate, enable grad_clip, or use "
-                "amp='off' to rule out reduced precision.",
-                history,
-            ) from None
+            self._stop(bad, epoch, n_steps)
         bar.close()
         if n_steps == 0:
             raise ConfigError("the training loader yielded no batch; is the training set empty?")
         if scheduler is not None and config.scheduler_interval == "epoch":
             scheduler.step()
+        return sums, n_steps, n_images, t0
 
-        # ---- epoch record: losses averaged over steps and ranks
+    def _stop(self, bad: _NonFinite, epoch: int, n_steps: int) -> None:
+        out_dir = self.out_dir
+        where = f"epoch {epoch + 1}, step {n_steps + 1}"
+        keep = (
+            f"the last good checkpoint is {out_dir / CHECKPOINT_LAST} "
+            f"(epoch {_last_epoch(self.history)})"
+            if out_dir is not None and (out_dir / CHECKPOINT_LAST).is_file()
+            else "no checkpoint was written before the failure"
+        )
+        lrs = ", ".join(f"{k}={v:g}" for k, v in _group_lrs(self.optimizer).items())
+        raise NonFiniteLossError(
+            f"non-finite {bad.what} at {where} ({bad.values}); training stopped, {keep}. "
+            f"Learning rates: {lrs}. Lower the learning rate, enable grad_clip, or use "
+            "amp='off' to rule out reduced precision.",
+            self.history,
+        ) from None
+
+    def record(
+        self, epoch: int, sums: dict[str, torch.Tensor], n_steps: int, n_images: int, t0: float
+    ) -> None:
+        """The epoch's history record: losses averaged over steps and ranks, learning rates,
+        throughput, and the validation metrics when this epoch validates."""
+        config, info, model = self.config, self.info, self.model
         keys = sorted(sums)
-        vec = torch.stack([torch.as_tensor(sums[k], device=device).float() for k in keys])
-        counts = torch.tensor([n_steps, n_images], device=device, dtype=torch.float64)
+        vec = torch.stack([torch.as_tensor(sums[k], device=self.device).float() for k in keys])
+        counts = torch.tensor([n_steps, n_images], device=self.device, dtype=torch.float64)
         if info.distributed:
             dist.all_reduce(vec)
             dist.all_reduce(counts)
@@ -669,12 +525,12 @@ def fit(
         elapsed = time.perf_counter() - t0
         record: dict[str, Any] = {"epoch": epoch + 1, "steps": n_steps}
         record.update({k: float(v) / n_steps for k, v in zip(keys, vec.cpu(), strict=True)})
-        record.update(_group_lrs(optimizer))
+        record.update(_group_lrs(self.optimizer))
         record["images"] = int(counts[1])
         record["time_s"] = elapsed
         record["images_per_s"] = float(counts[1]) / max(elapsed, 1e-9)
 
-        if validate is not None and (
+        if self.validate is not None and (
             (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
         ):
             metrics = None
@@ -685,12 +541,12 @@ def fit(
                 training_rng = rng_state()
                 model.eval()
                 with torch.no_grad():
-                    metrics = dict(validate(model, epoch + 1))
+                    metrics = dict(self.validate(model, epoch + 1))
                 model.train()
                 set_rng_state(training_rng)
             record.update(broadcast_object(metrics))
-        history.records.append(record)
-        if show:
+        self.history.records.append(record)
+        if self.show:
             tqdm.write(
                 f"epoch {epoch + 1}/{config.epochs}: "
                 + ", ".join(
@@ -700,39 +556,38 @@ def fit(
                 )
             )
 
-        # ---- checkpoint (rank 0 writes; every rank's RNG state is gathered into it)
-        if out_dir is not None:
-            states = [rng_state()]
-            if info.distributed:
-                states = [None] * info.world_size
-                dist.all_gather_object(states, rng_state())
-            if info.is_main:
-                ckpt = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                    "rng": states,
-                    "loader": _loader_state(train_loader),
-                    "epoch": epoch + 1,
-                    "history": history.records,
-                    "fit_config": {k: str(v) for k, v in asdict(config).items()},
-                    "model_config": getattr(model, "config_dict", lambda: None)(),
-                    "model_name": getattr(model, "registry_name", None),
-                    # wall time of fit up to this checkpoint, over every resumed part
-                    "elapsed_s": elapsed_before + time.perf_counter() - fit_start,
-                }
-                _atomic_save(ckpt, out_dir / CHECKPOINT_LAST)
-                if config.keep_epoch_checkpoints:
-                    _atomic_save(ckpt, out_dir / f"checkpoint_epoch{epoch + 1}.pt")
-                if config.monitor and config.monitor in record and record[config.monitor] > best:
-                    best = record[config.monitor]
-                    _atomic_save(ckpt, out_dir / CHECKPOINT_BEST)
-                    history.best_checkpoint = out_dir / CHECKPOINT_BEST
-                _write_logs(out_dir, history)
-            history.checkpoint = out_dir / CHECKPOINT_LAST
-            barrier()
-    return history
+    def save(self, epoch: int) -> None:
+        """``checkpoint_last.pt`` and the logs (rank 0 writes; every rank's RNG state is
+        gathered into it)."""
+        out_dir, info, config, model = self.out_dir, self.info, self.config, self.model
+        if out_dir is None:
+            return
+        states = [rng_state()]
+        if info.distributed:
+            states = [None] * info.world_size
+            dist.all_gather_object(states, rng_state())
+        if info.is_main:
+            ckpt = {
+                "model": model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "rng": states,
+                "loader": _loader_state(self.train_loader),
+                "epoch": epoch + 1,
+                "history": self.history.records,
+                "fit_config": {k: str(v) for k, v in asdict(config).items()},
+                "model_config": getattr(model, "config_dict", lambda: None)(),
+                "model_name": getattr(model, "registry_name", None),
+                # wall time of fit up to this checkpoint, over every resumed part
+                "elapsed_s": self.elapsed_before + time.perf_counter() - self.fit_start,
+            }
+            _atomic_save(ckpt, out_dir / CHECKPOINT_LAST)
+            if config.keep_epoch_checkpoints:
+                _atomic_save(ckpt, out_dir / f"checkpoint_epoch{epoch + 1}.pt")
+            _write_logs(out_dir, self.history)
+        self.history.checkpoint = out_dir / CHECKPOINT_LAST
+        barrier()
 
 
 def _last_epoch(history: History) -> int:
@@ -745,138 +600,3 @@ class _NonFinite(Exception):
         super().__init__(what)
         self.what = what
         self.values = {k: round(v, 6) if math.isfinite(v) else v for k, v in values.items()}
-
-
-# --------------------------------------------------------------------------- evaluation helpers
-
-
-@torch.no_grad()
-def extract_features(
-    model: nn.Module,
-    loader: Iterable[Mapping[str, Any]],
-    view: str,
-    *,
-    device: str | torch.device = "auto",
-    amp: str = "off",
-    batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    progress: bool | None = None,
-    desc: str | None = None,
-) -> tuple[torch.Tensor, np.ndarray]:
-    """Embed every image of ``loader`` with ``model.embed(images, view)``.
-
-    The loader yields dicts with ``"image"`` ([B,3,H,W]) and ``"label"``; ``batch_transform`` runs
-    on the device first (e.g. weather applied to a query set). Returns fp32 CPU features [N, D]
-    and the labels as an int64 array, in loader order. The model is put in eval mode.
-    """
-    dev = resolve_device(device)
-    mode = resolve_amp(amp, dev)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
-    show = resolve_progress(progress)
-    model.eval().to(dev)
-    feats, labels = [], []
-    total = len(loader) if hasattr(loader, "__len__") else None
-    for batch in tqdm(
-        loader, total=total, desc=desc or f"embed {view}", disable=not show, leave=False
-    ):
-        batch = to_device(batch, dev)
-        if batch_transform is not None:
-            batch = batch_transform(batch)
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            f = model.embed(batch["image"], view)
-        feats.append(f.float().cpu())
-        labels.append(batch["label"].cpu())
-    if not feats:
-        raise ConfigError(f"no image to embed for view {view!r}: the evaluation loader is empty")
-    return torch.cat(feats), torch.cat(labels).numpy().astype(np.int64)
-
-
-def measure_throughput(
-    model: nn.Module,
-    batch: Mapping[str, Any],
-    optimizer: torch.optim.Optimizer,
-    *,
-    amp: str = "off",
-    steps: int = 5,
-    warmup: int = 2,
-    device: str | torch.device = "cpu",
-    batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-) -> float:
-    """Training images per second of ``model`` on one repeated ``batch`` (forward+backward+step).
-
-    Used to decide whether bf16 autocast pays on a CPU; it trains the model, so pass a copy.
-    """
-    dev = resolve_device(device)
-    mode = resolve_amp(amp, dev)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
-    model.train().to(dev)
-    b = to_device(batch, dev)
-    n = _batch_size(b)
-    t0 = 0.0
-    for i in range(warmup + steps):
-        if i == warmup:
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t0 = time.perf_counter()
-        x = batch_transform(dict(b)) if batch_transform is not None else b
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            loss = model.training_losses(x)["loss"]
-        loss.backward()
-        optimizer.step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    return steps * n / (time.perf_counter() - t0)
-
-
-# --------------------------------------------------------------------------- optim helpers
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer,
-    kind: str,
-    *,
-    epochs: int,
-    steps_per_epoch: int = 1,
-    warmup_epochs: float = 0.0,
-    interval: str = "epoch",
-    step_size: int = 0,
-    gamma: float = 0.1,
-    min_factor: float = 0.0,
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """A checkpointable LR schedule as a multiplicative factor on every group's base lr.
-
-    ``kind``: ``none`` | ``cosine`` (to ``min_factor``) | ``step`` (×gamma every ``step_size``
-    epochs) | ``linear``; with linear warm-up over ``warmup_epochs``. ``interval`` must match
-    ``FitConfig.scheduler_interval``.
-    """
-    kinds = ("none", "cosine", "step", "linear")
-    if kind not in kinds:
-        raise ConfigError(f"parameter scheduler: {choices_message('scheduler', kind, kinds)}")
-    if kind == "none":
-        return None
-    per = steps_per_epoch if interval == "step" else 1
-    total = max(1, epochs * per)
-    warm = int(round(warmup_epochs * per))
-
-    def factor(i: int) -> float:
-        if i < warm:
-            return (i + 1) / (warm + 1)
-        if kind == "step":
-            return gamma ** ((i // per) // max(1, step_size)) if step_size else 1.0
-        p = min(1.0, (i - warm) / max(1, total - warm))
-        if kind == "cosine":
-            return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * p))
-        return min_factor + (1 - min_factor) * (1 - p)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def sgd_from_groups(
-    model: nn.Module, lr: Mapping[str, float], *, momentum: float = 0.9, weight_decay: float = 5e-4
-) -> torch.optim.SGD:
-    """SGD over ``model.param_groups(lr)`` (one group per name with its own learning rate)."""
-    groups = model.param_groups(dict(lr)) if hasattr(model, "param_groups") else None
-    if groups is None:
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "all"}]
-        groups[0]["lr"] = next(iter(lr.values()))
-    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum, weight_decay=weight_decay)

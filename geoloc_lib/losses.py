@@ -1,4 +1,4 @@
-"""Metric-learning losses for street-view / aerial retrieval (reference-facts §4).
+"""Metric-learning losses for street-view / aerial retrieval (GeoViewMatch and the InfoNCE baseline).
 
 All losses take L2-normalised features ``[B, D]`` where row ``i`` of one view matches row ``i``
 of the other; every other row in the batch is a negative.
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 
 
 def _check_pair(a: Tensor, b: Tensor, who: str) -> None:

@@ -1,6 +1,6 @@
-"""Optimisers for the street-view recipes: ASAM around AdamW (schedules: ``engine.make_scheduler``).
+"""Optimisers and LR schedules: ASAM around AdamW, SGD over a model's groups, :func:`make_scheduler`.
 
-ASAM (Kwon et al., 2021; reference-facts §4), for a base optimiser and weights ``w`` with
+ASAM (Kwon et al., ICML 2021; GeoViewMatch trains with it, Sec. 4.3), for a base optimiser and weights ``w`` with
 gradient ``g`` from a first forward/backward:
 
 1. ``T = |w| + eta`` (element-wise) for weight tensors and ``T = 1`` for every other parameter,
@@ -22,14 +22,15 @@ forward and backward on the same batch.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError, choices_message
 
 
 class ASAM(Optimizer):
@@ -150,26 +151,52 @@ def weight_tensor_ids(named: Iterable[tuple[str, nn.Parameter]]) -> set[int]:
     return {id(p) for n, p in named if p.ndim >= 2 and not _NOT_WEIGHT.search(n)}
 
 
-# Parameters that are temperatures or position-bias MLPs (SwinV2's own no_weight_decay list).
-_NO_DECAY_KEYS = ("logit_scale", "log_scale", "cpb_mlp")
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    kind: str,
+    *,
+    epochs: int,
+    steps_per_epoch: int = 1,
+    warmup_epochs: float = 0.0,
+    interval: str = "epoch",
+    step_size: int = 0,
+    gamma: float = 0.1,
+    min_factor: float = 0.0,
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """A checkpointable LR schedule as a multiplicative factor on every group's base lr.
 
-
-def split_decay(named: Iterable[tuple[str, nn.Parameter]], lr: float, name: str) -> list[dict]:
-    """Two groups at ``lr``: weights with decay; 1-d parameters (norms, biases) and scales without.
-
-    The groups are named ``name`` and ``name_no_decay`` (the engine logs ``lr_<name>``).
+    ``kind``: ``none`` | ``cosine`` (to ``min_factor``) | ``step`` (×gamma every ``step_size``
+    epochs) | ``linear``; with linear warm-up over ``warmup_epochs``. ``interval`` must match
+    ``FitConfig.scheduler_interval``.
     """
-    decay, no_decay = [], []
-    for param_name, p in named:
-        if not p.requires_grad:
-            continue
-        skip = p.ndim <= 1 or any(k in param_name for k in _NO_DECAY_KEYS)
-        (no_decay if skip else decay).append(p)
-    groups = []
-    if decay:
-        groups.append({"params": decay, "lr": lr, "name": name})
-    if no_decay:
-        groups.append(
-            {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{name}_no_decay"}
-        )
-    return groups
+    kinds = ("none", "cosine", "step", "linear")
+    if kind not in kinds:
+        raise ConfigError(f"parameter scheduler: {choices_message('scheduler', kind, kinds)}")
+    if kind == "none":
+        return None
+    per = steps_per_epoch if interval == "step" else 1
+    total = max(1, epochs * per)
+    warm = int(round(warmup_epochs * per))
+
+    def factor(i: int) -> float:
+        if i < warm:
+            return (i + 1) / (warm + 1)
+        if kind == "step":
+            return gamma ** ((i // per) // max(1, step_size)) if step_size else 1.0
+        p = min(1.0, (i - warm) / max(1, total - warm))
+        if kind == "cosine":
+            return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * p))
+        return min_factor + (1 - min_factor) * (1 - p)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def sgd_from_groups(
+    model: nn.Module, lr: Mapping[str, float], *, momentum: float = 0.9, weight_decay: float = 5e-4
+) -> torch.optim.SGD:
+    """SGD over ``model.param_groups(lr)`` (one group per name with its own learning rate)."""
+    groups = model.param_groups(dict(lr)) if hasattr(model, "param_groups") else None
+    if groups is None:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "name": "all"}]
+        groups[0]["lr"] = next(iter(lr.values()))
+    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum, weight_decay=weight_decay)

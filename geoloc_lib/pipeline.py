@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from geoloc_lib.errors import ConfigError, GeolocError
-from geoloc_lib.paths import EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
+from geoloc_lib.core.errors import ConfigError, GeolocError
+from geoloc_lib.core.paths import EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
 from geoloc_lib.profiles import ResolvedRun, resolve_profile
 from geoloc_lib.reports_index import write_reports_index
 

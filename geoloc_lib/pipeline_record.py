@@ -16,8 +16,8 @@ import argparse
 import shutil
 import time
 
-from geoloc_lib.errors import ConfigError
-from geoloc_lib.paths import NOTEBOOKS_DIR, REPO_ROOT, REPORTS_DIR
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT, REPORTS_DIR
 from geoloc_lib.pipeline import KERNEL, _kernel_env
 from geoloc_lib.profiles import notebook_parameters, resolve_profile
 

@@ -1,9 +1,10 @@
 """Run profiles: one reviewed file (``configs/profiles.yaml``) holding every notebook's parameters.
 
-A profile maps each numbered notebook to the full set of its parameters. The
-parameters a notebook accepts are read from its ``parameters``-tagged cell, so
-a profile that names an unknown parameter, or forgets one, is rejected before
-anything runs.
+A profile states its shared parameters once (``shared``: the dataset, the roots, the run and
+report folders, ...: each goes to every notebook whose ``parameters`` cell has it) and each
+numbered notebook's own parameters under ``notebooks`` (a notebook's value wins over a shared
+one). The parameters a notebook accepts are read from its ``parameters``-tagged cell, so a
+profile that names an unknown parameter, or forgets one, is rejected before anything runs.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from geoloc_lib.errors import ConfigError, choices_message
-from geoloc_lib.paths import NOTEBOOKS_DIR, PROFILES_FILE
+from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.paths import NOTEBOOKS_DIR, PROFILES_FILE
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 
@@ -157,7 +158,7 @@ def _rules() -> dict[str, Any]:
     """Checks of the notebooks' parameters by name (the same name means the same thing)."""
     from geoloc_lib.data.geosynth.profiles import PROFILES
     from geoloc_lib.training.runs import TASKS
-    from geoloc_lib.weather import CONDITIONS
+    from geoloc_lib.weather.synth import CONDITIONS
 
     models = tuple(sorted(TASKS))
     return {
@@ -263,25 +264,37 @@ def resolve_profile(
                 f"({', '.join(nb.name[:2] for nb in notebooks)}); select it with --only or drop "
                 "the setting"
             )
+    shared = dict(profiles[profile].get("shared") or {})
+    if shared:
+        accepted = {k for nb in all_notebooks for k in notebook_parameters(nb)}
+        unused = sorted(set(shared) - accepted)
+        if unused:
+            raise ConfigError(
+                f"profile {profile!r}: shared parameter {unused[0]!r} is a parameter of no "
+                f"notebook; valid: {', '.join(sorted(accepted))}"
+            )
     runs = []
     defaults_of: dict[Path, dict[str, Any]] = {}
     for nb in notebooks:
         defaults = defaults_of[nb] = notebook_parameters(nb)
         if nb.stem not in spec:
             raise ConfigError(f"profile {profile!r} has no section for notebook {nb.stem!r}")
-        params = dict(spec[nb.stem] or {})
-        unknown = set(params) - set(defaults)
+        own = dict(spec[nb.stem] or {})
+        unknown = set(own) - set(defaults)
         if unknown:
             key = sorted(unknown)[0]
             raise ConfigError(
                 f"profile {profile!r}, notebook {nb.stem}: "
                 + choices_message("parameter", key, defaults)
             )
+        merged = {**{k: v for k, v in shared.items() if k in defaults}, **own}
+        params = {k: merged[k] for k in defaults if k in merged}  # the notebook's order
         missing = set(defaults) - set(params)
         if missing:
             raise ConfigError(
                 f"profile {profile!r}, notebook {nb.stem}: missing parameters {sorted(missing)} "
-                f"(every profile lists every parameter; edit {PROFILES_FILE.name})"
+                f"(every profile gives every parameter, shared or per notebook; edit "
+                f"{PROFILES_FILE.name})"
             )
         runs.append(ResolvedRun(notebook=nb, parameters=params))
 

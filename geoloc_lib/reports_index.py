@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from geoloc_lib.paths import REPO_ROOT
+from geoloc_lib.core.paths import REPO_ROOT
 
 NOTEBOOK_TITLES = {
     "00": "00 · Data preparation",

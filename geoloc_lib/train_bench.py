@@ -2,7 +2,7 @@
 
 Each model is built at a preset, given one random batch of its training inputs at the preset's
 image sizes, and timed over a few full steps (forward, backward, optimizer step; the model's own
-batch augmentation and the weather included) with :func:`geoloc_lib.engine.measure_throughput`.
+batch augmentation and the weather included) with :func:`measure_throughput`.
 The ratio column is what ``FitConfig(amp="auto")`` is decided from: on a CPU, autocast is used only
 where it is faster.
 """
@@ -11,16 +11,65 @@ from __future__ import annotations
 
 import argparse
 import copy
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
 import torch
+from torch import nn
 
-from geoloc_lib.engine import measure_throughput, seed_everything
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.device import (
+    autocast_dtype,
+    batch_size,
+    resolve_amp,
+    resolve_device,
+    to_device,
+)
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.models import create_model
 from geoloc_lib.reporting import markdown_table
+from geoloc_lib.training.recipes import recipe_for
 from geoloc_lib.training.runs import TASKS, check_model
+
+
+def measure_throughput(
+    model: nn.Module,
+    batch: Mapping[str, Any],
+    optimizer: torch.optim.Optimizer,
+    *,
+    amp: str = "off",
+    steps: int = 5,
+    warmup: int = 2,
+    device: str | torch.device = "cpu",
+    batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> float:
+    """Training images per second of ``model`` on one repeated ``batch`` (forward+backward+step).
+
+    Used to decide whether bf16 autocast pays on a CPU; it trains the model, so pass a copy.
+    """
+    dev = resolve_device(device)
+    mode = resolve_amp(amp, dev)
+    dtype = autocast_dtype(mode)
+    model.train().to(dev)
+    b = to_device(batch, dev)
+    n = batch_size(b)
+    t0 = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            t0 = time.perf_counter()
+        x = batch_transform(dict(b)) if batch_transform is not None else b
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            loss = model.training_losses(x)["loss"]
+        loss.backward()
+        optimizer.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return steps * n / (time.perf_counter() - t0)
 
 
 def _batch(model: torch.nn.Module, batch_size: int) -> dict[str, Any]:
@@ -55,14 +104,13 @@ def bench_train(
     for name in models:
         check_model(name)
         seed_everything(0)
-        extra = {"num_classes": 256} if TASKS[name] == "drone->satellite" else {}
-        base = create_model(name, preset=preset, **extra)
+        base = create_model(name, preset=preset, **recipe_for(name).data_config)
         batch = _batch(base, batch_size)
         rates = {}
         for amp in ("off", "bf16"):
             model = copy.deepcopy(base)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            transform = getattr(model, "augment_batch", None)
+            transform = model.batch_transform()
             rates[amp] = measure_throughput(
                 model, batch, opt, amp=amp, steps=steps, batch_transform=transform
             )

@@ -16,7 +16,7 @@ import sys
 import torch
 
 from geoloc_lib.data.geosynth import PROFILES, generate_geosynth
-from geoloc_lib.weather import CONDITIONS, WeatherSynth
+from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth
 
 
 def weather_digests() -> dict[str, str]:

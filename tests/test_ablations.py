@@ -1,4 +1,4 @@
-"""Ablation grid (geoloc_lib.ablations), its figures, and the cost measurements (models.cost)."""
+"""Ablation grid (geoloc_lib.analysis.ablations), its figures, and the cost measurements (analysis.cost)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ import torch.nn.functional as F
 from layouts import make_university1652
 from torch import nn
 
-from geoloc_lib import ablations as A
-from geoloc_lib.data.sources import DataSources
-from geoloc_lib.errors import ConfigError
-from geoloc_lib.models.cost import (
+from geoloc_lib.analysis import ablations as A
+from geoloc_lib.analysis.cost import (
     TensorMemoryTracker,
     build_for_cost,
     cost_table,
@@ -24,16 +22,19 @@ from geoloc_lib.models.cost import (
     pair_inputs,
     view_pair,
 )
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.data.sources import DataSources
+from geoloc_lib.training import runs
 
 # --------------------------------------------------------------------------- variants
 
 
 def test_geoviewmatch_variants_share_runs_of_equal_configurations():
     variants = A.geoviewmatch_variants(preset="smoke")
-    runs = {v.label: v.run_name for v in variants}
+    names = {v.label: v.run_name for v in variants}
     # the paper's f4 / f4+f3 rows repeat BS+CL / BS+CL+MF: one run each
-    assert runs["f4"] == "BS+CL" and runs["f4+f3"] == "BS+CL+MF"
-    assert len(set(runs.values())) == 6
+    assert names["f4"] == "BS+CL" and names["f4+f3"] == "BS+CL+MF"
+    assert len(set(names.values())) == 6
     assert all(v.overrides == {"ablation": v.run_name} for v in variants)
     assert [v.run_name for v in A.geoviewmatch_variants(A.TABLE6, "smoke")][:2] == [
         "BS+CL",
@@ -129,19 +130,19 @@ def test_ensure_run_reuses_a_finished_run_and_retrains_on_other_settings(
     tiny_sources, tmp_path, monkeypatch
 ):
     calls = []
-    real = A.train_run
+    real = runs.train_run
 
     def spy(*args, **kwargs):
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(A, "train_run", spy)
+    monkeypatch.setattr(runs, "train_run", spy)
     v = _variant()
     kw = dict(preset="smoke", epochs=1, seed=0, device="cpu", progress=False)
     run, trained = A.ensure_run(v, tiny_sources, tmp_path, **kw)
     out = tmp_path / A.ABLATION_DIR / "matching"
     assert trained and run.out_dir == out and (out / "run.json").is_file()
-    assert not (out / A.PENDING_FILE).exists() and calls[-1]["resume"] is False
+    assert not (out / runs.PENDING_FILE).exists() and calls[-1]["resume"] is False
     again, trained = A.ensure_run(v, tiny_sources, tmp_path, **kw)
     assert not trained and len(calls) == 1
     for a, b in zip(
@@ -154,7 +155,7 @@ def test_ensure_run_reuses_a_finished_run_and_retrains_on_other_settings(
     assert json.loads((out / "run.json").read_text())["seed"] == 1
     # interrupted (no run.json, pending settings equal): resumes from the checkpoint
     (out / "run.json").unlink()
-    (out / A.PENDING_FILE).write_text(json.dumps(A.run_settings(v, "smoke", 1, 1)))
+    (out / runs.PENDING_FILE).write_text(json.dumps(A.run_settings(v, "smoke", 1, 1)))
     _, trained = A.ensure_run(v, tiny_sources, tmp_path, **{**kw, "seed": 1})
     assert trained and calls[-1]["resume"] is True and (out / "run.json").is_file()
     with pytest.raises(ConfigError, match="epochs must be >= 1"):
@@ -162,7 +163,7 @@ def test_ensure_run_reuses_a_finished_run_and_retrains_on_other_settings(
 
 
 def test_ensure_run_reuses_the_main_run_of_01_when_settings_match(tiny_sources, tmp_path):
-    main = A.train_run(
+    main = runs.train_run(
         "mcgf_matching_only", tiny_sources, tmp_path, preset="smoke", epochs=1, progress=False
     )
     plain = A.Variant("w/o restoration", "mcgf_matching_only", {}, "matching")
@@ -178,7 +179,7 @@ def test_ensure_run_reuses_the_main_run_of_01_when_settings_match(tiny_sources, 
     # another budget than 01's: trained under ablations/
     run, trained = A.ensure_run(plain, tiny_sources, tmp_path, **{**kw, "epochs": 2})
     assert trained and run.out_dir == tmp_path / A.ABLATION_DIR / "matching"
-    assert run.info["config"] == A.resolved_config("mcgf_matching_only", "smoke", {})
+    assert run.info["config"] == runs.resolved_config("mcgf_matching_only", "smoke", {})
 
 
 # --------------------------------------------------------------------------- tables

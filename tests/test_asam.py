@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.optim import ASAM, build_adamw
 
 

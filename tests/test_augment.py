@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc_lib.augment import (
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.data.augment import (
     PAIR_AUGMENTS,
     PairAugConfig,
     StrongAugConfig,
@@ -19,7 +20,6 @@ from geoloc_lib.augment import (
     rotate_aerial_and_shift_panorama,
     strong_augment,
 )
-from geoloc_lib.errors import ConfigError
 
 
 def polar_panorama(aerial: torch.Tensor, width: int = 64, rows: int = 8) -> torch.Tensor:

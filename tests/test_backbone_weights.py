@@ -7,7 +7,7 @@ import pytest
 import timm
 import torch
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.models import create_model
 from geoloc_lib.models.backbones import create_backbone
 from geoloc_lib.models.geoviewmatch import GeoViewMatchConfig

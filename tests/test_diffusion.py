@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.diffusion import (
     NoiseSchedule,
     ddim_sample,
@@ -14,7 +15,6 @@ from geoloc_lib.diffusion import (
     posterior_mean_variance,
     q_sample,
 )
-from geoloc_lib.errors import ConfigError
 
 
 @pytest.mark.parametrize("schedule", [NoiseSchedule.linear(), NoiseSchedule.cosine()])

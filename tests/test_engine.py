@@ -10,18 +10,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.seeding import make_generator, seed_everything
 from geoloc_lib.engine import (
     CHECKPOINT_LAST,
     FitConfig,
     NonFiniteLossError,
     fit,
     load_checkpoint,
-    make_generator,
-    make_scheduler,
-    seed_everything,
-    sgd_from_groups,
 )
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.optim import make_scheduler, sgd_from_groups
 
 
 class ToyData(Dataset):

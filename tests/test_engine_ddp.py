@@ -29,7 +29,9 @@ WORKER = textwrap.dedent(
     from torch.utils.data import DataLoader, Dataset
 
     from geoloc_lib.data.university_torch import ShardedSampler
-    from geoloc_lib.engine import FitConfig, cleanup_distributed, fit, seed_everything, setup_distributed
+    from geoloc_lib.core.distributed import cleanup_distributed, setup_distributed
+    from geoloc_lib.core.seeding import seed_everything
+    from geoloc_lib.engine import FitConfig, fit
 
     N, SEED = 16, 7
 

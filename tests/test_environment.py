@@ -7,7 +7,7 @@ import re
 import tomllib
 import yaml
 
-from geoloc_lib.paths import REPO_ROOT
+from geoloc_lib.core.paths import REPO_ROOT
 
 
 def _norm(name: str) -> str:

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.eval import faiss_backend as fb
 from geoloc_lib.eval import rank_gallery
 

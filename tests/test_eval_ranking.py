@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.eval import FeatureError, RankResult, auto_chunk_size, rank_gallery
 from geoloc_lib.eval.ranking import NO_MATCH
 

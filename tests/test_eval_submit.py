@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from geoloc_lib.cli import main as cli_main
-from geoloc_lib.errors import DatasetError
+from geoloc_lib.core.errors import DatasetError
 from geoloc_lib.eval import load_feature_file, rank_gallery, write_submission
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.eval.tables import (
     WEATHER_GROUPS,
     mcgf_table1,
@@ -18,7 +18,7 @@ from geoloc_lib.eval.tables import (
     weather_table,
     wide_table,
 )
-from geoloc_lib.weather import CONDITIONS, conditions_from_seeds
+from geoloc_lib.weather.synth import CONDITIONS, conditions_from_seeds
 from tests.layouts import make_university1652
 
 METRICS = ["R@1", "R@5", "R@10", "AP"]
@@ -129,7 +129,7 @@ def test_street_tables_follow_geoviewmatch_tables_1_to_3():
 
 
 def test_eval_weather_mixed_draws_a_seeded_condition_per_image():
-    from geoloc_lib.training.mcgf import eval_weather
+    from geoloc_lib.weather.sets import eval_weather
 
     images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     index = torch.arange(10, 16)
@@ -150,7 +150,9 @@ def test_eval_weather_mixed_draws_a_seeded_condition_per_image():
 
 
 def test_evaluate_mcgf_mixed_and_views_per_location_feed_the_tables(tmp_path):
-    from geoloc_lib.training.mcgf import MIXED, RawPixelMatcher, evaluate_mcgf
+    from geoloc_lib.eval.university import evaluate_mcgf
+    from geoloc_lib.models.raw_pixel import RawPixelMatcher
+    from geoloc_lib.weather.sets import MIXED
 
     root = make_university1652(tmp_path / "u", train_ids=(1,), test_ids=(10, 11, 12), views=3)
     df = evaluate_mcgf(
@@ -178,7 +180,7 @@ def test_evaluate_mcgf_mixed_and_views_per_location_feed_the_tables(tmp_path):
 
 def test_views_per_location_keeps_k_seeded_views_of_every_location():
     from geoloc_lib.data.types import ImageSet
-    from geoloc_lib.training.mcgf import _views_per_location
+    from geoloc_lib.eval.university import _views_per_location
 
     labels = np.repeat([3, 1, 2], [5, 1, 4])
     images = ImageSet("g", [f"p{i}" for i in range(10)], labels, [str(v) for v in labels])

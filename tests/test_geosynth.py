@@ -16,6 +16,7 @@ import scipy.io
 import torch
 from PIL import Image
 
+from geoloc_lib.core.errors import ConfigError, DatasetError
 from geoloc_lib.data.geosynth import (
     PROFILES,
     generate_geosynth,
@@ -23,11 +24,10 @@ from geoloc_lib.data.geosynth import (
     verify_geosynth,
 )
 from geoloc_lib.data.geosynth import render as R
-from geoloc_lib.data.geosynth.baselines import raw_pixel_features, trivial_matchers
 from geoloc_lib.data.geosynth.world import BUILDING, GROUND, Campus
 from geoloc_lib.data.sources import resolve_sources
-from geoloc_lib.errors import ConfigError, DatasetError
 from geoloc_lib.eval import evaluate_pairs
+from geoloc_lib.eval.baselines import raw_pixel_features, trivial_matchers
 
 TINY = PROFILES["tiny"]
 
@@ -414,7 +414,7 @@ def test_user_file_hashed_into_an_old_manifest_is_kept(gens, tmp_path):
 
 def test_weather_set_saved_inside_geosynth_survives_notebook_00(gens, tmp_path):
     from geoloc_lib.data.sources import prepare_geosynth
-    from geoloc_lib.weather_sets import materialise_weather_queries
+    from geoloc_lib.weather.sets import materialise_weather_queries
 
     root = tmp_path / "copy"
     shutil.copytree(gens["a"], root)

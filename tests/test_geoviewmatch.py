@@ -9,7 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.models import create_model
 from geoloc_lib.models.geoviewmatch import (
     ABLATIONS,
@@ -301,11 +301,9 @@ def test_street_dataset_crops_cvact_and_sampler_groups_neighbours(tmp_path) -> N
 
 @pytest.mark.slow  # three short training runs
 def test_train_resume_and_evaluate_street_model(tmp_path) -> None:
-    from geoloc_lib.training.geoviewmatch import (
-        StreetRawPixelMatcher,
-        evaluate_street_model,
-        train_street_model,
-    )
+    from geoloc_lib.eval.street import evaluate_street_model
+    from geoloc_lib.models.raw_pixel import StreetRawPixelMatcher
+    from geoloc_lib.training.geoviewmatch import train_street_model
 
     root = _write_cvact(tmp_path / "cvact")
     kw = dict(model="geoviewmatch", preset="smoke", seed=0, device="cpu", progress=False)
@@ -359,7 +357,7 @@ def test_baseline_trains_with_the_same_function(tmp_path) -> None:
 def test_model_cost_counts_flops_and_shared_parameters_once(smoke) -> None:
     from torch import nn
 
-    from geoloc_lib.models.cost import model_cost, pair_forward
+    from geoloc_lib.analysis.cost import model_cost, pair_forward
 
     lin = nn.Linear(10, 20)
     c = model_cost(lin, torch.zeros(3, 10), repeats=1)
@@ -380,7 +378,7 @@ def test_paper_parameter_count_is_two_backbones_within_3_percent_of_table4() -> 
     # Table 4: 57.47 M. One shared SwinV2-T gave 33.8 M; two (one per view) plus the FA modules
     # land within 3 %. Counted: what inference uses (backbones + FA), not the training-only
     # projection head (+4.8 M).
-    from geoloc_lib.models.cost import build_for_cost, count_parameters
+    from geoloc_lib.analysis.cost import build_for_cost, count_parameters
 
     m = build_for_cost("geoviewmatch", "paper", "meta")
     assert not m.backbone.shared and m.backbone.ground is not m.backbone.aerial
@@ -407,11 +405,8 @@ def test_geo_neighbour_batches_are_an_option_off_in_paper() -> None:
 
 def test_paper_tables_are_evaluated_on_val_and_test_is_labelled_apart(tmp_path) -> None:
     # GeoViewMatch Tables 1-3 are on CVACT val; ACT_test is a separate, labelled result.
-    from geoloc_lib.training.geoviewmatch import (
-        PAPER_TABLE_SPLIT,
-        StreetRawPixelMatcher,
-        evaluate_street_splits,
-    )
+    from geoloc_lib.eval.street import PAPER_TABLE_SPLIT, evaluate_street_splits
+    from geoloc_lib.models.raw_pixel import StreetRawPixelMatcher
 
     root = _write_cvact(tmp_path / "cvact", n_val=6, n_test=5)
     raw = StreetRawPixelMatcher(ground_size=(32, 128), aerial_size=(48, 48))

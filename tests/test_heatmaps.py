@@ -1,4 +1,4 @@
-"""Feature heatmaps, Grad-CAM helpers and heatmap figures (geoloc_lib.explain, viz.heatmaps)."""
+"""Feature heatmaps, Grad-CAM helpers and heatmap figures (geoloc_lib.analysis.explain, viz.heatmaps)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from layouts import make_cvact, make_university1652
 from matplotlib.figure import Figure
 
-from geoloc_lib import explain
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.analysis import explain
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.models import create_model
 from geoloc_lib.viz import heatmaps as viz
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from layouts import make_cvact, make_cvusa, make_university160k_wx, make_university1652
 
+from geoloc_lib.core.errors import DatasetError
 from geoloc_lib.data.street import load_cvact, load_cvusa
 from geoloc_lib.data.university import load_university160k_wx, load_university1652
-from geoloc_lib.errors import DatasetError
 
 
 def test_university1652_sets_and_labels(tmp_path):

@@ -6,7 +6,7 @@ import zipfile
 
 import pytest
 
-from geoloc_lib.errors import DatasetError
+from geoloc_lib.core.errors import DatasetError
 from geoloc_lib.eval.local_challenge import (
     masked_names,
     read_answer,
@@ -39,7 +39,9 @@ def test_score_answer_counts_hits_at_k():
 
 def test_local_challenge_scores_like_the_evaluation_and_rewrites_identical_bytes(tmp_path):
     from geoloc_lib.data.university import load_university1652
-    from geoloc_lib.training.mcgf import MIXED, RawPixelMatcher, eval_queries, evaluate_mcgf
+    from geoloc_lib.eval.university import eval_queries, evaluate_mcgf
+    from geoloc_lib.models.raw_pixel import RawPixelMatcher
+    from geoloc_lib.weather.sets import MIXED
 
     root = make_university1652(tmp_path / "u", train_ids=(1,), test_ids=(10, 11, 12), views=4)
     query, gallery = load_university1652(root).task("drone->satellite")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.losses import SymmetricInfoNCE, contrastive_loss, soft_margin_triplet
 
 

@@ -11,9 +11,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.university import load_university1652
 from geoloc_lib.data.university_torch import ShardedSampler, UniversityTrainSet
-from geoloc_lib.errors import ConfigError
 from geoloc_lib.models import create_model
 from geoloc_lib.models.backbones import create_backbone
 from geoloc_lib.models.mcgf import RESIDUALS, MCGFConfig
@@ -276,7 +276,9 @@ def test_train_set_items(tmp_path):
 
 
 def test_train_and_evaluate_end_to_end(tmp_path):
-    from geoloc_lib.training.mcgf import RawPixelMatcher, evaluate_mcgf, train_mcgf
+    from geoloc_lib.eval.university import evaluate_mcgf
+    from geoloc_lib.models.raw_pixel import RawPixelMatcher
+    from geoloc_lib.training.mcgf import train_mcgf
 
     root = make_university1652(tmp_path / "u", train_ids=range(1, 9), test_ids=(10, 11), views=2)
     res = train_mcgf(

@@ -4,7 +4,7 @@ PyTorch picks its CPU kernels at run time (``ATEN_CPU_CAPABILITY``: default, avx
 MKL its vector-math and FFT paths (``MKL_ENABLE_INSTRUCTIONS``) and numpy its SIMD loops
 (``NPY_DISABLE_CPU_FEATURES``). Forcing each on one machine reproduces what another CPU would
 run. The weather renderings of fixed inputs and GeoSynth's content hash must not change
-(``geoloc_lib/portable_ops.py`` says which ops would change them and how they are avoided).
+(``geoloc_lib/core/portable_ops.py`` says which ops would change them and how they are avoided).
 
 Trained models are not covered: their numbers differ in the last bits between kernel sets and
 are compared with a tolerance (``test_smoke_results.py``).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.profiles import (
     list_notebooks,
     load_profiles,
@@ -50,18 +50,16 @@ def test_unknown_notebook_selection():
         resolve_profile("smoke", only=["99"])
 
 
+def _resolved(profile: str) -> dict[str, dict]:
+    return {r.notebook.stem: dict(r.parameters) for r in resolve_profile(profile)}
+
+
 def test_profile_with_unknown_or_missing_key_is_rejected():
-    profiles = load_profiles()
-    bad = {
-        "x": {
-            "notebooks": {
-                "00_data_prep": {**profiles["smoke"]["notebooks"]["00_data_prep"], "oops": 1}
-            }
-        }
-    }
+    smoke = _resolved("smoke")
+    bad = {"x": {"notebooks": {"00_data_prep": {**smoke["00_data_prep"], "oops": 1}}}}
     with pytest.raises(ConfigError, match="unknown parameter 'oops'"):
         resolve_profile("x", only=["00"], profiles=bad)
-    params = dict(profiles["smoke"]["notebooks"]["00_data_prep"])
+    params = dict(smoke["00_data_prep"])
     params.pop("seed")
     with pytest.raises(ConfigError, match=r"missing parameters \['seed'\]"):
         resolve_profile("x", only=["00"], profiles={"x": {"notebooks": {"00_data_prep": params}}})
@@ -114,8 +112,7 @@ def test_valid_value_overrides_resolve():
 
 
 def test_bad_profile_values_name_the_profile_file():
-    profiles = load_profiles()
-    bad = {"x": {"notebooks": {k: dict(v) for k, v in profiles["smoke"]["notebooks"].items()}}}
+    bad = {"x": {"notebooks": _resolved("smoke")}}
     bad["x"]["notebooks"]["02_evaluate"]["figure_condition"] = "hail"
     with pytest.raises(ConfigError, match=r"profile 'x' in profiles.yaml, notebook 02_evaluate"):
         resolve_profile("x", profiles=bad)
@@ -135,3 +132,29 @@ def test_empty_only_is_refused(only, capsys):
     assert cli_main(["run", "--profile", "default", "--only", only, "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert f"--only {only!r} names no notebook" in err
+
+
+def test_shared_parameters_are_stated_once_and_reach_every_notebook_that_takes_them():
+    for name, profile in load_profiles().items():
+        shared = profile.get("shared") or {}
+        assert {"dataset", "street_format", "reports_dir"} <= set(shared), name
+        resolved = _resolved(name)
+        for stem, own in profile["notebooks"].items():
+            assert not set(own) & set(shared), f"{name}/{stem} repeats a shared parameter"
+            for key, value in shared.items():
+                if key in resolved[stem]:
+                    assert resolved[stem][key] == value, (name, stem, key)
+
+
+def test_a_notebook_value_wins_over_a_shared_one_and_unknown_shared_keys_fail():
+    smoke = load_profiles()["smoke"]
+    mine = {
+        "shared": dict(smoke["shared"]),
+        "notebooks": {k: dict(v) for k, v in smoke["notebooks"].items()},
+    }
+    mine["notebooks"]["01_train"]["seed"] = 7
+    params = {r.notebook.stem: r.parameters for r in resolve_profile("m", profiles={"m": mine})}
+    assert params["01_train"]["seed"] == 7 and params["02_evaluate"]["seed"] == 0
+    mine["shared"]["no_such_parameter"] = 1
+    with pytest.raises(ConfigError, match="shared parameter 'no_such_parameter'"):
+        resolve_profile("m", profiles={"m": mine})

@@ -8,11 +8,10 @@ import pytest
 import torch
 from layouts import make_university1652
 
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.errors import ConfigError
 from geoloc_lib.losses import SymmetricInfoNCE, first_occurrence
-from geoloc_lib.models import create_model
-from geoloc_lib.training.mcgf import load_mcgf
+from geoloc_lib.models import create_model, load_model
 from geoloc_lib.training.runs import (
     check_config,
     export_weights,
@@ -60,7 +59,9 @@ def test_train_run_writes_a_loadable_run(trained):
     path = export_weights(run, tmp / "export" / "baseline.pt")
     assert "optimizer" not in torch.load(path, weights_only=False)
     with torch.no_grad():
-        assert torch.allclose(load_mcgf(path).eval().embed(x, "drone"), run.model.embed(x, "drone"))
+        assert torch.allclose(
+            load_model(path).eval().embed(x, "drone"), run.model.embed(x, "drone")
+        )
 
 
 def test_summary_and_curves(trained):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from geoloc_lib.core.runtime import resolve_progress, terminal_progress
 from geoloc_lib.eval import evaluate_university1652
-from geoloc_lib.runtime import resolve_progress, terminal_progress
 
 
 def _evaluate() -> None:

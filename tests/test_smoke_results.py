@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from geoloc_lib.paths import REPO_ROOT
+from geoloc_lib.core.paths import REPO_ROOT
 
 REFERENCE = Path(__file__).with_name("smoke_reference")
 TABLES = REPO_ROOT / "reports" / "smoke" / "tables"

@@ -10,9 +10,9 @@ from layouts import make_cvact, make_university1652
 from PIL import Image
 
 from geoloc_lib.cli import main as cli_main
+from geoloc_lib.core.errors import ConfigError, ImageReadError
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.verify import load_manifest, verify_dataset
-from geoloc_lib.errors import ConfigError, ImageReadError
 
 
 def test_manifest_entries_are_complete():

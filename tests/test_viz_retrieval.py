@@ -8,7 +8,7 @@ import torch
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.viz.retrieval import (
     MATCH_COLOR,
     MISS_COLOR,
@@ -84,7 +84,7 @@ def test_retrieval_figure_frames_true_matches_green_and_others_red():
 
 def test_drone_figure_frames_follow_the_labels(tmp_path):
     from geoloc_lib.data.university import load_university1652
-    from geoloc_lib.training.mcgf import RawPixelMatcher
+    from geoloc_lib.models.raw_pixel import RawPixelMatcher
     from geoloc_lib.viz.retrieval import drone_retrieval_figure
 
     root = make_university1652(tmp_path / "u", train_ids=(1,), test_ids=(10, 11), views=2)
@@ -104,7 +104,7 @@ def test_drone_figure_frames_follow_the_labels(tmp_path):
 
 def test_street_figure_marks_the_paired_tile(tmp_path):
     from geoloc_lib.data.street import load_cvact
-    from geoloc_lib.training.geoviewmatch import StreetRawPixelMatcher
+    from geoloc_lib.models.raw_pixel import StreetRawPixelMatcher
     from geoloc_lib.viz.retrieval import street_retrieval_figure
 
     pairs = load_cvact(make_cvact(tmp_path / "act"), "train")

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from geoloc_lib.errors import ConfigError
-from geoloc_lib.weather import (
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.weather.synth import (
     CONDITIONS,
     RECIPES,
     WeatherSynth,
@@ -318,7 +318,7 @@ def _make_dataset(root: Path) -> None:
 
 
 def test_materialise_mixed_is_deterministic_across_batch_sizes(tmp_path: Path) -> None:
-    from geoloc_lib.weather_sets import materialise_weather_queries
+    from geoloc_lib.weather.sets import materialise_weather_queries
 
     root = tmp_path / "data"
     _make_dataset(root)
@@ -340,7 +340,7 @@ def test_materialise_mixed_is_deterministic_across_batch_sizes(tmp_path: Path) -
 
 
 def test_materialise_single_condition_and_all(tmp_path: Path) -> None:
-    from geoloc_lib.weather_sets import main, materialise_weather_queries
+    from geoloc_lib.weather.sets import main, materialise_weather_queries
 
     root = tmp_path / "data"
     _make_dataset(root)
@@ -379,7 +379,7 @@ def test_materialise_single_condition_and_all(tmp_path: Path) -> None:
 
 
 def test_materialise_refuses_an_existing_output(tmp_path: Path) -> None:
-    from geoloc_lib.weather_sets import materialise_weather_queries
+    from geoloc_lib.weather.sets import materialise_weather_queries
 
     root = tmp_path / "data"
     _make_dataset(root)
@@ -393,7 +393,7 @@ def test_materialise_refuses_an_existing_output(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sub", ["test", "test/query_drone", "train/extra"])
 def test_materialise_refuses_an_output_inside_the_loaded_folders(tmp_path: Path, sub) -> None:
     from geoloc_lib.data.university import index_image_folder
-    from geoloc_lib.weather_sets import materialise_weather_queries
+    from geoloc_lib.weather.sets import materialise_weather_queries
 
     root = tmp_path / "data"
     _make_dataset(root)
@@ -416,7 +416,7 @@ def test_materialise_refuses_an_output_inside_the_loaded_folders(tmp_path: Path,
     ],
 )
 def test_materialise_validates_numbers(tmp_path: Path, kw, message) -> None:
-    from geoloc_lib.weather_sets import materialise_weather_queries
+    from geoloc_lib.weather.sets import materialise_weather_queries
 
     root = tmp_path / "data"
     _make_dataset(root)
@@ -426,7 +426,54 @@ def test_materialise_validates_numbers(tmp_path: Path, kw, message) -> None:
 
 
 def test_extreme_seeds_give_distinct_keys() -> None:
-    from geoloc_lib.weather_sets import SEED_LIMIT, image_seeds
+    from geoloc_lib.weather.sets import SEED_LIMIT, weather_keys
 
-    keys = {int(k) for s in (SEED_LIMIT, -SEED_LIMIT, 0, 1, -1) for k in image_seeds(s, 3)}
+    seeds = (SEED_LIMIT, -SEED_LIMIT, 0, 1, -1)
+    keys = {int(k) for s in seeds for k in weather_keys(torch.arange(3), s)}
     assert len(keys) == 15
+
+
+@pytest.mark.parametrize("condition", ["mixed", "snow"])
+def test_data_weather_writes_the_pixels_evaluation_uses(tmp_path: Path, condition: str) -> None:
+    """``geoloc data weather --seed N --size S`` == the queries evaluation weathers with seed N."""
+    from geoloc_lib.data.university import load_university1652
+    from geoloc_lib.data.university_torch import eval_loader
+    from geoloc_lib.weather.sets import eval_weather, main
+
+    root, out, seed, size = tmp_path / "data", tmp_path / "wx", 20240611, 24
+    g = np.random.default_rng(1)
+    for loc in ("0001", "0002"):
+        for k in range(1, 4):
+            path = root / "test" / "query_drone" / loc / f"image-{k:02d}.png"  # lossless
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(g.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
+
+    class Args:
+        pass
+
+    args = Args()
+    args.__dict__.update(
+        root=str(root),
+        out=str(out),
+        condition=condition,
+        seed=seed,
+        query_folder="query_drone",
+        size=size,
+        no_progress=True,
+        batch_size=4,
+        quality=95,
+        reference_size=512,  # the CLI's default, as evaluation
+    )
+    assert main(args) == 0
+
+    queries = load_university1652(root, sets=("test/query_drone",)).sets["test/query_drone"]
+    weather = eval_weather(condition, seed=seed)
+    evaluated = torch.cat(
+        [weather(batch)["image"] for batch in eval_loader(queries, size, batch_size=5)]
+    )
+    expected = evaluated.mul(255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    written = [
+        np.asarray(Image.open(out / "test" / "query_drone" / p.parent.name / p.name))
+        for p in queries.paths
+    ]
+    assert np.array_equal(np.stack(written), expected.numpy())

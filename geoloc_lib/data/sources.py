@@ -15,7 +15,7 @@ import pandas as pd
 from geoloc_lib.data.street import load_cvact, load_cvusa
 from geoloc_lib.data.types import PairSet
 from geoloc_lib.data.university import University1652, load_university1652
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.core.errors import ConfigError, choices_message
 
 DATASETS = ("geosynth", "real")
 STREET_FORMATS = ("cvact", "cvusa")
@@ -88,7 +88,7 @@ def prepare_geosynth(root: str | Path, profile: str, seed: int, progress: bool =
 
     from geoloc_lib.data.geosynth import generate_geosynth, verify_geosynth
     from geoloc_lib.data.geosynth.writer import PARTIAL, read_json
-    from geoloc_lib.errors import DatasetError
+    from geoloc_lib.core.errors import DatasetError
 
     root = Path(root)
     meta_file = root / "geosynth.json"
@@ -144,3 +144,29 @@ def counts_table(sources: DataSources) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def university(sources_or_root: DataSources | University1652 | str | Path) -> University1652:
+    """The University-1652-layout dataset of DataSources, a root folder, or the dataset itself."""
+    if isinstance(sources_or_root, University1652):
+        return sources_or_root
+    if isinstance(sources_or_root, DataSources):
+        return sources_or_root.university()
+    return load_university1652(sources_or_root)
+
+
+def street_pairs(sources_or_root: DataSources | str | Path, split: str) -> PairSet:
+    """A split of a street dataset from DataSources, a CVACT/CVUSA root, or a GeoSynth root."""
+    if isinstance(sources_or_root, DataSources):
+        return sources_or_root.street(split)
+    root = Path(sources_or_root)
+    if (root / "ACT_data.mat").is_file():
+        return load_cvact(root, split)
+    if (root / "splits").is_dir():
+        return load_cvusa(root, "val" if split == "test" else split)
+    if (root / "CVACT" / "ACT_data.mat").is_file():  # a GeoSynth root: CVACT layout by default
+        return load_cvact(root / "CVACT", split)
+    raise ConfigError(
+        f"sources_or_root {root}: not a CVACT root (ACT_data.mat), a CVUSA root (splits/) or a "
+        "GeoSynth root (CVACT/ACT_data.mat); pass resolve_sources(...) or one of those folders"
+    )

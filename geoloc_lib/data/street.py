@@ -1,4 +1,4 @@
-"""CVUSA and CVACT loaders: street-view panorama / aerial pairs (reference-facts §1).
+"""CVUSA and CVACT loaders: street-view panorama / aerial pairs (the benchmarks of GeoViewMatch, Sec. 4.1).
 
 CVUSA::
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from geoloc_lib.data.types import PairSet
-from geoloc_lib.errors import DatasetError, choices_message
+from geoloc_lib.core.errors import DatasetError, choices_message
 
 CVUSA_SPLITS = {"train": "splits/train-19zl.csv", "val": "splits/val-19zl.csv"}
 CVACT_SPLITS = {

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.types import PairSet
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 
 
 def is_cvact(pairs: PairSet) -> bool:
@@ -88,7 +88,7 @@ class StreetPairDataset(Dataset):
 
 
 class ViewDataset(Dataset):
-    """One view of a pair dataset (for ``engine.extract_features``): ``{"image", "label"}``."""
+    """One view of a pair dataset (for ``eval.features.extract_features``): ``{"image", "label"}``."""
 
     def __init__(self, pairs: StreetPairDataset, view: str) -> None:
         if view not in ("ground", "aerial"):

@@ -1,4 +1,4 @@
-"""University-1652 and University160k-WX loaders (reference-facts §1).
+"""University-1652 and University160k-WX loaders (the benchmarks of MCGF).
 
 Layout (University-1652)::
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from geoloc_lib.data.images import IMAGE_SUFFIXES
 from geoloc_lib.data.types import ImageSet
-from geoloc_lib.errors import DatasetError, choices_message
+from geoloc_lib.core.errors import DatasetError, choices_message
 
 # Folders every University-1652 copy has; the others are optional.
 REQUIRED_SETS = (

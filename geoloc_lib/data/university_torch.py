@@ -20,12 +20,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from geoloc_lib.augment import PairAugConfig, augment_pair, pair_augment
+from geoloc_lib.data.augment import PairAugConfig, augment_pair, pair_augment
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.types import ImageSet
 from geoloc_lib.data.university import University1652
-from geoloc_lib.engine import dist_info, make_generator, seed_worker
-from geoloc_lib.errors import DatasetError
+from geoloc_lib.core.distributed import dist_info
+from geoloc_lib.core.seeding import make_generator, seed_worker
+from geoloc_lib.core.errors import DatasetError
 
 
 def to_tensor(path: str | Path, size: int) -> torch.Tensor:
@@ -212,7 +213,7 @@ def train_loader(
 ) -> DataLoader:
     """Seeded per-location training loader over ``train/drone`` + ``train/satellite``.
 
-    ``augment``: a :data:`~geoloc_lib.augment.PAIR_AUGMENTS` name, a ``PairAugConfig`` or None.
+    ``augment``: a :data:`~geoloc_lib.data.augment.PAIR_AUGMENTS` name, a ``PairAugConfig`` or None.
     Sharded over ranks when torch.distributed is initialised (``drop_last`` keeps BatchNorm
     batches full and every rank at the same number of steps).
     """

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.runtime import terminal_progress
 from geoloc_lib.eval.metrics import evaluate_university1652, summarize, university1652_per_query
 from geoloc_lib.eval.naive import naive_rank, naive_university1652_metrics
 from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, auto_chunk_size, rank_gallery
-from geoloc_lib.runtime import terminal_progress
 
 U160K_QUERIES, U160K_GALLERY, U160K_DIM = 37_855, 168_437, 512
 N_TRUE_TILES = 701  # University-1652 test buildings; the rest of the gallery are distractors

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.eval.ranking import NORM_TOLERANCE, FeatureError, as_labels
-from geoloc_lib.runtime import resolve_progress
 
 INSTALL_HINT = "pip install faiss-cpu (or pip install -e .[faiss])"
 

@@ -1,6 +1,6 @@
 """A University160k-WX-style challenge built from a University-1652-layout test split.
 
-The real challenge's test set is name-masked (reference-facts §1): queries carry random
+The real challenge's test set is name-masked: queries carry random
 15-character names, their order is given by ``query_drone_name.txt`` and the answer is
 ``answer.zip`` holding ``answer.txt`` (each query's top-10 gallery names). This module builds
 the same thing from any test split (GeoSynth or University-1652) so the whole submission path
@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from geoloc_lib.core.errors import ConfigError, DatasetError
 from geoloc_lib.data.types import ImageSet
-from geoloc_lib.errors import ConfigError, DatasetError
 from geoloc_lib.eval.submit import (
     CHALLENGE_TOPK,
     FeatureFile,
@@ -76,18 +76,15 @@ def write_local_challenge(
 
     Queries are drone images under ``condition`` (``"mixed"``: a random condition per image,
     as in University160k-WX), weathered exactly as
-    :func:`geoloc_lib.training.mcgf.evaluate_mcgf` weathers the same query set, so the answer's
+    :func:`geoloc_lib.eval.university.evaluate_mcgf` weathers the same query set, so the answer's
     R@1 equals that evaluation's. Names are masked with ``seed``; the list is in sorted order
     (not the folder order, as in the challenge). Gallery names are the file stems (location ids).
     """
     from geoloc_lib.data.university_torch import eval_loader
-    from geoloc_lib.engine import extract_features
-    from geoloc_lib.training.mcgf import EVAL_WEATHER_SEED, eval_weather
+    from geoloc_lib.eval.features import extract_features
+    from geoloc_lib.weather.sets import EVAL_WEATHER_SEED, eval_weather
 
-    size = img_size or getattr(getattr(model, "cfg", None), "img_size", None)
-    size = size or getattr(model, "img_size", None)
-    if size is None:
-        raise ConfigError("write_local_challenge: pass img_size for a model without one")
+    size = img_size or model.input_size("drone")[0]
     wseed = EVAL_WEATHER_SEED if weather_seed is None else weather_seed
     qf, _ = extract_features(
         model,

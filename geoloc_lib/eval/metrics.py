@@ -1,4 +1,4 @@
-"""Protocol metrics from the ranking core's ranks (reference-facts §2), all in percent.
+"""Protocol metrics (University-1652, CVUSA, CVACT) from the ranking core's ranks, in percent.
 
 Per-query tables hold each metric in its reported unit (hits as 100/0, AP in percent, distances in
 metres), so a column mean is the paper's number and :func:`breakdown` is a plain group mean.

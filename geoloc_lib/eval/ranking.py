@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from geoloc_lib.errors import ConfigError
-from geoloc_lib.runtime import resolve_progress
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.runtime import resolve_progress
 
 # Default budget for one chunk's score matrix and its temporaries. It bounds the extra memory
 # independently of the gallery size: the number of queries per chunk is derived from it.

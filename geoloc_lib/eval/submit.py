@@ -1,6 +1,6 @@
 """University160k-WX challenge submission: ``answer.txt`` zipped as ``answer.zip``.
 
-Format (reference-facts §1): one line per query, in the order of ``query_drone_name.txt``; each
+Format (the University-1652 challenge's): one line per query, in the order of ``query_drone_name.txt``; each
 line holds the query's top-10 gallery names without extension, separated by tabs.
 
 Feature file (``.pt`` via ``torch.save`` or ``.npz`` via ``numpy.savez``) holding four entries:
@@ -25,9 +25,9 @@ from pathlib import Path, PurePath
 import numpy as np
 import torch
 
-from geoloc_lib.errors import ConfigError, DatasetError
+from geoloc_lib.core.errors import ConfigError, DatasetError
+from geoloc_lib.core.runtime import terminal_progress
 from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, as_features, rank_gallery
-from geoloc_lib.runtime import terminal_progress
 
 CHALLENGE_TOPK = 10
 FEATURE_KEYS = ("query_features", "query_names", "gallery_features", "gallery_names")

@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.eval.metrics import DEFAULT_THRESHOLDS_M
-from geoloc_lib.weather import CONDITIONS
+from geoloc_lib.weather.synth import CONDITIONS
 
 METHOD = "method"
 UNIVERSITY_METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "AP")

@@ -1,4 +1,4 @@
-"""Models and the one factory, ``create_model(name, **cfg)``.
+"""Models, the one factory ``create_model(name, **cfg)`` and the one loader ``load_model``.
 
 Each model module registers a builder with :func:`register_model`. A builder
 takes keyword configuration (the fields of the model's config dataclass) and
@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.core.checkpoints import load_checkpoint
+from geoloc_lib.core.errors import ConfigError, choices_message
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -24,6 +26,7 @@ _MODEL_MODULES = (
     "geoloc_lib.models.mcgf",
     "geoloc_lib.models.geoviewmatch",
     "geoloc_lib.models.baseline",
+    "geoloc_lib.models.raw_pixel",
 )
 
 
@@ -57,3 +60,27 @@ def create_model(name: str, **cfg: Any) -> nn.Module:
     if name not in _REGISTRY:
         raise ConfigError(choices_message("model", name, _REGISTRY))
     return _REGISTRY[name](**cfg)
+
+
+def load_model(checkpoint: str | Path, **overrides: Any) -> nn.Module:
+    """Rebuild the model a checkpoint (or exported weights) records, with its trained weights.
+
+    The model is the recorded ``model_name`` built from the recorded ``model_config``; nothing
+    is downloaded (``pretrained`` and every ``*pretrained_file`` are switched off: the weights
+    come from the checkpoint). ``overrides`` change config fields (e.g. ``img_size``).
+    """
+    ckpt = load_checkpoint(checkpoint)
+    cfg = dict(ckpt.get("model_config") or {})
+    name = cfg.pop("name", None) or ckpt.get("model_name")
+    if not name or not cfg:
+        raise ConfigError(
+            f"checkpoint {checkpoint} records no model name or configuration (not a run of "
+            "geoloc_lib's fit?)"
+        )
+    if "pretrained" in cfg:
+        cfg["pretrained"] = False
+    cfg.update({k: None for k in cfg if k.endswith("pretrained_file")})
+    cfg.update(overrides)
+    model = create_model(name, **cfg)
+    model.load_state_dict(ckpt["model"])
+    return model

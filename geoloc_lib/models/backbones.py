@@ -1,7 +1,7 @@
 """timm backbones with explicit pretrained-weight rules.
 
 ``create_backbone(name, pretrained=..., pretrained_file=..., **arch_kwargs)`` is the one place the
-project builds a timm model. The rules (issue 6, item 5):
+project builds a timm model. The rules:
 
 - ``pretrained=False``: random initialisation, said so in ``model.weights_source == "random"``.
 - ``pretrained=True`` with ``pretrained_file=PATH``: the file is read here (``.safetensors`` or a
@@ -36,7 +36,7 @@ import timm
 import torch
 from torch import nn
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

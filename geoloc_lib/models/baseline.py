@@ -1,6 +1,6 @@
 """A strong modern baseline: shared timm backbone, pooled features, symmetric InfoNCE.
 
-The recipe of Sample4Geo (the strongest public street-view/aerial method, reference-facts §4):
+The recipe of Sample4Geo (Deuser et al., ICCV 2023):
 one backbone for both views (ConvNeXt, which takes any input size in one instance), the
 backbone's own global pooling, L2-normalised features, symmetric InfoNCE with a learnable
 temperature and label smoothing, and batches of geographic neighbours as hard negatives (the
@@ -15,14 +15,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from geoloc_lib.config import resolve_preset
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.config import resolve_preset
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.losses import SymmetricInfoNCE
 from geoloc_lib.models import register_model
-from geoloc_lib.models.geoviewmatch import IMAGENET_MEAN, IMAGENET_STD, SiameseBackbone
-from geoloc_lib.optim import split_decay
+from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
+from geoloc_lib.models.geoviewmatch import SiameseBackbone
+from geoloc_lib.models.params import split_decay
 
 
 @dataclass
@@ -67,7 +68,7 @@ PRESETS: dict[str, InfoNCEBaselineConfig] = {
 }
 
 
-class InfoNCEBaseline(nn.Module):
+class InfoNCEBaseline(GeolocModel):
     """Engine API: ``training_losses``, ``embed``, ``param_groups``; images in ``[0, 1]``."""
 
     registry_name = "infonce_baseline"
@@ -90,6 +91,9 @@ class InfoNCEBaseline(nn.Module):
 
     def config_dict(self) -> dict:
         return self.cfg.to_dict()
+
+    def input_size(self, view: str) -> tuple[int, int]:
+        return self.cfg.ground_size if view == "ground" else self.cfg.aerial_size
 
     def embed(self, images: Tensor, view: str) -> Tensor:
         return F.normalize(self.backbone.pooled((images - self.mean) / self.std, view), dim=1)

@@ -30,6 +30,7 @@ triplet loss of (ground, aerial).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,21 +38,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoloc_lib.augment import (
+from geoloc_lib.core.config import resolve_preset
+from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.data.augment import (
     StrongAugConfig,
     random_quarter_turns,
     rotate_aerial_and_shift_panorama,
     strong_augment,
 )
-from geoloc_lib.config import resolve_preset
-from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.losses import contrastive_loss, soft_margin_triplet
 from geoloc_lib.models import register_model
-from geoloc_lib.optim import split_decay
+from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
+from geoloc_lib.models.params import split_decay
 
 VIEWS = ("ground", "aerial")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -267,7 +267,7 @@ def _sized(name: str, size: tuple[int, int], arch: dict) -> dict:
 
 
 class FeatureAggregation(nn.Module):
-    """SAFA-style feature aggregation (the paper's FA module, Figure 4; reference-facts §4).
+    """SAFA-style feature aggregation (GeoViewMatch's FA module, Figure 4).
 
     ``[B, C, H, W]`` → max over channels ``[B, HW]`` → per head two linear maps
     ``HW → HW/2 → HW`` (no activation between them) → ``N`` spatial maps ``[B, HW, N]`` →
@@ -317,7 +317,7 @@ class ProjectionHead(nn.Sequential):
 # --------------------------------------------------------------------------- model
 
 
-class GeoViewMatch(nn.Module):
+class GeoViewMatch(GeolocModel):
     """GeoViewMatch on the engine API. Inputs are ``[B, 3, H, W]`` images in ``[0, 1]``."""
 
     registry_name = "geoviewmatch"
@@ -365,6 +365,13 @@ class GeoViewMatch(nn.Module):
     def config_dict(self) -> dict:
         """The config as plain values: ``create_model("geoviewmatch", preset=..., **it)`` rebuilds."""
         return self.cfg.to_dict()
+
+    def input_size(self, view: str) -> tuple[int, int]:
+        return self.cfg.ground_size if view == "ground" else self.cfg.aerial_size
+
+    def batch_transform(self) -> Callable[[dict[str, Tensor]], dict[str, Tensor]]:
+        """:meth:`augment_batch` (run by the engine so that ASAM's second pass sees the views)."""
+        return self.augment_batch
 
     # -- features
 

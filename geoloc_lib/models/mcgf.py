@@ -1,4 +1,4 @@
-"""MCGF: multi-weather cross-view geo-localization with a denoising diffusion model (paper 000, §2).
+"""MCGF: multi-weather cross-view geo-localization with a denoising diffusion model (MCGF, Sec. 2).
 
 Pieces (each a small module; the same code builds the paper-size and the CPU-size model):
 
@@ -98,15 +98,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoloc_lib.config import resolve_preset
+from geoloc_lib.core.config import resolve_preset
+from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.diffusion import NoiseSchedule, ddim_sample, q_sample
-from geoloc_lib.errors import ConfigError, choices_message
 from geoloc_lib.losses import SymmetricInfoNCE
 from geoloc_lib.models import register_model
 from geoloc_lib.models.backbones import create_backbone
+from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
 
 VIEWS = ("drone", "satellite")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 CONTENT_NORMS = ("clip", "per_image")
 RESIDUALS = ("pixel", "atanh", "none")
@@ -216,11 +216,11 @@ class MCGFConfig:
         return asdict(self)
 
 
-# Random-init CPU-size matching branch (measured in issue 6): InfoNCE between the satellite and
+# Random-init CPU-size matching branch (measured on this project's CPU presets): InfoNCE between the satellite and
 # the clean drone (contrasting the restored drone too slows the clean branch down), on
 # per-image standardised inputs (brightness/contrast invariance a pretrained EVA-02 would bring).
 _CPU_MATCHING: dict[str, Any] = dict(w_nce=1.0, nce_restored=False, content_norm="per_image")
-# Random-init CPU-size restoration branch (measured in issue 6): L_mat's gradient through a
+# Random-init CPU-size restoration branch (measured on this project's CPU presets): L_mat's gradient through a
 # random-init E_content swamps L_res (the restorer stayed at the weathered images' MSE, 0.065,
 # vs 0.023 without it), so L_mat trains E_content only.
 _CPU_RESTORATION: dict[str, Any] = dict(mat_to_restorer=False)
@@ -392,7 +392,7 @@ class MatchingHead(nn.Module):
 # --------------------------------------------------------------------------- the model
 
 
-class MCGF(nn.Module):
+class MCGF(GeolocModel):
     """MCGF on the engine API. Images are ``[B, 3, H, W]`` in ``[0, 1]``."""
 
     registry_name = "mcgf"
@@ -451,6 +451,9 @@ class MCGF(nn.Module):
 
     def config_dict(self) -> dict[str, Any]:
         return {"name": self.registry_name, **self.cfg.to_dict()}
+
+    def input_size(self, view: str) -> tuple[int, int]:
+        return (self.cfg.img_size, self.cfg.img_size)  # drone and satellite alike
 
     # ---- restoration: x0-predicting denoiser
     def denoise(self, z_t: Tensor, t: Tensor) -> Tensor:

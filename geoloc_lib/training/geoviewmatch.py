@@ -20,7 +20,7 @@ GeoViewMatch's Tables 2 and 3.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +29,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from geoloc_lib.data.sources import DataSources
-from geoloc_lib.data.street import load_cvact, load_cvusa
-from geoloc_lib.data.street_torch import GeoNeighbourSampler, StreetPairDataset, ViewDataset
-from geoloc_lib.data.types import PairSet
-from geoloc_lib.engine import (
-    FitConfig,
-    extract_features,
-    fit,
-    load_checkpoint,
-    make_generator,
-    make_scheduler,
-    seed_everything,
-)
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.seeding import make_generator, seed_everything
+from geoloc_lib.data.sources import DataSources, street_pairs
+from geoloc_lib.data.street_torch import GeoNeighbourSampler, StreetPairDataset
+from geoloc_lib.engine import FitConfig, fit
+from geoloc_lib.eval.street import evaluate_pair_dataset, subset_pairs
 from geoloc_lib.models import create_model
-from geoloc_lib.optim import build_adamw, weight_tensor_ids
+from geoloc_lib.optim import build_adamw, make_scheduler, weight_tensor_ids
+from geoloc_lib.training.recipes import Recipe, register_recipe, split_overrides
 
 MODELS = ("geoviewmatch", "infonce_baseline")
 
@@ -109,43 +102,6 @@ class StreetTrainResult:
     settings: StreetTrainSettings
     model_config: dict
     train_time_s: float
-
-
-def street_pairs(sources_or_root: DataSources | str | Path, split: str) -> PairSet:
-    """A split of a street dataset from DataSources, a CVACT/CVUSA root, or a GeoSynth root."""
-    if isinstance(sources_or_root, DataSources):
-        return sources_or_root.street(split)
-    root = Path(sources_or_root)
-    if (root / "ACT_data.mat").is_file():
-        return load_cvact(root, split)
-    if (root / "splits").is_dir():
-        return load_cvusa(root, "val" if split == "test" else split)
-    if (root / "CVACT" / "ACT_data.mat").is_file():  # a GeoSynth root: CVACT layout by default
-        return load_cvact(root / "CVACT", split)
-    raise ConfigError(
-        f"sources_or_root {root}: not a CVACT root (ACT_data.mat), a CVUSA root (splits/) or a "
-        "GeoSynth root (CVACT/ACT_data.mat); pass resolve_sources(...) or one of those folders"
-    )
-
-
-def split_overrides(overrides: dict[str, Any]) -> tuple[dict, dict]:
-    """Route ``**overrides`` to the training settings or the model config by field name."""
-    train_keys = {f.name for f in fields(StreetTrainSettings)}
-    train = {k: v for k, v in overrides.items() if k in train_keys}
-    model_cfg = {k: v for k, v in overrides.items() if k not in train_keys}
-    return train, model_cfg
-
-
-def _subset(pairs: PairSet, n: int | None) -> PairSet:
-    if n is None or len(pairs) <= n:
-        return pairs
-    return PairSet(
-        name=pairs.name,
-        ground=pairs.ground[:n],
-        aerial=pairs.aerial[:n],
-        ids=pairs.ids[:n],
-        coords=None if pairs.coords is None else pairs.coords[:n],
-    )
 
 
 def resolve_street_settings(
@@ -225,7 +181,7 @@ def train_street_model(
     (or ``resume=PATH`` from a given checkpoint, e.g. a ``checkpoint_epoch{N}.pt`` kept with
     ``keep_epoch_checkpoints``).
     """
-    train_over, model_over = split_overrides(overrides)
+    train_over, model_over = split_overrides(StreetTrainSettings, overrides)
     settings = resolve_street_settings(model, preset, epochs=epochs, **train_over)
     if ablation is not None:
         if model != "geoviewmatch":
@@ -233,7 +189,7 @@ def train_street_model(
         model_over["ablation"] = ablation
 
     train_pairs = street_pairs(sources_or_root, "train")
-    val_pairs = _subset(street_pairs(sources_or_root, "val"), settings.max_val_pairs)
+    val_pairs = subset_pairs(street_pairs(sources_or_root, "val"), settings.max_val_pairs)
     seed_everything(seed)
     net = create_model(model, preset=preset, **model_over)
     cfg = net.cfg
@@ -258,10 +214,10 @@ def train_street_model(
     val_ds = StreetPairDataset(val_pairs, cfg.ground_size, cfg.aerial_size, cache=small)
 
     def validate(m: nn.Module, epoch: int) -> dict[str, float]:
-        metrics = _evaluate_dataset(m, val_ds, val_pairs, settings.eval_batch_size, device)
+        metrics = evaluate_pair_dataset(m, val_ds, val_pairs, settings.eval_batch_size, device)
         return {"val_R@1": metrics["R@1"], "val_R@1%": metrics["R@1%"]}
 
-    transform = getattr(net, "augment_batch", None)
+    transform = net.batch_transform()
     config = FitConfig(
         epochs=settings.epochs,
         out_dir=out_dir,
@@ -272,7 +228,6 @@ def train_street_model(
         scheduler_interval="step",
         max_steps_per_epoch=max_steps_per_epoch,
         val_every=settings.val_every,
-        monitor="val_R@1",
         resume=resume,
         keep_epoch_checkpoints=keep_epoch_checkpoints,
         progress=progress,
@@ -298,126 +253,13 @@ def train_street_model(
     )
 
 
-def load_street_model(checkpoint: str | Path) -> nn.Module:
-    """Rebuild a GeoViewMatch / InfoNCE-baseline model from a ``fit`` checkpoint."""
-    ckpt = load_checkpoint(checkpoint)
-    name = ckpt.get("model_name")
-    cfg = dict(ckpt.get("model_config") or {})
-    if name not in MODELS or not cfg:
-        raise ConfigError(f"checkpoint {checkpoint} is not a GeoViewMatch/InfoNCE-baseline run")
-    cfg.update(pretrained=False, pretrained_file=None)  # the weights come from the checkpoint
-    model = create_model(name, **cfg)
-    model.load_state_dict(ckpt["model"])
-    return model
-
-
-def _evaluate_dataset(
-    model: nn.Module,
-    ds: StreetPairDataset,
-    pairs: PairSet,
-    batch_size: int,
-    device: str,
-    progress: bool = False,
-) -> dict[str, float]:
-    from geoloc_lib.eval import evaluate_pairs
-
-    feats = {}
-    for view in ("ground", "aerial"):
-        loader = DataLoader(ViewDataset(ds, view), batch_size=batch_size, shuffle=False)
-        feats[view], _ = extract_features(model, loader, view, device=device, progress=progress)
-    return evaluate_pairs(
-        feats["ground"], feats["aerial"], gallery_coords=pairs.coords, progress=progress
+for _model in MODELS:
+    register_recipe(
+        Recipe(
+            model=_model,
+            task="street->aerial",
+            settings=StreetTrainSettings,
+            presets={p: s for (m, p), s in TRAIN_PRESETS.items() if m == _model},
+            train=train_street_model,
+        )
     )
-
-
-def evaluate_street_model(
-    checkpoint_or_model: str | Path | nn.Module,
-    sources: DataSources | str | Path | PairSet,
-    split: str = "test",
-    *,
-    batch_size: int = 64,
-    device: str = "auto",
-    progress: bool = False,
-) -> dict[str, float]:
-    """R@1/5/10/1% (and meter-level metrics with coordinates) of street→aerial retrieval.
-
-    ``checkpoint_or_model``: a model with ``embed(images, view)`` (GeoViewMatch, the baseline,
-    :class:`StreetRawPixelMatcher`) or a checkpoint path. Input sizes come from ``model.cfg``
-    (``ground_size``, ``aerial_size``).
-    """
-    model = (
-        checkpoint_or_model
-        if isinstance(checkpoint_or_model, nn.Module)
-        else load_street_model(checkpoint_or_model)
-    )
-    pairs = sources if isinstance(sources, PairSet) else street_pairs(sources, split)
-    cfg = model.cfg
-    ds = StreetPairDataset(pairs, cfg.ground_size, cfg.aerial_size)
-    return _evaluate_dataset(model, ds, pairs, batch_size, device, progress)
-
-
-# GeoViewMatch's Tables 1-3 (and its ablations, Tables 5-6) are on the validation split: CVUSA's
-# 8,884 val pairs and CVACT's val set "of the same size" (§4.1), i.e. CVACT val (ACT_small), not
-# ACT_test (~92.8k pairs), which is evaluated and reported separately.
-PAPER_TABLE_SPLIT = "val"
-
-
-def evaluate_street_splits(
-    models: dict[str, nn.Module],
-    sources: DataSources | str | Path,
-    splits: tuple[str, ...] = ("val", "test"),
-    *,
-    dataset: str | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Long results of every model on every split: ``method, dataset, split, n_pairs`` + metrics.
-
-    The paper's tables are the rows with ``split == PAPER_TABLE_SPLIT``; ``test`` (CVACT's
-    ACT_test) is a separate, labelled result. A split the dataset does not have is left out
-    (CVUSA has train/val only: its "test" would repeat val).
-    """
-    if isinstance(sources, DataSources):
-        available = sources.street_splits
-    else:  # a CVUSA root (splits/) has no test split; street_pairs maps "test" to its val
-        cvusa = (Path(sources) / "splits").is_dir()
-        available = ("train", "val") if cvusa else ("train", "val", "test")
-    rows = []
-    for split in splits:
-        if split not in available:
-            continue
-        pairs = street_pairs(sources, split)
-        for name, model in models.items():
-            metrics = evaluate_street_model(
-                model, pairs, batch_size=batch_size, device=device, progress=progress
-            )
-            rows.append(
-                {"method": name, "dataset": dataset or pairs.name, "split": split,
-                 "n_pairs": len(pairs), **metrics}
-            )  # fmt: skip
-    if not rows:
-        raise ConfigError(f"evaluate_street_splits: none of {splits} exists in {sources}")
-    return pd.DataFrame(rows)
-
-
-@dataclass
-class _RawCfg:
-    ground_size: tuple[int, int] = (32, 160)
-    aerial_size: tuple[int, int] = (64, 64)
-    grid: int = 8
-
-
-class StreetRawPixelMatcher(nn.Module):
-    """The floor: each image area-pooled to a ``grid``×``grid`` colour layout, mean-centred, L2."""
-
-    def __init__(self, **cfg: Any) -> None:
-        super().__init__()
-        self.cfg = _RawCfg(**cfg)
-
-    def embed(self, images: torch.Tensor, view: str) -> torch.Tensor:
-        x = nn.functional.adaptive_avg_pool2d(images, self.cfg.grid).flatten(1)
-        return nn.functional.normalize(x - x.mean(1, keepdim=True), dim=1)
-
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)

@@ -1,4 +1,6 @@
-"""Train and evaluate MCGF (and its matching-only baseline) on a University-1652-layout dataset.
+"""Train MCGF (and its matching-only baseline) on a University-1652-layout dataset.
+
+Evaluation under weather is :func:`geoloc_lib.eval.university.evaluate_mcgf`.
 
 The whole MCGF training step, as the engine runs it (``engine.fit`` + ``MCGF.training_losses``)::
 
@@ -21,8 +23,7 @@ trains ``E_content`` + MLP with cross-entropy on ``[satellite, drone_weather]``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,33 +32,29 @@ import pandas as pd
 import torch
 from torch import nn
 
-from geoloc_lib.data.sources import DataSources
-from geoloc_lib.data.types import ImageSet
-from geoloc_lib.data.university import University1652, load_university1652
+from geoloc_lib.core.distributed import setup_distributed
+from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.seeding import seed_everything
+from geoloc_lib.data.sources import DataSources, university
+from geoloc_lib.data.university import University1652
 from geoloc_lib.data.university_torch import eval_loader, train_loader
-from geoloc_lib.engine import (
-    FitConfig,
-    extract_features,
-    fit,
-    load_checkpoint,
-    make_scheduler,
-    resolve_device,
-    seed_everything,
-    setup_distributed,
-)
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.engine import FitConfig, fit
 from geoloc_lib.eval import evaluate_university1652
+from geoloc_lib.eval.features import extract_features
+from geoloc_lib.eval.university import evaluate_mcgf as evaluate_mcgf  # for the README example
+from geoloc_lib.eval.university import subset_images
 from geoloc_lib.models import create_model
-from geoloc_lib.runtime import resolve_progress
-from geoloc_lib.weather import CONDITIONS, WeatherSynth, conditions_from_seeds
+from geoloc_lib.optim import make_scheduler
+from geoloc_lib.training.recipes import Recipe, register_recipe, split_overrides
+from geoloc_lib.weather.sets import (
+    EVAL_WEATHER_SEED,
+    WEATHER_REFERENCE_SIZE,
+    weather_keys,
+)
+from geoloc_lib.weather.sets import MIXED as MIXED  # for the README example
+from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth
 
 MODELS = ("mcgf", "mcgf_matching_only")
-# The weather recipe was published for 512 px drone images (weather applied before resizing);
-# drawing it at that reference scale keeps drops, flakes and blur the same relative size.
-WEATHER_REFERENCE_SIZE = 512
-EVAL_WEATHER_SEED = 20240611
-# University160k-WX-style query set: each image gets its own random condition.
-MIXED = "mixed"
 
 
 @dataclass
@@ -76,7 +73,7 @@ class TrainSettings:
     grad_clip: float | None = 5.0
     repeats: int = 1  # visits of each training location per epoch
     optimizer: str = "sgd"  # sgd (the paper's) | adamw
-    augment: str = "flip_rot90"  # a geoloc_lib.augment.PAIR_AUGMENTS name
+    augment: str = "flip_rot90"  # a geoloc_lib.data.augment.PAIR_AUGMENTS name
     val_every: int = 1  # epochs between validation passes (and always after the last one)
     # The restoration module's own group (MCGF.param_groups); None: lr_head, as the CPU presets
     # were measured with.
@@ -186,23 +183,6 @@ class TrainResult:
     settings: TrainSettings
 
 
-def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Route overrides to :class:`TrainSettings` or the model's ``MCGFConfig`` by field name."""
-    train_keys = {f.name for f in fields(TrainSettings)}
-    return (
-        {k: v for k, v in overrides.items() if k in train_keys},
-        {k: v for k, v in overrides.items() if k not in train_keys},
-    )
-
-
-def _university(sources_or_root: DataSources | University1652 | str | Path) -> University1652:
-    if isinstance(sources_or_root, University1652):
-        return sources_or_root
-    if isinstance(sources_or_root, DataSources):
-        return sources_or_root.university()
-    return load_university1652(sources_or_root)
-
-
 def weather_batch_transform(
     synth: WeatherSynth | None = None,
 ) -> Any:
@@ -215,80 +195,6 @@ def weather_batch_transform(
         return {**batch, "drone_weather": weathered.clamp(0, 1), "condition": cond}
 
     return apply
-
-
-def _fixed_weather(condition: int, synth: WeatherSynth, seed: int) -> Any:
-    """Query transform: one condition for every image, per-image keys from (seed, index)."""
-
-    def apply(batch: dict[str, Any]) -> dict[str, Any]:
-        idx = batch["index"].to(torch.int64)
-        cond = torch.full_like(idx, condition)
-        img, _ = synth(batch["image"], cond, seeds=idx * 1_000_003 + seed)
-        return {**batch, "image": img.clamp(0, 1)}
-
-    return apply
-
-
-def eval_weather(
-    condition: str, synth: WeatherSynth | None = None, seed: int = EVAL_WEATHER_SEED
-) -> Any:
-    """``batch_transform`` weathering ``batch["image"]`` for evaluation.
-
-    ``condition``: one of :data:`CONDITIONS` for every image, or ``"mixed"`` (a condition per
-    image drawn from its key, as in University160k-WX). Keys come from ``(seed, index in the
-    set)``, so an image looks the same whatever the batch size or the call. With ``"mixed"``
-    the batch also gets ``"condition"``, the index drawn for each image.
-    """
-    synth = synth or WeatherSynth(reference_size=WEATHER_REFERENCE_SIZE)
-    if condition != MIXED:
-        if condition not in CONDITIONS:
-            raise ConfigError(choices_message("condition", condition, (*CONDITIONS, MIXED)))
-        return _fixed_weather(CONDITIONS.index(condition), synth, seed)
-
-    def apply(batch: dict[str, Any]) -> dict[str, Any]:
-        keys = batch["index"].to(torch.int64) * 1_000_003 + seed
-        img, cond = synth(batch["image"], conditions_from_seeds(keys), seeds=keys)
-        return {**batch, "image": img.clamp(0, 1), "condition": cond}
-
-    return apply
-
-
-def _subset(images: ImageSet, n: int | None, seed: int) -> ImageSet:
-    if n is None or n >= len(images):
-        return images
-    pick = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
-    return ImageSet(
-        name=images.name,
-        paths=[images.paths[i] for i in pick],
-        labels=images.labels[pick],
-        names=[images.names[i] for i in pick],
-    )
-
-
-def eval_queries(
-    images: ImageSet, max_queries: int | None, seed: int = EVAL_WEATHER_SEED
-) -> ImageSet:
-    """The drone queries :func:`evaluate_mcgf` uses with ``max_queries`` (a seeded subset)."""
-    return _subset(images, max_queries, seed)
-
-
-def _views_per_location(images: ImageSet, k: int | None, seed: int) -> ImageSet:
-    """At most ``k`` images per location (label), drawn with ``seed``; the order is kept."""
-    if k is None:
-        return images
-    order = np.random.default_rng(seed).permutation(len(images))
-    labels = images.labels[order]
-    grouped = np.argsort(labels, kind="stable")  # random order within each location
-    sorted_labels = labels[grouped]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_labels)) + 1]
-    position = np.arange(len(images)) - np.repeat(starts, np.diff(np.r_[starts, len(images)]))
-    pick = np.sort(order[grouped[position < k]])
-    return ImageSet(
-        name=images.name,
-        paths=[images.paths[i] for i in pick],
-        labels=images.labels[pick],
-        names=[images.names[i] for i in pick],
-    )
 
 
 def train_mcgf(
@@ -335,9 +241,9 @@ def train_mcgf(
         raise ConfigError(f"train_mcgf: {choices_message('model', model, MODELS)}")
     if preset not in TRAIN_PRESETS:
         raise ConfigError(f"train_mcgf: {choices_message('preset', preset, TRAIN_PRESETS)}")
-    train_over, overrides = split_overrides(overrides)
+    train_over, overrides = split_overrides(TrainSettings, overrides)
     setup_distributed()
-    data = _university(sources_or_root)
+    data = university(sources_or_root)
     settings = resolve_train_settings(
         preset,
         epochs=epochs,
@@ -366,7 +272,7 @@ def train_mcgf(
     validate = None
     if val_queries != 0:
         query, gallery = data.task("drone->satellite")
-        query = _subset(query, val_queries, seed)
+        query = subset_images(query, val_queries, seed)
         cond = torch.from_numpy(
             np.random.default_rng(seed).integers(0, len(CONDITIONS), len(query))
         )
@@ -376,7 +282,7 @@ def train_mcgf(
 
         def weathered(batch: dict[str, Any]) -> dict[str, Any]:
             idx = batch["index"].to(torch.int64)
-            img, _ = synth(batch["image"], cond[idx], seeds=idx * 1_000_003 + EVAL_WEATHER_SEED)
+            img, _ = synth(batch["image"], cond[idx], seeds=weather_keys(idx, EVAL_WEATHER_SEED))
             return {**batch, "image": img.clamp(0, 1)}
 
         def validate(m: nn.Module, epoch: int) -> dict[str, float]:
@@ -421,117 +327,14 @@ def train_mcgf(
     )
 
 
-def load_mcgf(checkpoint: str | Path, **overrides: Any) -> nn.Module:
-    """Rebuild an MCGF/baseline model from a ``fit`` checkpoint (no pretrained download)."""
-    ckpt = load_checkpoint(checkpoint)
-    cfg = dict(ckpt.get("model_config") or {})
-    name = cfg.pop("name", ckpt.get("model_name") or "mcgf")
-    if not cfg:
-        raise ConfigError(f"checkpoint {checkpoint} has no model configuration (not an MCGF run?)")
-    cfg.update(pretrained=False, encoder_pretrained_file=None, content_pretrained_file=None)
-    cfg.update(overrides)
-    model = create_model(name, **cfg)
-    model.load_state_dict(ckpt["model"])
-    return model
-
-
-def evaluate_mcgf(
-    checkpoint_or_model: str | Path | nn.Module,
-    root: DataSources | University1652 | str | Path,
-    conditions: Sequence[str] = CONDITIONS,
-    *,
-    tasks: Sequence[str] = ("drone->satellite", "satellite->drone"),
-    img_size: int | None = None,
-    batch_size: int = 64,
-    seed: int = EVAL_WEATHER_SEED,
-    device: str = "auto",
-    max_queries: int | None = None,
-    max_gallery_drones: int | None = None,
-    gallery_views_per_location: int | None = None,
-    progress: bool | None = None,
-) -> pd.DataFrame:
-    """Per-weather retrieval metrics: one row per (task, condition), R@1/5/10/AP in percent.
-
-    Drone images (the queries of drone->satellite, the gallery of satellite->drone) get the
-    condition applied on the fly, each image keyed by ``(seed, index)`` so the weathered sets are
-    the same on every call. Works with any model that has ``embed(images, view)`` and (for
-    models without ``cfg.img_size``) ``img_size``. ``max_queries`` / ``max_gallery_drones``
-    subsample the drone sets with a fixed seed (CPU budgets); ``gallery_views_per_location``
-    keeps that many drone views of every location in the satellite->drone gallery instead, so
-    no satellite query loses all its true matches. ``conditions`` may include ``"mixed"`` (a
-    random condition per drone image, University160k-WX style). A ``"mean"`` row per task
-    averages the fixed conditions (not ``"mixed"``); ``n_queries``/``n_gallery`` give the sizes
-    (``n_skipped``: queries without a true match in the gallery, left out by the protocol).
-    """
-    progress = resolve_progress(progress)
-    model = (
-        load_mcgf(checkpoint_or_model)
-        if isinstance(checkpoint_or_model, str | Path)
-        else checkpoint_or_model
-    )
-    size = (
-        img_size
-        or getattr(getattr(model, "cfg", None), "img_size", None)
-        or getattr(model, "img_size", None)
-    )
-    if size is None:
-        raise ConfigError("evaluate_mcgf: pass img_size for a model without cfg.img_size")
-    bad = [c for c in conditions if c not in CONDITIONS and c != MIXED]
-    if bad:
-        valid = (*CONDITIONS, MIXED)
-        raise ConfigError(f"evaluate_mcgf: {choices_message('condition', bad[0], valid)}")
-    data = _university(root)
-    dev = resolve_device(device)
-    synth = WeatherSynth(reference_size=WEATHER_REFERENCE_SIZE)
-    rows = []
-    for task in tasks:
-        query, gallery = data.task(task)
-        drone_is_query = task.startswith("drone")
-        if drone_is_query:
-            query = _subset(query, max_queries, seed)
-        else:
-            gallery = _subset(gallery, max_gallery_drones, seed)
-            gallery = _views_per_location(gallery, gallery_views_per_location, seed)
-        fixed_view = "satellite"
-        fixed = extract_features(
-            model,
-            eval_loader(gallery if drone_is_query else query, size, batch_size),
-            fixed_view,
-            device=dev,
-            progress=progress,
-            desc=f"{task} {fixed_view}",
+for _model in MODELS:
+    register_recipe(
+        Recipe(
+            model=_model,
+            task="drone->satellite",
+            settings=TrainSettings,
+            presets=TRAIN_PRESETS,
+            train=train_mcgf,
+            data_config={"num_classes": 256},  # a stand-in: the training set sets it
         )
-        # decoded once, weathered per condition
-        drones = eval_loader(query if drone_is_query else gallery, size, batch_size, cache=True)
-        for name in conditions:
-            drone = extract_features(
-                model,
-                drones,
-                "drone",
-                device=dev,
-                batch_transform=eval_weather(name, synth, seed),
-                progress=progress,
-                desc=f"{task} drone/{name}",
-            )
-            qf, ql = drone if drone_is_query else fixed
-            gf, gl = fixed if drone_is_query else drone
-            res = evaluate_university1652(qf, gf, ql, gl, progress=False)
-            rows.append({"task": task, "condition": name, **res, "n_gallery": len(gf)})
-    df = pd.DataFrame(rows)
-    fixed = df[df["condition"] != MIXED]
-    metrics = ["R@1", "R@5", "R@10", "AP", "n_queries", "n_skipped", "n_gallery"]
-    means = fixed.groupby("task", sort=False)[metrics].mean().reset_index()
-    means["condition"] = "mean"
-    return pd.concat([df, means], ignore_index=True)
-
-
-class RawPixelMatcher(nn.Module):
-    """Reference floor: features = the mean-centred, L2-normalised RGB pixels at ``size`` px."""
-
-    def __init__(self, size: int = 16, img_size: int = 64) -> None:
-        super().__init__()
-        self.size, self.img_size = size, img_size
-
-    def embed(self, images: torch.Tensor, view: str) -> torch.Tensor:
-        x = nn.functional.interpolate(images, size=(self.size, self.size), mode="area").flatten(1)
-        return nn.functional.normalize(x - x.mean(1, keepdim=True), dim=-1)
+    )

@@ -4,7 +4,7 @@ A *run* is a folder ``runs_dir/<name>/`` holding the engine's ``checkpoint_last.
 ``history.csv`` plus ``run.json`` (model, preset, epochs, seed, overrides, training time). The
 notebooks pass run folders between each other: 01 trains, 02-04 load them by name.
 
-Models and the task they train on:
+Each model trains by its own recipe (:mod:`geoloc_lib.training.recipes`), which names its task:
 
 - ``mcgf``, ``mcgf_matching_only``: drone -> satellite (University-1652 layout, weathered drones);
 - ``geoviewmatch``, ``infonce_baseline``: street -> aerial (CVUSA / CVACT layout).
@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,18 @@ import pandas as pd
 import torch
 from torch import nn
 
+from geoloc_lib.core.checkpoints import load_checkpoint
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.engine import CHECKPOINT_LAST, checkpoint_elapsed_s, load_checkpoint
-from geoloc_lib.errors import ConfigError, choices_message
-from geoloc_lib.models import create_model
-from geoloc_lib.runtime import resolve_progress
+from geoloc_lib.engine import CHECKPOINT_LAST, checkpoint_elapsed_s
+from geoloc_lib.models import create_model, load_model
+from geoloc_lib.training.recipes import recipe_for, recipes
 
-TASKS = {
-    "mcgf": "drone->satellite",
-    "mcgf_matching_only": "drone->satellite",
-    "geoviewmatch": "street->aerial",
-    "infonce_baseline": "street->aerial",
-}
+TASKS = {name: recipe.task for name, recipe in recipes().items()}
 RUN_FILE = "run.json"
+# settings of a run in progress (resume only if equal); the name predates its use beyond ablations
+PENDING_FILE = "ablation_pending.json"
 
 
 @dataclass
@@ -59,25 +58,8 @@ class Run:
 
 
 def check_model(model: str) -> str:
-    if model not in TASKS:
-        raise ConfigError(f"parameter models: {choices_message('model', model, TASKS)}")
+    recipe_for(model)
     return model
-
-
-def _family(model: str) -> tuple[Any, Any]:
-    """The model family's training module and its train function."""
-    if TASKS[model] == "drone->satellite":
-        from geoloc_lib.training import mcgf
-
-        return mcgf, mcgf.train_mcgf
-    from geoloc_lib.training import geoviewmatch
-
-    return geoviewmatch, geoviewmatch.train_street_model
-
-
-def preset_key(model: str, preset: str) -> Any:
-    """The key of a preset in the model family's ``TRAIN_PRESETS``."""
-    return preset if TASKS[model] == "drone->satellite" else (model, preset)
 
 
 def resolved_config(
@@ -90,15 +72,10 @@ def resolved_config(
     stores it, so a run folder can be reused only by a run that would train the same thing
     (a changed preset changes it).
     """
-    check_model(model)
-    family, trainer = _family(model)
-    if preset_key(model, preset) not in family.TRAIN_PRESETS:
-        raise ConfigError(
-            f"parameter preset: {choices_message('preset', preset, ('paper', 'default', 'smoke'))}"
-        )
-    run_options = set(inspect.signature(trainer).parameters)  # val_queries, batch_size, ...
-    train_over, model_over = family.split_overrides(dict(overrides or {}))
-    settings = replace(family.TRAIN_PRESETS[preset_key(model, preset)], **train_over)
+    recipe = recipe_for(model)
+    run_options = set(inspect.signature(recipe.train).parameters)  # val_queries, batch_size...
+    train_over, model_over = recipe.split_overrides(dict(overrides or {}))
+    settings = recipe.preset_settings(preset, **train_over)
     # run options (val_queries, max_steps_per_epoch...) are neither; ablation goes to the model
     model_over = {k: v for k, v in model_over.items() if k not in run_options or k == "ablation"}
     with torch.device("meta"):
@@ -134,12 +111,12 @@ def train_run(
 ) -> Run:
     """Train ``model`` into ``runs_dir/<name or model>`` and return the :class:`Run`.
 
-    ``overrides`` go to the model family's trainer: :func:`geoloc_lib.training.mcgf.train_mcgf`
-    (``MCGFConfig`` fields, ``batch_size``, ``lr_backbone``...) or
-    :func:`geoloc_lib.training.geoviewmatch.train_street_model` (``ablation``, settings and
-    config fields).
+    ``overrides`` go to the model's recipe (its ``train`` function): training-settings fields,
+    model-config fields and the train function's own options (e.g. ``val_queries``,
+    ``ablation``); see :func:`geoloc_lib.training.mcgf.train_mcgf` and
+    :func:`geoloc_lib.training.geoviewmatch.train_street_model`.
     """
-    check_model(model)
+    recipe = recipe_for(model)
     name = name or model
     out_dir = Path(runs_dir) / name
     start = time.perf_counter()
@@ -162,13 +139,7 @@ def train_run(
     # looks finished with another run's description.
     old_info = _read_info(out_dir)
     (out_dir / RUN_FILE).unlink(missing_ok=True)
-    if TASKS[model] == "drone->satellite":
-        from geoloc_lib.training.mcgf import train_mcgf as trainer
-    else:
-        from geoloc_lib.training.geoviewmatch import train_street_model as trainer
-
-        progress = resolve_progress(progress)
-    res = trainer(
+    res = recipe.train(
         sources,
         preset=preset,
         model=model,
@@ -176,7 +147,7 @@ def train_run(
         out_dir=out_dir,
         seed=seed,
         device=device,
-        progress=progress,
+        progress=resolve_progress(progress),
         resume=resume,
         **overrides,
     )
@@ -190,7 +161,7 @@ def train_run(
     info = {
         "name": name,
         "model": model,
-        "task": TASKS[model],
+        "task": recipe.task,
         "preset": preset,
         "epochs": int(settings.epochs),
         "seed": seed,
@@ -249,11 +220,7 @@ def load_run(run_dir: str | Path) -> Run:
         )
     model_name = load_checkpoint(ckpt_path).get("model_name")
     check_model(str(model_name))
-    if TASKS[model_name] == "drone->satellite":
-        from geoloc_lib.training.mcgf import load_mcgf as load
-    else:
-        from geoloc_lib.training.geoviewmatch import load_street_model as load
-    model = load(ckpt_path).eval()
+    model = load_model(ckpt_path).eval()
     info_file = run_dir / RUN_FILE
     info = json.loads(info_file.read_text()) if info_file.is_file() else {"model": model_name}
     history_file = run_dir / "history.csv"
@@ -276,7 +243,7 @@ def load_runs(runs_dir: str | Path, names: list[str]) -> dict[str, Run]:
 def export_weights(run: Run, path: str | Path) -> Path:
     """Weights-only copy of a run (model name, config and state; no optimizer or RNG state).
 
-    ``load_mcgf`` / ``load_street_model`` read it like a full checkpoint."""
+    ``geoloc_lib.models.load_model`` reads it like a full checkpoint."""
     ckpt = load_checkpoint(run.checkpoint)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -309,3 +276,83 @@ def training_summary(runs: dict[str, Run]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def run_settings(
+    model: str, preset: str, epochs: int, seed: int, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``run.json`` fields that must match for a finished run to be reused."""
+    overrides = dict(overrides or {})
+    settings = {
+        "model": model,
+        "preset": preset,
+        "epochs": int(epochs),
+        "seed": int(seed),
+        "overrides": overrides,
+        # the resolved model config and training settings: a changed preset retrains
+        "config": resolved_config(model, preset, overrides),
+    }
+    return json.loads(json.dumps(settings, default=str))  # as run.json stores it
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def finished_run(run_dir: str | Path, want: dict[str, Any]) -> Run | None:
+    """The run in ``run_dir`` when it finished with the settings ``want`` (else None)."""
+    run_dir = Path(run_dir)
+    info = _read_json(run_dir / RUN_FILE)
+    if info is None or not (run_dir / CHECKPOINT_LAST).is_file():
+        return None
+    return load_run(run_dir) if {k: info.get(k) for k in want} == want else None
+
+
+def ensure_run(
+    model: str,
+    sources: DataSources,
+    runs_dir: str | Path,
+    *,
+    name: str,
+    preset: str,
+    epochs: int,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> tuple[Run, bool]:
+    """Load ``runs_dir/<name>`` if it holds this finished run, else train it there.
+
+    Returns ``(run, trained_now)``. A run interrupted with the same settings resumes from its
+    last checkpoint; a folder with other settings is retrained from scratch.
+    """
+    overrides = dict(overrides or {})
+    want = run_settings(model, preset, epochs, seed, overrides)
+    out = Path(runs_dir) / name
+    done = finished_run(out, want)
+    if done is not None:
+        return done, False
+    has_ckpt = (out / CHECKPOINT_LAST).is_file()
+    # Stale run.json first: a retrain interrupted later must not look finished.
+    (out / RUN_FILE).unlink(missing_ok=True)
+    resume = has_ckpt and _read_json(out / PENDING_FILE) == want
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PENDING_FILE).write_text(json.dumps(want, indent=2) + "\n")
+    run = train_run(
+        model,
+        sources,
+        runs_dir,
+        name=name,
+        preset=preset,
+        epochs=int(epochs),
+        seed=int(seed),
+        device=device,
+        progress=progress,
+        resume=resume,
+        **overrides,
+    )
+    (out / PENDING_FILE).unlink(missing_ok=True)
+    return run, True

@@ -8,7 +8,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from geoloc_lib.ablations import STREET_METRICS, TABLE5, TABLE6
+from geoloc_lib.analysis.ablations import STREET_METRICS, TABLE5, TABLE6
 
 
 def ablation_bars_figure(

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from geoloc_lib.core.errors import DatasetError
 from geoloc_lib.data.geosynth.writer import load_geosynth_meta
 from geoloc_lib.data.images import read_image_array
-from geoloc_lib.errors import DatasetError
 
 
 def _location_files(uni: Path, location_id: str, split: str) -> tuple[Path, list[Path]]:

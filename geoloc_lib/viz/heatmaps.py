@@ -1,6 +1,6 @@
 """Heatmap figures (03_heatmaps): GeoViewMatch Figures 8/9, MCGF Figure 3, Grad-CAM.
 
-Heatmaps are ``[H, W]`` tensors in [0, 1] (``geoloc_lib.explain``), drawn with the ``jet``
+Heatmaps are ``[H, W]`` tensors in [0, 1] (``geoloc_lib.analysis.explain``), drawn with the ``jet``
 colormap (red high, blue low, as in the papers) over the image they explain.
 """
 
@@ -16,8 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.images import read_image
-from geoloc_lib.errors import ConfigError
 
 MATCH_COLOUR, MISS_COLOUR = "#1a9641", "#d7191c"
 

@@ -22,9 +22,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.types import ImageSet, PairSet
-from geoloc_lib.errors import ConfigError
 from geoloc_lib.eval.ranking import NO_MATCH, rank_gallery
 
 MATCH_COLOR = "#2ca02c"  # green: a true match
@@ -172,19 +172,16 @@ def drone_retrieval_figure(
 ) -> Figure:
     """Top-``k`` satellite tiles of ``n_queries`` seeded drone queries under ``condition``.
 
-    The queries are weathered exactly as :func:`geoloc_lib.training.mcgf.evaluate_mcgf` does
+    The queries are weathered exactly as :func:`geoloc_lib.eval.university.evaluate_mcgf` does
     on the full query set (per-image keys from the row in ``query``), and shown at the model's
     input size; ``condition`` may be ``"mixed"``.
     """
     from geoloc_lib.data.university_torch import eval_loader, to_tensor
-    from geoloc_lib.engine import extract_features
-    from geoloc_lib.training.mcgf import EVAL_WEATHER_SEED, MIXED, eval_weather
-    from geoloc_lib.weather import CONDITIONS
+    from geoloc_lib.eval.features import extract_features
+    from geoloc_lib.weather.sets import EVAL_WEATHER_SEED, MIXED, eval_weather
+    from geoloc_lib.weather.synth import CONDITIONS
 
-    size = img_size or getattr(getattr(model, "cfg", None), "img_size", None)
-    size = size or getattr(model, "img_size", None)
-    if size is None:
-        raise ConfigError("drone_retrieval_figure: pass img_size for a model without one")
+    size = img_size or model.input_size("drone")[0]
     picks = pick_queries(len(query), n_queries, seed)
     images = torch.stack([to_tensor(query.paths[i], size) for i in picks])
     wseed = EVAL_WEATHER_SEED if weather_seed is None else weather_seed
@@ -225,14 +222,14 @@ def street_retrieval_figure(
 ) -> Figure:
     """Top-``k`` aerial tiles of ``n_queries`` seeded street panoramas (pair i matches tile i).
 
-    Input sizes come from ``model.cfg`` (``ground_size``, ``aerial_size``); the panorama is
+    Input sizes come from ``model.input_size(view)``; the panorama is
     shown with the model's preprocessing (CVACT: middle half of the rows) at a readable size.
     """
     from geoloc_lib.data.street_torch import StreetPairDataset, ViewDataset, load_ground
-    from geoloc_lib.engine import extract_features
+    from geoloc_lib.eval.features import extract_features
 
-    cfg = model.cfg
-    ds = StreetPairDataset(pairs, cfg.ground_size, cfg.aerial_size)
+    ground_size = model.input_size("ground")
+    ds = StreetPairDataset(pairs, ground_size, model.input_size("aerial"))
     picks = pick_queries(len(pairs), n_queries, seed)
     ground = torch.stack([ds[int(i)]["ground"] for i in picks])
     qf = _embed(model, ground, "ground", device)
@@ -240,7 +237,7 @@ def street_retrieval_figure(
     gf, _ = extract_features(model, loader, "aerial", device=device, progress=False)
     top = top_matches(qf, gf, picks, np.arange(len(pairs)), k)
     height = 128
-    shown_size = (height, round(height * cfg.ground_size[1] / cfg.ground_size[0]))
+    shown_size = (height, round(height * ground_size[1] / ground_size[0]))
     shown = [load_ground(pairs.ground[i], shown_size, ds.crop).float() / 255 for i in picks]
     return retrieval_figure(
         shown,

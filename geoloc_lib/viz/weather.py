@@ -11,7 +11,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from geoloc_lib.weather import CONDITIONS, WeatherSynth
+from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth
 
 
 def _load(images: torch.Tensor | Sequence[str | Path], size: int) -> torch.Tensor:
@@ -67,48 +67,3 @@ def weather_grid_figure(
             palette = rgb.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
             palette.save(path, optimize=True)
     return fig
-
-
-def sample_aerial_images(size: int = 256) -> torch.Tensor:
-    """Three natural-looking aerial-like RGB images [3, 3, size, size] without any dataset:
-    two hill-shaded elevation models shipped with matplotlib and a procedural town block."""
-    from matplotlib import cbook, colormaps
-    from matplotlib.colors import LightSource
-
-    light = LightSource(azdeg=315, altdeg=45)
-    tiles = []
-    for name in ("jacksboro_fault_dem.npz", "topobathy.npz"):
-        with np.load(cbook.get_sample_data(name, asfileobj=False)) as data:
-            key = "elevation" if "elevation" in data else list(data.keys())[0]
-            dem = np.asarray(data[key], dtype=np.float64)
-        dem = np.nan_to_num(dem, nan=float(np.nanmin(dem)))
-        rgb = light.shade(dem, cmap=colormaps["gist_earth"], blend_mode="soft", vert_exag=2)
-        tile = torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).permute(2, 0, 1).float()
-        tiles.append(
-            torch.nn.functional.interpolate(tile[None], size=(size, size), mode="bilinear")[0]
-        )
-    tiles.append(_procedural_town(size))
-    return torch.stack(tiles).clamp(0, 1)
-
-
-def _procedural_town(size: int) -> torch.Tensor:
-    """Fields, a road grid and building roofs with shadows, drawn with tensor ops."""
-    g = torch.Generator().manual_seed(7)
-    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    blocks = 8
-    cell = size / blocks
-    by, bx = (y / cell).long(), (x / cell).long()
-    field_tone = torch.rand(blocks, blocks, 3, generator=g) * torch.tensor([0.15, 0.2, 0.1])
-    field = torch.tensor([0.35, 0.45, 0.25]) + field_tone[by, bx]
-    stripes = 0.04 * torch.sin((x + y * (by % 2)) * 0.8)[..., None]
-    image = field + stripes
-    fy, fx = (y % cell) / cell, (x % cell) / cell
-    roof = (fy > 0.25) & (fy < 0.7) & (fx > 0.2) & (fx < 0.75)
-    has_building = torch.rand(blocks, blocks, generator=g)[by, bx] > 0.35
-    roof_colour = torch.rand(blocks, blocks, 3, generator=g)[by, bx] * 0.4 + 0.45
-    shadow = (fy > 0.7) & (fy < 0.8) & (fx > 0.3) & (fx < 0.85) & has_building
-    image = torch.where(shadow[..., None], image * 0.45, image)
-    image = torch.where((roof & has_building)[..., None], roof_colour, image)
-    road = ((y % cell) < cell * 0.1) | ((x % cell) < cell * 0.1)
-    image = torch.where(road[..., None], torch.tensor([0.55, 0.55, 0.53]), image)
-    return image.permute(2, 0, 1).float().clamp(0, 1)

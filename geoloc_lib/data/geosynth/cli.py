@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from geoloc_lib.errors import ConfigError, choices_message
-from geoloc_lib.runtime import terminal_progress
+from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.runtime import terminal_progress
 
 DATASETS = ("geosynth",)
 

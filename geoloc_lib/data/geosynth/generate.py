@@ -36,8 +36,8 @@ from geoloc_lib.data.geosynth.writer import (
     write_manifest,
     write_tables,
 )
-from geoloc_lib.errors import ConfigError
-from geoloc_lib.runtime import resolve_progress
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.runtime import resolve_progress
 
 JPEG_QUALITY = 90
 # UTM-like placement: train districts west, test districts east, distractors in a far band.

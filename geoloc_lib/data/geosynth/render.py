@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geoloc_lib import portable_ops as P
+from geoloc_lib.core import portable_ops as P
 from geoloc_lib.data.geosynth.world import TREE, WATER, Campus
 
 SEASONS: dict[str, tuple[float, float, float]] = {

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geoloc_lib import portable_ops as P
+from geoloc_lib.core import portable_ops as P
 
 # Material classes stored per pixel.
 GROUND, ROAD, SIDEWALK, BUILDING, TREE, GRASS, WATER, FIELD, PARKING, PLAZA, SPORTS = range(11)

@@ -26,7 +26,7 @@ import pandas as pd
 import scipy.io
 
 from geoloc_lib.data.geosynth.profiles import GeoSynthProfile
-from geoloc_lib.errors import DatasetError
+from geoloc_lib.core.errors import DatasetError
 
 GENERATOR = "geosynth"
 VERSION = "1.0"

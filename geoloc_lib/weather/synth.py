@@ -1,6 +1,6 @@
 """Batched synthetic weather for drone images: the 10 conditions of University-1652-WX.
 
-The published recipe (MuSe-Net / MCGF, reference facts §3) is a list of imgaug 0.4.0
+The published recipe (MuSe-Net, as MCGF uses it) is a list of imgaug 0.4.0
 augmenters. This module re-implements their semantics as torch tensor operations on
 ``[B, 3, H, W]`` images in [0, 1], on any device, for a whole batch at once, with each
 image's condition chosen independently. Randomness comes from a counter-based hash keyed per
@@ -80,8 +80,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from geoloc_lib import portable_ops as P
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.core import portable_ops as P
+from geoloc_lib.core.errors import ConfigError, choices_message
 
 CONDITIONS: tuple[str, ...] = (
     "normal",
@@ -504,7 +504,7 @@ def _snow(size: tuple[float, float]) -> _Particles:
     return _Particles("snow", size, _SNOW_SPEED)
 
 
-# The published Sequential of each condition, stage by stage (reference facts §3).
+# The published Sequential of each condition, stage by stage.
 RECIPES: dict[str, tuple[object, ...]] = {
     "normal": (),
     "fog": ("fog",),

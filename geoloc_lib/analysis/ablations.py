@@ -1,12 +1,12 @@
 """The ablation grid of notebook 04: variants -> ``train_run`` -> evaluation -> tidy tables.
 
-GeoViewMatch (paper 001, Tables 5 and 6): the base model with and without contrastive learning
+GeoViewMatch (Remote Sensing 2024, 16, 678; Tables 5 and 6): the base model with and without contrastive learning
 (CL) and multi-scale features (MF), and the Swin stages feeding the descriptor. Two labels of
 the paper name one configuration each, and the paper's own numbers show it (its Table 6 rows f4
 and f4+f3 repeat Table 5's BS+CL and BS+CL+MF): a variant whose effective configuration
 (contrastive or not, stages used) equals an earlier one's reuses that run.
 
-MCGF (paper 000 has no ablation table): the full model, the matching branch alone (w/o
+MCGF (the paper has no ablation table): the full model, the matching branch alone (w/o
 restoration) and the restoration branch without the noising (w/o diffusion, :data:`NO_DIFFUSION`).
 
 Every variant trains at the same budget and seed into ``runs_dir/ablations/<run>``. A folder that
@@ -17,7 +17,6 @@ interrupted one with the same settings resumes from its last checkpoint.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.errors import ConfigError, choices_message
-from geoloc_lib.training.runs import RUN_FILE, Run, load_run, resolved_config, train_run
+from geoloc_lib.training import runs
+from geoloc_lib.training.runs import Run
 
 ABLATION_DIR = "ablations"
-PENDING_FILE = "ablation_pending.json"  # settings of a run in progress (resume only if equal)
 STREET_METRICS = ("R@1", "R@5", "R@10", "R@1%")
 MCGF_METRICS = ("R@1", "R@5", "R@10", "AP")
 
@@ -146,30 +145,9 @@ def mcgf_variants() -> list[Variant]:
     ]
 
 
-def _jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=str))  # as run.json stores it (tuples -> lists)
-
-
 def run_settings(variant: Variant, preset: str, epochs: int, seed: int) -> dict[str, Any]:
-    """The ``run.json`` fields that must match for a finished run to be reused."""
-    return _jsonable(
-        {
-            "model": variant.model,
-            "preset": preset,
-            "epochs": int(epochs),
-            "seed": int(seed),
-            "overrides": variant.overrides,
-            # the resolved model config and training settings: a changed preset retrains
-            "config": resolved_config(variant.model, preset, variant.overrides),
-        }
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    """The ``run.json`` fields that must match for a finished run of ``variant`` to be reused."""
+    return runs.run_settings(variant.model, preset, epochs, seed, variant.overrides)
 
 
 def ensure_run(
@@ -187,47 +165,27 @@ def ensure_run(
 
     A variant without overrides (a main model) first looks for 01_train's run of the model,
     ``runs_dir/<model>``: trained with the same settings, it is that run, reused as it is.
-    Returns ``(run, trained_now)``. A run interrupted with the same settings resumes from its
-    last checkpoint; a folder with other settings is retrained from scratch.
+    Returns ``(run, trained_now)``; the caching itself is :func:`geoloc_lib.training.runs.ensure_run`.
     """
     if int(epochs) < 1:
         raise ConfigError(f"ablation epochs must be >= 1, got {epochs}")
-    want = run_settings(variant, preset, epochs, seed)
     if not variant.overrides:
-        main = Path(runs_dir) / variant.model
-        info = _read_json(main / RUN_FILE)
-        if (
-            info is not None
-            and (main / "checkpoint_last.pt").is_file()
-            and {k: info.get(k) for k in want} == want
-        ):
-            return load_run(main), False
-    root = Path(runs_dir) / ABLATION_DIR
-    out = root / variant.run_name
-    info = _read_json(out / RUN_FILE)
-    has_ckpt = (out / "checkpoint_last.pt").is_file()
-    if info is not None and has_ckpt and {k: info.get(k) for k in want} == want:
-        return load_run(out), False
-    # Stale run.json first: a retrain interrupted later must not look finished.
-    (out / RUN_FILE).unlink(missing_ok=True)
-    resume = has_ckpt and _read_json(out / PENDING_FILE) == want
-    out.mkdir(parents=True, exist_ok=True)
-    (out / PENDING_FILE).write_text(json.dumps(want, indent=2) + "\n")
-    run = train_run(
+        want = run_settings(variant, preset, epochs, seed)
+        main = runs.finished_run(Path(runs_dir) / variant.model, want)
+        if main is not None:
+            return main, False
+    return runs.ensure_run(
         variant.model,
         sources,
-        root,
+        Path(runs_dir) / ABLATION_DIR,
         name=variant.run_name,
         preset=preset,
-        epochs=int(epochs),
-        seed=int(seed),
+        epochs=epochs,
+        seed=seed,
+        overrides=variant.overrides,
         device=device,
         progress=progress,
-        resume=resume,
-        **variant.overrides,
     )
-    (out / PENDING_FILE).unlink(missing_ok=True)
-    return run, True
 
 
 def street_eval_split(sources: DataSources) -> str:
@@ -253,7 +211,7 @@ def run_street_ablations(
     One row per label: ``variant``, ``run``, ``trained_now``, ``epochs``, ``queries`` and
     R@1/R@5/R@10/R@1% in percent. A run shared by two labels is evaluated once.
     """
-    from geoloc_lib.training.geoviewmatch import evaluate_street_model
+    from geoloc_lib.eval.street import evaluate_street_model
 
     split = split or street_eval_split(sources)
     pairs = sources.street(split)
@@ -303,7 +261,7 @@ def run_mcgf_ablations(
     Tidy: one row per (variant, condition) including the ``mean`` over the ten conditions, with
     R@1/R@5/R@10/AP in percent; ``max_queries`` subsamples the drone queries (fixed seed).
     """
-    from geoloc_lib.training.mcgf import evaluate_mcgf
+    from geoloc_lib.eval.university import evaluate_mcgf
 
     frames = []
     for v in mcgf_variants():
@@ -441,10 +399,10 @@ def mcgf_ablation_deltas(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_comparison(costs: pd.DataFrame) -> pd.DataFrame:
-    """:func:`geoloc_lib.models.cost.cost_table` in Table 4's layout, the paper's GeoViewMatch
+    """:func:`geoloc_lib.analysis.cost.cost_table` in Table 4's layout, the paper's GeoViewMatch
     row beside ours (``paper ...`` columns on the row ``model == "geoviewmatch"``, preset
     ``paper``; NaN elsewhere). Our ``GFLOPs/pair`` are FLOPs (2 per multiply-add) of a query and
-    a gallery image; see :mod:`geoloc_lib.models.cost` for the gap to the paper's 9.76."""
+    a gallery image; see :mod:`geoloc_lib.analysis.cost` for the gap to the paper's 9.76."""
     paper = PAPER_TABLE4["GeoViewMatch"]
     df = costs.rename(
         columns={

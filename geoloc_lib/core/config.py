@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.core.errors import ConfigError, choices_message
 
 C = TypeVar("C")
 

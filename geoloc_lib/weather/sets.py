@@ -1,4 +1,9 @@
-"""Materialise weathered drone query sets on disk (University-1652-WX / University160k-WX style).
+"""Weathered drone query sets: the per-image key, the evaluation transform, and files on disk.
+
+Evaluation weathers query sets in memory with :func:`eval_weather`; ``geoloc data weather``
+writes the same sets as files (University-1652-WX / University160k-WX style). Both key image
+``i`` of a set weathered with ``seed`` by :func:`weather_keys`, so ``geoloc data weather --seed N
+--size S`` writes exactly the pixels an evaluation at input size S with seed N uses.
 
 ``geoloc data weather --root DIR --condition NAME|mixed|all --seed N --out DIR`` writes
 ``OUT/test/<query_folder>/<id>/<file>`` with the weather applied, plus ``OUT/weather.csv``
@@ -7,7 +12,8 @@
 written: the gallery is the clean one of the source dataset.
 
 Each image's weather (and, for ``mixed``, its condition) is a pure function of ``seed`` and
-the image's index in the sorted query list, so the files do not depend on the batch size.
+the image's index in the sorted query list (:func:`weather_keys`), so the files do not depend on
+the batch size.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,13 +29,19 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from geoloc_lib.core.errors import ConfigError, DatasetError, choices_message
+from geoloc_lib.core.runtime import resolve_progress, terminal_progress
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.types import ImageSet
-from geoloc_lib.errors import ConfigError, DatasetError, choices_message
-from geoloc_lib.runtime import resolve_progress, terminal_progress
-from geoloc_lib.weather import CONDITIONS, WeatherSynth, conditions_from_seeds
+from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth, conditions_from_seeds
 
-SPECIAL = ("mixed", "all")
+# The weather recipe was published for 512 px drone images (weather applied before resizing);
+# drawing it at that reference scale keeps drops, flakes and blur the same relative size.
+WEATHER_REFERENCE_SIZE = 512
+EVAL_WEATHER_SEED = 20240611
+# University160k-WX-style query set: each image gets its own random condition.
+MIXED = "mixed"
+SPECIAL = (MIXED, "all")
 
 
 def _query_set(root: Path, query_folder: str) -> ImageSet:
@@ -44,7 +57,7 @@ def _query_set(root: Path, query_folder: str) -> ImageSet:
     return university.index_image_folder(root / "test" / query_folder, key)
 
 
-# |seed| * 2**32 + index stays inside int64, so every seed gives its own per-image keys.
+# |seed| <= 2**31 - 1 keeps every key (index * 1_000_003 + seed) inside int64.
 SEED_LIMIT = 2**31 - 1
 
 
@@ -63,9 +76,15 @@ def _check_int(name: str, value: object, low: int | None, high: int | None) -> N
         raise ConfigError(f"{name}: expected {want}, got {value!r}")
 
 
-def image_seeds(seed: int, count: int) -> torch.Tensor:
-    """Per-image weather keys: image i of a set materialised with ``seed``."""
-    return torch.arange(count, dtype=torch.int64) + int(seed) * (1 << 32)
+def weather_keys(index: torch.Tensor | int, seed: int) -> torch.Tensor:
+    """The weather key of image ``index`` of a set weathered with ``seed`` (int64).
+
+    The one per-image key of the project: evaluation (:func:`eval_weather`), validation during
+    training, ``geoloc data weather`` and the explain figures all key an image this way, so an
+    image gets the same weather wherever it is drawn. Two sets whose seeds differ by less than
+    1_000_003 share no key.
+    """
+    return torch.as_tensor(index, dtype=torch.int64) * 1_000_003 + int(seed)
 
 
 def _to_tensor(images: list[Image.Image]) -> torch.Tensor:
@@ -96,7 +115,7 @@ def _write_one(
     synth: WeatherSynth,
 ) -> Path:
     n = len(queries)
-    seeds = image_seeds(seed, n)
+    seeds = weather_keys(torch.arange(n), seed)
     if condition == "mixed":
         conds = conditions_from_seeds(seeds)
     else:
@@ -151,7 +170,7 @@ def materialise_weather_queries(
     progress: bool | None = None,
     batch_size: int = 16,
     quality: int = 95,
-    reference_size: int | None = None,
+    reference_size: int | None = WEATHER_REFERENCE_SIZE,
 ) -> Path:
     """Write a weathered copy of ``root/test/<query_folder>`` under ``out`` and return ``out``.
 
@@ -215,7 +234,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
     parser.add_argument(
-        "--reference-size", type=int, default=None, help="draw particles as at this size"
+        "--reference-size",
+        type=int,
+        default=WEATHER_REFERENCE_SIZE,
+        help=f"draw particles as at this size (default {WEATHER_REFERENCE_SIZE}, as evaluation)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -235,3 +257,39 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"wrote weathered queries under {out}")
     return 0
+
+
+def _fixed_weather(condition: int, synth: WeatherSynth, seed: int) -> Any:
+    """Query transform: one condition for every image, per-image keys from (seed, index)."""
+
+    def apply(batch: dict[str, Any]) -> dict[str, Any]:
+        idx = batch["index"].to(torch.int64)
+        cond = torch.full_like(idx, condition)
+        img, _ = synth(batch["image"], cond, seeds=weather_keys(idx, seed))
+        return {**batch, "image": img.clamp(0, 1)}
+
+    return apply
+
+
+def eval_weather(
+    condition: str, synth: WeatherSynth | None = None, seed: int = EVAL_WEATHER_SEED
+) -> Any:
+    """``batch_transform`` weathering ``batch["image"]`` for evaluation.
+
+    ``condition``: one of :data:`CONDITIONS` for every image, or ``"mixed"`` (a condition per
+    image drawn from its key, as in University160k-WX). Keys come from ``(seed, index in the
+    set)``, so an image looks the same whatever the batch size or the call. With ``"mixed"``
+    the batch also gets ``"condition"``, the index drawn for each image.
+    """
+    synth = synth or WeatherSynth(reference_size=WEATHER_REFERENCE_SIZE)
+    if condition != MIXED:
+        if condition not in CONDITIONS:
+            raise ConfigError(choices_message("condition", condition, (*CONDITIONS, MIXED)))
+        return _fixed_weather(CONDITIONS.index(condition), synth, seed)
+
+    def apply(batch: dict[str, Any]) -> dict[str, Any]:
+        keys = weather_keys(batch["index"], seed)
+        img, cond = synth(batch["image"], conditions_from_seeds(keys), seeds=keys)
+        return {**batch, "image": img.clamp(0, 1), "condition": cond}
+
+    return apply

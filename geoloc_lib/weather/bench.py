@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from geoloc_lib.errors import ConfigError
-from geoloc_lib.weather import CONDITIONS, WeatherSynth
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth
 
 TARGET_IMAGES_PER_S = 200.0
 

@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from geoloc_lib.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError
 
 aten = torch.ops.aten
 
@@ -312,7 +312,7 @@ def cost_table(
     weights: ``latency_ms`` and (CUDA) ``peak_mem_gb`` per batch, only when the estimated time of
     ``1 + repeats`` batches fits ``latency_budget_s`` (else NaN, the reason in ``note``).
     """
-    from geoloc_lib.engine import resolve_device
+    from geoloc_lib.core.device import resolve_device
 
     if batch_size < 1:
         raise ConfigError(f"cost_table: batch_size must be >= 1, got {batch_size}")

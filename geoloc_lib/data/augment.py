@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from geoloc_lib.errors import ConfigError, choices_message
+from geoloc_lib.core.errors import ConfigError, choices_message
 
 # ITU-R BT.601 luma, the weights torchvision's rgb_to_grayscale uses.
 _LUMA = (0.299, 0.587, 0.114)
@@ -197,7 +197,7 @@ PAIR_AUGMENTS: dict[str, PairAugConfig | None] = {
     "none": None,
     # University-1652's baseline recipe: drone flips, satellite quarter turns.
     "flip_rot90": PairAugConfig(joint_flip=False, sat_rotation="quarter"),
-    # Joint flips and any-angle satellite rotation (the CPU presets' choice, measured in issue 6).
+    # Joint flips and any-angle satellite rotation (the CPU presets' choice, measured on this project's CPU).
     "flip_rotate": PairAugConfig(),
     # Any-angle satellite rotation, joint flips, zooms, drone shift/tilt, brightness/contrast.
     "strong": PairAugConfig(

@@ -87,7 +87,7 @@ def trivial_matchers(
 
 
 def main() -> None:
-    """``python -m geoloc_lib.data.geosynth.baselines ROOT``: print the trivial-matcher table."""
+    """``python -m geoloc_lib.eval.baselines ROOT``: print the trivial-matcher table."""
     import sys
 
     from geoloc_lib.data.sources import resolve_sources

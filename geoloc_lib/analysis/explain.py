@@ -19,7 +19,7 @@ image". Our reading, stated where the paper leaves room:
   :func:`channel_mean_heatmap`) and carries signal once those parameters are trained
   (pretrained weights, or training). The paper used ImageNet-pretrained SwinV2-T.
 
-MCGF (paper 000, Figure 3) does not say how its heatmaps are made; we use the same channel-mean
+MCGF (Figure 3) does not say how its heatmaps are made; we use the same channel-mean
 reading on the matching branch (EVA-02's last-block patch tokens of the *restored* query, i.e.
 what is matched), and Grad-CAM as a second view.
 
@@ -41,9 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.data.types import ImageSet, PairSet
-from geoloc_lib.errors import ConfigError, choices_message
-from geoloc_lib.weather import CONDITIONS, WeatherSynth
+from geoloc_lib.weather.sets import weather_keys
+from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth
 
 # --------------------------------------------------------------------------- map utilities
 
@@ -253,7 +254,8 @@ def weather_rotation_variants(
     degrees = [0] * len(conditions) + rots
     turned = torch.stack([torch.rot90(image, (d // 90) % 4, dims=(-2, -1)) for d in degrees])
     index = torch.tensor([CONDITIONS.index(c) for c in conds], dtype=torch.long)
-    keys = torch.full((len(conds),), int(seed) * 1_000_003 + 17, dtype=torch.int64)
+    # every variant is image ``seed`` of a set weathered with key seed 17
+    keys = weather_keys(torch.full((len(conds),), int(seed)), 17)
     weathered, _ = WeatherSynth(reference_size=reference_size)(turned.float(), index, seeds=keys)
     return QueryVariants(weathered.clamp(0, 1), conds, degrees)
 

@@ -1,0 +1,11 @@
+"""Core layer: what every other layer may import, and which imports nothing above it.
+
+- ``errors``       user-facing error types
+- ``paths``        where the repository's own files are
+- ``config``       preset resolution for config dataclasses
+- ``runtime``      progress-bar policy (library calls are quiet by default)
+- ``seeding``      seeding and RNG state (checkpointed by ``engine.fit``)
+- ``distributed``  torchrun helpers (rank, barrier, broadcast)
+- ``device``       ``device``/``amp`` resolution, moving batches to a device
+- ``portable_ops`` ISA-independent float ops for the data and weather generators
+"""

@@ -1,0 +1,60 @@
+"""Seeding and RNG state (core): every random stream of a run starts here.
+
+``seed_everything`` seeds Python, NumPy and torch; ``rng_state``/``set_rng_state`` capture and
+restore them for checkpoints; ``make_generator``/``seed_worker`` give DataLoaders their own
+seeded streams.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the legacy global state libraries use
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: derive NumPy/Python seeds from the worker's torch seed.
+
+    torch seeds each worker with ``base_seed + worker_id`` (base_seed drawn from the loader's
+    generator); NumPy and ``random`` are not reseeded by torch, so workers would share streams.
+    """
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)  # noqa: NPY002
+    random.seed(s)
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` (for DataLoaders and samplers)."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state this process uses."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
