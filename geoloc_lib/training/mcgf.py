@@ -41,7 +41,6 @@ from geoloc_lib.data.university_torch import eval_loader, train_loader
 from geoloc_lib.engine import FitConfig, fit
 from geoloc_lib.eval import evaluate_university1652
 from geoloc_lib.eval.features import extract_features
-from geoloc_lib.eval.university import evaluate_mcgf as evaluate_mcgf  # for the README example
 from geoloc_lib.eval.university import subset_images
 from geoloc_lib.models import create_model
 from geoloc_lib.optim import make_scheduler
@@ -51,7 +50,6 @@ from geoloc_lib.weather.sets import (
     WEATHER_REFERENCE_SIZE,
     weather_keys,
 )
-from geoloc_lib.weather.sets import MIXED as MIXED  # for the README example
 from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth
 
 MODELS = ("mcgf", "mcgf_matching_only")
