@@ -44,7 +44,7 @@ TABLE6 = ("f4", "f4+f3", "f4+f3+f2", "f4+f3+f2+f1")
 # L_res, L_mat, the matching branch) is unchanged.
 NO_DIFFUSION: dict[str, Any] = {"t_max": 1, "t_start": 0, "infer_steps": 1}
 
-# Paper 001 (GeoViewMatch) Tables 5 and 6: R@1, R@5, R@10, R@1%. The text's Table 5 prints
+# GeoViewMatch (Remote Sens. 2024) Tables 5 and 6: R@1, R@5, R@10, R@1%. The text's Table 5 prints
 # "9853" for BS's CVUSA R@5 (a lost decimal point): 98.53.
 PAPER_TABLE5: dict[str, dict[str, tuple[float, float, float, float]]] = {
     "CVUSA": {
@@ -74,7 +74,7 @@ PAPER_TABLE6: dict[str, dict[str, tuple[float, float, float, float]]] = {
         "f4+f3+f2+f1": (35.12, 59.06, 68.66, 91.37),
     },
 }
-# Paper 001 Table 4 (RTX 4090, batch 16): GFLOPs, GPU memory (GB), inference time (ms),
+# GeoViewMatch Table 4 (RTX 4090, batch 16): GFLOPs, GPU memory (GB), inference time (ms),
 # parameters (M), CVACT R@1.
 PAPER_TABLE4: dict[str, tuple[float, float, float, float, float]] = {
     "SAFA": (42.24, 9.63, 120.0, 81.66, 81.03),

@@ -32,12 +32,7 @@ def subset_images(images: ImageSet, n: int | None, seed: int) -> ImageSet:
     if n is None or n >= len(images):
         return images
     pick = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
-    return ImageSet(
-        name=images.name,
-        paths=[images.paths[i] for i in pick],
-        labels=images.labels[pick],
-        names=[images.names[i] for i in pick],
-    )
+    return _take(images, pick)
 
 
 def eval_queries(
@@ -58,6 +53,11 @@ def _views_per_location(images: ImageSet, k: int | None, seed: int) -> ImageSet:
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_labels)) + 1]
     position = np.arange(len(images)) - np.repeat(starts, np.diff(np.r_[starts, len(images)]))
     pick = np.sort(order[grouped[position < k]])
+    return _take(images, pick)
+
+
+def _take(images: ImageSet, pick: np.ndarray) -> ImageSet:
+    """The images at the (sorted) indices ``pick``."""
     return ImageSet(
         name=images.name,
         paths=[images.paths[i] for i in pick],
