@@ -29,9 +29,41 @@ from geoloc_lib.core.device import (
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.models import create_model
-from geoloc_lib.reporting import markdown_table
 from geoloc_lib.training.recipes import recipe_for
 from geoloc_lib.training.runs import TASKS, check_model
+
+
+def train_step(
+    model: nn.Module,
+    batch: Mapping[str, Any],
+    optimizer: torch.optim.Optimizer,
+    dtype: torch.dtype | None,
+    device_type: str,
+    batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> torch.Tensor:
+    """One full training step as the engine runs it: the batch transform, forward + backward
+    under autocast (``dtype`` None: off), and the optimizer step; a closure optimizer (ASAM) gets
+    its second forward + backward on the same batch. Returns the detached loss."""
+    x = batch_transform(dict(batch)) if batch_transform is not None else batch
+
+    def forward_backward() -> torch.Tensor:
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+            loss = model.training_losses(x)["loss"]
+        loss.backward()
+        return loss.detach()
+
+    optimizer.zero_grad(set_to_none=True)
+    loss = forward_backward()
+    if getattr(optimizer, "requires_closure", False):
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=False)
+            return forward_backward()
+
+        optimizer.step(closure)
+    else:
+        optimizer.step()
+    return loss
 
 
 def measure_throughput(
@@ -45,7 +77,7 @@ def measure_throughput(
     device: str | torch.device = "cpu",
     batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> float:
-    """Training images per second of ``model`` on one repeated ``batch`` (forward+backward+step).
+    """Training images per second of ``model`` on one repeated ``batch`` (:func:`train_step`).
 
     Used to decide whether bf16 autocast pays on a CPU; it trains the model, so pass a copy.
     """
@@ -61,18 +93,14 @@ def measure_throughput(
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             t0 = time.perf_counter()
-        x = batch_transform(dict(b)) if batch_transform is not None else b
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-            loss = model.training_losses(x)["loss"]
-        loss.backward()
-        optimizer.step()
+        train_step(model, b, optimizer, dtype, dev.type, batch_transform)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     return steps * n / (time.perf_counter() - t0)
 
 
-def _batch(model: torch.nn.Module, batch_size: int) -> dict[str, Any]:
+def random_batch(model: torch.nn.Module, batch_size: int) -> dict[str, Any]:
+    """One random training batch of ``model`` at its config's image sizes (CPU tensors)."""
     cfg = model.cfg
     if hasattr(cfg, "img_size"):  # MCGF family: clean + weathered drone, satellite, label
         s = cfg.img_size
@@ -105,7 +133,7 @@ def bench_train(
         check_model(name)
         seed_everything(0)
         base = create_model(name, preset=preset, **recipe_for(name).data_config)
-        batch = _batch(base, batch_size)
+        batch = random_batch(base, batch_size)
         rates = {}
         for amp in ("off", "bf16"):
             model = copy.deepcopy(base)
@@ -140,6 +168,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"bench train --threads: expected an integer >= 1, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    from geoloc_lib.reporting import markdown_table  # matplotlib: only for this command
+
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     table = bench_train(models, args.preset, args.batch_size, args.steps)
     print(f"training throughput on {torch.get_num_threads()} CPU thread(s), images per second:")
