@@ -49,6 +49,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "geoloc_lib.train_bench",
         "benchmark training throughput per model, fp32 vs bf16 autocast",
     ),
+    ("bench", "gpu"): (
+        "geoloc_lib.gpu_bench",
+        "GPU numbers of the paper configurations (inference, training, evaluation) in one run",
+    ),
     ("bench", "weather"): (
         "geoloc_lib.weather.bench",
         "benchmark the weather synthesis (images/s per condition)",

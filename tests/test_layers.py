@@ -52,6 +52,7 @@ LAYER_OF = {
     "geoloc_lib.dry_run": "pipeline",
     "geoloc_lib.reports_index": "pipeline",
     "geoloc_lib.train_bench": "bench",
+    "geoloc_lib.gpu_bench": "bench",
 }
 
 # What each layer may import from the package (its own layer included).
