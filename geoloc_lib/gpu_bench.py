@@ -36,8 +36,12 @@ import argparse
 import copy
 import json
 import math
+import os
 import platform
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -325,7 +329,7 @@ def bench_training(
                 )
                 break
             except Exception as err:  # noqa: BLE001 - every measurement is guarded
-                if halve_on_oom and _is_oom(err) and b > 1:
+                if halve_on_oom and _is_oom(err) and b >= 4:  # batch norm needs 2
                     log(f"  {name} train {key}: out of memory at batch {b}; trying {b // 2}")
                     b //= 2
                     continue
@@ -369,6 +373,51 @@ def bench_compile(
         log(f"  geoviewmatch train bf16+compile: {out['error']}")
     _free(device)
     return out
+
+
+def compile_in_subprocess(s: dict[str, Any], budget: Budget, allow_cpu: bool) -> dict[str, Any]:
+    """:func:`bench_compile` in a child ``geoloc bench gpu --sections compile``, killed when the
+    budget ends: a compilation cannot be interrupted in-process. Its output goes to ours."""
+    left = budget.left()
+    if left < s["min_compile_s"]:
+        return {
+            "error": f"skipped: {left:.0f} s left of the budget, {s['min_compile_s']:.0f} s needed"
+        }
+    with tempfile.TemporaryDirectory(prefix="geoloc_gpu_compile_") as tmp:
+        cmd = [
+            sys.executable, "-m", "geoloc_lib.cli", "bench", "gpu", "--sections", "compile",
+            "--compile-in", "process", "--out", tmp, "--budget-s", f"{left:.0f}",
+            "--min-compile-s", "0", "--preset", s["preset"], "--train-batch", str(s["train_batch"]),
+            "--steps", str(s["steps"]), "--compile-backend", s["compile_backend"],
+        ]  # fmt: skip
+        if allow_cpu:
+            cmd.append("--allow-cpu")
+        sys.stdout.flush()
+        # Its own session, so that a timeout kills inductor's compile workers with it.
+        root = str(Path(__file__).resolve().parent.parent)
+        paths = [root, *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        child = subprocess.Popen(cmd, start_new_session=True, env=env)
+        try:
+            child.wait(timeout=max(1.0, left))
+        except BaseException as err:  # the timeout, or this process interrupted
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            if not isinstance(err, subprocess.TimeoutExpired):
+                raise
+            return {
+                "error": f"killed: compile + steps did not finish in the {left:.0f} s left",
+                "backend": s["compile_backend"],
+            }
+        path = Path(tmp) / "gpu_bench.json"
+        if not path.is_file():
+            return {
+                "error": "the compile subprocess wrote no result",
+                "backend": s["compile_backend"],
+            }
+        found = json.loads(path.read_text())
+        trained = found.get("train_geoviewmatch", {})
+        return trained.get("bf16_compile", {"error": trained.get("error", "no result")})
 
 
 # --------------------------------------------------------------------------- 4. evaluation
@@ -497,11 +546,24 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _strict(value: Any) -> Any:
+    """JSON-safe: NaN/inf become null, anything unknown its string."""
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
 def _write(out: Path | None, result: dict[str, Any]) -> None:
     if out is None:
         return
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_bench.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (out / "gpu_bench.json").write_text(json.dumps(_strict(result), indent=2) + "\n")
     (out / "gpu_bench.md").write_text(markdown(result))
 
 
@@ -535,6 +597,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-compile-s", type=float, default=None, help="start compiling only with this much left"
     )
+    parser.add_argument(
+        "--compile-in",
+        choices=("subprocess", "process"),
+        default=None,
+        help="subprocess (CUDA default): a child killed when the budget ends; process: in this one",
+    )
 
 
 SECTIONS = ("inference", "train", "mcgf", "eval", "compile")
@@ -559,6 +627,7 @@ def _settings(args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
         "naive_queries": pick(args.naive_queries, 100, 20),
         "compile_backend": pick(args.compile_backend, "inductor", "eager"),
         "min_compile_s": pick(args.min_compile_s, 60.0, 1.0),
+        "compile_in": pick(args.compile_in, "subprocess", "process"),
     }
     for key in ("infer_batch", "repeats", "mcgf_batch", "steps", "queries", "gallery", "dim"):
         if s[key] < 1:
@@ -644,10 +713,13 @@ def main(args: argparse.Namespace) -> int:
                 "train_geoviewmatch",
                 {"model": "geoviewmatch", "preset": preset, "requested_batch": s["train_batch"]},
             )
-            trained["bf16_compile"] = bench_compile(
-                preset, s["train_batch"], device, budget, backend=s["compile_backend"],
-                steps=s["steps"], min_budget_s=s["min_compile_s"],
-            )  # fmt: skip
+            if s["compile_in"] == "subprocess":
+                trained["bf16_compile"] = compile_in_subprocess(s, budget, args.allow_cpu)
+            else:
+                trained["bf16_compile"] = bench_compile(
+                    preset, s["train_batch"], device, budget, backend=s["compile_backend"],
+                    steps=s["steps"], min_budget_s=s["min_compile_s"],
+                )  # fmt: skip
             return trained
 
         section(

@@ -25,7 +25,11 @@ def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_bench")
     assert cli.main(["bench", "gpu", *TINY, "--out", str(out)]) == 0
     assert (out / "gpu_bench.md").read_text().count("|") > 20
-    return json.loads((out / "gpu_bench.json").read_text())
+    return json.loads((out / "gpu_bench.json").read_text(), parse_constant=_no_nan)
+
+
+def _no_nan(constant: str) -> None:
+    raise AssertionError(f"gpu_bench.json is not strict JSON: {constant}")
 
 
 def test_every_section_has_numbers(result):
@@ -59,6 +63,14 @@ def test_without_cuda_exits_2_with_one_line(capsys):
 
 def test_a_failing_compile_is_reported_and_the_run_goes_on(tmp_path):
     args = [*TINY, "--sections", "compile", "--compile-backend", "no_such_backend"]
+    args += ["--compile-in", "subprocess"]
     assert cli.main(["bench", "gpu", *args, "--out", str(tmp_path)]) == 0
     compiled = json.loads((tmp_path / "gpu_bench.json").read_text())["train_geoviewmatch"]
     assert "no_such_backend" in compiled["bf16_compile"]["error"]
+
+
+def test_a_compile_past_the_budget_is_killed(tmp_path):
+    args = [*TINY[:1], "--sections", "compile", "--compile-in", "subprocess", "--budget-s", "1"]
+    assert cli.main(["bench", "gpu", *args, "--min-compile-s", "0", "--out", str(tmp_path)]) == 0
+    compiled = json.loads((tmp_path / "gpu_bench.json").read_text())["train_geoviewmatch"]
+    assert compiled["bf16_compile"]["error"].startswith("killed")
