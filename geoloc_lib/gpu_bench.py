@@ -21,6 +21,11 @@ Made to be run once on a lent GPU (``scripts/gpu_check.sh``) within a few minute
    once started, so it only starts when enough of the budget is left, and an error is recorded
    as a string.
 
+Training "images/s" are batch rows per second, as in ``geoloc bench train``: a GeoViewMatch row is
+one ground + aerial pair, an MCGF row one location (clean drone, weathered drone, satellite).
+``compile_s`` is the first compiled step's time (forward and backward compiled, ASAM's second
+pass run); two warm-up steps follow before the timed ones.
+
 Every measurement is guarded: an exception (out-of-memory included) becomes an ``error`` entry
 and the run goes on; each section gets a share of ``--budget-s`` and adapts its step counts to
 it. Progress lines are flushed, and ``--out`` is rewritten after every section, so a killed run
@@ -713,13 +718,16 @@ def main(args: argparse.Namespace) -> int:
                 "train_geoviewmatch",
                 {"model": "geoviewmatch", "preset": preset, "requested_batch": s["train_batch"]},
             )
-            if s["compile_in"] == "subprocess":
-                trained["bf16_compile"] = compile_in_subprocess(s, budget, args.allow_cpu)
-            else:
-                trained["bf16_compile"] = bench_compile(
-                    preset, s["train_batch"], device, budget, backend=s["compile_backend"],
-                    steps=s["steps"], min_budget_s=s["min_compile_s"],
-                )  # fmt: skip
+            try:  # an error here must not replace the fp32/bf16 results of section 2
+                if s["compile_in"] == "subprocess":
+                    trained["bf16_compile"] = compile_in_subprocess(s, budget, args.allow_cpu)
+                else:
+                    trained["bf16_compile"] = bench_compile(
+                        preset, s["train_batch"], device, budget, backend=s["compile_backend"],
+                        steps=s["steps"], min_budget_s=s["min_compile_s"],
+                    )  # fmt: skip
+            except Exception as err:  # noqa: BLE001
+                trained["bf16_compile"] = {"error": _error(err), "backend": s["compile_backend"]}
             return trained
 
         section(
