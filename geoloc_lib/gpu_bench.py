@@ -11,7 +11,8 @@ Made to be run once on a lent GPU (``scripts/gpu_check.sh``) within a few minute
 2. ``train_geoviewmatch``: training images/s of GeoViewMatch at its recipe's batch size, full
    steps (:func:`geoloc_lib.train_bench.train_step`: batch augmentation, forward, backward,
    AdamW, ASAM's second forward + backward), fp32 and bf16 autocast.
-3. ``train_mcgf``: the same for MCGF (Swin-T + EVA-02 at 448x448, SGD) at batch 16, halved
+3. ``train_mcgf``: the same for MCGF (Swin-T + EVA-02 at 448x448, SGD, the weather synthesised
+   on the device each step as ``train_mcgf`` does) at batch 16, halved
    on out-of-memory (the batch used is recorded), bf16 autocast and fp32.
 4. ``eval``: University160k-WX scale retrieval (37,855 x 168,437 x 512-d synthetic features)
    through ``evaluate_university1652`` on the GPU, against the bare chunked matrix product
@@ -218,10 +219,9 @@ def bench_inference(
 # --------------------------------------------------------------------------- 2./3. training
 
 
-def build_trainable(
-    name: str, preset: str, batch: int
-) -> tuple[torch.nn.Module, dict[str, Any], Callable[[torch.nn.Module], torch.optim.Optimizer]]:
-    """Random-weight model of a recipe, one random batch, and the recipe's optimizer builder."""
+def build_trainable(name: str, preset: str, batch: int) -> tuple[Any, ...]:
+    """Random-weight model of a recipe, one random batch, the recipe's optimizer builder and the
+    batch transform its training runs on the device (None: the model's ``batch_transform()``)."""
     recipe = recipe_for(name)
     settings = recipe.preset_settings(preset)
     seed_everything(0)
@@ -231,13 +231,17 @@ def build_trainable(
 
         def make_opt(m: torch.nn.Module) -> torch.optim.Optimizer:
             return make_street_optimizer(m, settings)
+
+        transform = None  # the model's own augmentation (time_training)
     else:
-        from geoloc_lib.training.mcgf import make_mcgf_optimizer
+        from geoloc_lib.training.mcgf import make_mcgf_optimizer, weather_batch_transform
 
         def make_opt(m: torch.nn.Module) -> torch.optim.Optimizer:
             return make_mcgf_optimizer(m, settings)
 
-    return model, random_batch(model, batch), make_opt
+        transform = weather_batch_transform()  # as train_mcgf: weather synthesised each step
+
+    return model, random_batch(model, batch), make_opt, transform
 
 
 def time_training(
@@ -252,6 +256,7 @@ def time_training(
     warmup: int,
     seconds: float,
     compile_backend: str | None = None,
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Images/s of full training steps on ``device`` (a copy of ``base`` is trained).
 
@@ -263,7 +268,7 @@ def time_training(
     if compile_backend is not None:
         model.training_losses = torch.compile(model.training_losses, backend=compile_backend)
     opt = make_opt(model)
-    transform = model.batch_transform()
+    transform = transform or model.batch_transform()
     b = to_device(batch, device)
     n = next(v.shape[0] for v in b.values() if isinstance(v, torch.Tensor) and v.ndim)
     _reset_peak(device)
@@ -318,11 +323,11 @@ def bench_training(
                 break
             try:
                 _free(device)
-                model, data, make_opt = build_trainable(name, preset, b)
+                model, data, make_opt, transform = build_trainable(name, preset, b)
                 seconds = budget.section_left() / (n_amps - i)
                 out[key] = time_training(
                     model, data, make_opt, amp, device, budget,
-                    steps=steps, warmup=warmup, seconds=seconds,
+                    steps=steps, warmup=warmup, seconds=seconds, transform=transform,
                 )  # fmt: skip
                 if b != batch:
                     out[key]["note"] = f"batch {batch} ran out of memory; batch {b} fits"
@@ -342,7 +347,7 @@ def bench_training(
                 log(f"  {name} train {key}: {out[key]['error']}")
                 break
             finally:
-                model = data = make_opt = None  # type: ignore[assignment]
+                model = data = make_opt = transform = None  # type: ignore[assignment]
                 _free(device)
     return out
 
@@ -362,10 +367,10 @@ def bench_compile(
     if left < min_budget_s:
         return {"error": f"skipped: {left:.0f} s left of the budget, {min_budget_s:.0f} s needed"}
     try:
-        model, data, make_opt = build_trainable("geoviewmatch", preset, batch)
+        model, data, make_opt, transform = build_trainable("geoviewmatch", preset, batch)
         out = time_training(
             model, data, make_opt, "bf16", device, budget,
-            steps=steps, warmup=2, seconds=left, compile_backend=backend,
+            steps=steps, warmup=2, seconds=left, compile_backend=backend, transform=transform,
         )  # fmt: skip
         out["compile_s"] = out.pop("first_step_s")
         out["backend"] = backend
