@@ -499,7 +499,7 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
 
     inf = result.get("inference")
     if inf:
-        b = inf["batch"]
+        b = inf.get("batch", "?")
         for name in ("fp32", "bf16"):
             d = inf.get(name, {"error": "not run"})
             rows += [
@@ -519,7 +519,7 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
             if key not in tr:
                 continue
             d = tr[key]
-            batch = d.get("batch", tr["requested_batch"])
+            batch = d.get("batch", tr.get("requested_batch", "?"))
             rows.append(
                 (f"{label} train img/s, batch {batch} ({key})", num(d, "img_per_s", ".1f"), "")
             )
@@ -574,7 +574,11 @@ def _write(out: Path | None, result: dict[str, Any]) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_bench.json").write_text(json.dumps(_strict(result), indent=2) + "\n")
-    (out / "gpu_bench.md").write_text(markdown(result))
+    try:  # the summary must never cost the measurements: they are in the JSON already
+        text = markdown(result)
+    except Exception as err:  # noqa: BLE001
+        text = f"summary table failed ({type(err).__name__}: {err}); see gpu_bench.json\n"
+    (out / "gpu_bench.md").write_text(text)
 
 
 # --------------------------------------------------------------------------- command
