@@ -17,6 +17,7 @@ interrupted one with the same settings resumes from its last checkpoint.
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,11 @@ def run_street_ablations(
                 device=device,
                 progress=progress,
             )
-            metrics = evaluate_street_model(run.model, pairs, device=device)
+            with warnings.catch_warnings():
+                # Short ablation runs often leave ties; the table's "tied" column reports them
+                # per variant instead of one warning per run.
+                warnings.filterwarnings("ignore", "evaluate_pairs: the true match", UserWarning)
+                metrics = evaluate_street_model(run.model, pairs, device=device)
             done[v.run_name] = (metrics, trained)
         metrics, trained = done[v.run_name]
         rows.append(
@@ -240,6 +245,7 @@ def run_street_ablations(
                 "epochs": int(epochs),
                 "queries": len(pairs),
                 **{m: float(metrics[m]) for m in STREET_METRICS},
+                "tied": int(metrics["n_tied"]),  # queries whose true match ties another tile
             }
         )
     return pd.DataFrame(rows)

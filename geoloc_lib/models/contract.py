@@ -14,35 +14,38 @@ baseline, the raw-pixel matchers) derives from :class:`GeolocModel`:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
+
+from geoloc_lib.core.errors import ConfigError
 
 # ImageNet channel statistics (the pretrained backbones' input normalisation).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class GeolocModel(nn.Module):
+class GeolocModel(nn.Module, metaclass=abc.ABCMeta):
     """Base class of every registered model (the contract in the module docstring)."""
 
     registry_name: str = ""
 
-    def embed(self, images: Tensor, view: str) -> Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def embed(self, images: Tensor, view: str) -> Tensor: ...
 
-    def input_size(self, view: str) -> tuple[int, int]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def input_size(self, view: str) -> tuple[int, int]: ...
 
-    def config_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def config_dict(self) -> dict[str, Any]: ...
 
     def training_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        raise NotImplementedError(f"{type(self).__name__} is not trainable")
+        raise ConfigError(f"{type(self).__name__} has no training losses: it is not trainable")
 
     def param_groups(self, lr: dict[str, float]) -> list[dict]:
-        raise NotImplementedError(f"{type(self).__name__} is not trainable")
+        raise ConfigError(f"{type(self).__name__} has no parameters to train")
 
     def batch_transform(self) -> Callable[[dict[str, Tensor]], dict[str, Tensor]] | None:
         """The model's own on-device batch augmentation for training (None: none)."""
