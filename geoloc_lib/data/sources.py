@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.data.street import load_cvact, load_cvusa
 from geoloc_lib.data.types import PairSet
 from geoloc_lib.data.university import University1652, load_university1652
-from geoloc_lib.core.errors import ConfigError, choices_message
 
 DATASETS = ("geosynth", "real")
 STREET_FORMATS = ("cvact", "cvusa")
@@ -86,9 +86,9 @@ def prepare_geosynth(root: str | Path, profile: str, seed: int, progress: bool =
     """
     import warnings
 
+    from geoloc_lib.core.errors import DatasetError
     from geoloc_lib.data.geosynth import generate_geosynth, verify_geosynth
     from geoloc_lib.data.geosynth.writer import PARTIAL, read_json
-    from geoloc_lib.core.errors import DatasetError
 
     root = Path(root)
     meta_file = root / "geosynth.json"

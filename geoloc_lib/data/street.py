@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from geoloc_lib.data.types import PairSet
 from geoloc_lib.core.errors import DatasetError, choices_message
+from geoloc_lib.data.types import PairSet
 
 CVUSA_SPLITS = {"train": "splits/train-19zl.csv", "val": "splits/val-19zl.csv"}
 CVACT_SPLITS = {

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.types import PairSet
-from geoloc_lib.core.errors import ConfigError
 
 
 def is_cvact(pairs: PairSet) -> bool:

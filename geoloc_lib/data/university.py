@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from geoloc_lib.core.errors import DatasetError, choices_message
 from geoloc_lib.data.images import IMAGE_SUFFIXES
 from geoloc_lib.data.types import ImageSet
-from geoloc_lib.core.errors import DatasetError, choices_message
 
 # Folders every University-1652 copy has; the others are optional.
 REQUIRED_SETS = (

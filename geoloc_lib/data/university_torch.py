@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from geoloc_lib.core.distributed import dist_info
+from geoloc_lib.core.errors import DatasetError
+from geoloc_lib.core.seeding import make_generator, seed_worker
 from geoloc_lib.data.augment import PairAugConfig, augment_pair, pair_augment
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.types import ImageSet
 from geoloc_lib.data.university import University1652
-from geoloc_lib.core.distributed import dist_info
-from geoloc_lib.core.seeding import make_generator, seed_worker
-from geoloc_lib.core.errors import DatasetError
 
 
 def to_tensor(path: str | Path, size: int) -> torch.Tensor:

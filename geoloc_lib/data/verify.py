@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from geoloc_lib.data.images import IMAGE_SUFFIXES
 from geoloc_lib.core.errors import ConfigError, DatasetError, choices_message
 from geoloc_lib.core.paths import MANIFEST_FILE, REPO_ROOT
+from geoloc_lib.data.images import IMAGE_SUFFIXES
 
 # Bad files named one by one in a report, before "... and N more".
 MAX_NAMED = 50

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from geoloc_lib.data.geosynth.profiles import GeoSynthProfile
 from geoloc_lib.core.errors import DatasetError
+from geoloc_lib.data.geosynth.profiles import GeoSynthProfile
 
 GENERATOR = "geosynth"
 VERSION = "1.0"
