@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from geoloc_lib.core.errors import ConfigError
-from geoloc_lib.optim import ASAM, build_adamw
+from geoloc_lib.training.optim import ASAM, build_adamw
 
 
 def _net() -> nn.Module:
@@ -116,7 +116,7 @@ def test_asam_shares_groups_with_base_and_checks_arguments() -> None:
 
 
 def test_asam_through_the_engine_reduces_the_loss() -> None:
-    from geoloc_lib.engine import FitConfig, fit
+    from geoloc_lib.training.engine import FitConfig, fit
 
     class Reg(nn.Module):
         def __init__(self) -> None:
@@ -167,7 +167,7 @@ def test_adaptive_scale_applies_to_weight_tensors_only() -> None:
 
 def test_weight_tensor_ids_skip_biases_norms_and_temperatures() -> None:
     from geoloc_lib.models import create_model
-    from geoloc_lib.optim import weight_tensor_ids
+    from geoloc_lib.training.optim import weight_tensor_ids
 
     model = create_model("geoviewmatch", preset="smoke")
     ids = weight_tensor_ids(model.named_parameters())

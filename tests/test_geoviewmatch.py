@@ -193,8 +193,8 @@ def test_infonce_baseline_shapes_and_loss() -> None:
 
 
 def test_engine_step_with_asam_uses_the_same_views() -> None:
-    from geoloc_lib.engine import FitConfig, fit
-    from geoloc_lib.optim import build_adamw
+    from geoloc_lib.training.engine import FitConfig, fit
+    from geoloc_lib.training.optim import build_adamw
 
     torch.manual_seed(0)
     m = create_model("geoviewmatch", preset="smoke")

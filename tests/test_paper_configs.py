@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from geoloc_lib.models import create_model
-from geoloc_lib.optim import ASAM
+from geoloc_lib.training.optim import ASAM
 
 
 def _lr_at_epoch(scheduler, group: int, epoch: float, steps_per_epoch: int) -> float:

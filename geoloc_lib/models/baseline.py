@@ -19,10 +19,10 @@ from torch import Tensor
 
 from geoloc_lib.core.config import resolve_preset
 from geoloc_lib.core.errors import ConfigError
-from geoloc_lib.losses import SymmetricInfoNCE
 from geoloc_lib.models import register_model
 from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
 from geoloc_lib.models.geoviewmatch import SiameseBackbone
+from geoloc_lib.models.losses import SymmetricInfoNCE
 from geoloc_lib.models.params import split_decay
 
 

@@ -46,9 +46,9 @@ from geoloc_lib.data.augment import (
     rotate_aerial_and_shift_panorama,
     strong_augment,
 )
-from geoloc_lib.losses import contrastive_loss, soft_margin_triplet
 from geoloc_lib.models import register_model
 from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
+from geoloc_lib.models.losses import contrastive_loss, soft_margin_triplet
 from geoloc_lib.models.params import split_decay
 
 VIEWS = ("ground", "aerial")

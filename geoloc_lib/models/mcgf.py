@@ -4,7 +4,7 @@ Pieces (each a small module; the same code builds the paper-size and the CPU-siz
 
 - DDPM forward process (§2.1): ``z_t = sqrt(ab_t) y + sqrt(1 - ab_t) eps`` applied to the
   *weathered* drone image ``y`` (pixels in [-1, 1]), ``t`` uniform in ``[0, t_max)``;
-  ``geoloc_lib.diffusion`` provides the schedule, ``q_sample`` and DDIM.
+  ``geoloc_lib.models.diffusion`` provides the schedule, ``q_sample`` and DDIM.
 - Shared encoder (§2.2): timm Swin-T, one network for every timestep and every weather.
 - Restoration module (§2.3): three transposed convolutions (x2 each), an upsampling (x4) and a
   tanh, on the encoder's last map; it predicts the clean image ``z_0``. ``L_res = MSE(z_0, ẑ_0)``.
@@ -100,11 +100,11 @@ from torch import Tensor, nn
 
 from geoloc_lib.core.config import resolve_preset
 from geoloc_lib.core.errors import ConfigError, choices_message
-from geoloc_lib.diffusion import NoiseSchedule, ddim_sample, q_sample
-from geoloc_lib.losses import SymmetricInfoNCE
 from geoloc_lib.models import register_model
 from geoloc_lib.models.backbones import create_backbone
 from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
+from geoloc_lib.models.diffusion import NoiseSchedule, ddim_sample, q_sample
+from geoloc_lib.models.losses import SymmetricInfoNCE
 
 VIEWS = ("drone", "satellite")
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

@@ -33,10 +33,10 @@ from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.core.seeding import make_generator, seed_everything
 from geoloc_lib.data.sources import DataSources, street_pairs
 from geoloc_lib.data.street_torch import GeoNeighbourSampler, StreetPairDataset
-from geoloc_lib.engine import FitConfig, fit
 from geoloc_lib.eval.street import evaluate_pair_dataset, subset_pairs
 from geoloc_lib.models import create_model
-from geoloc_lib.optim import build_adamw, make_scheduler, weight_tensor_ids
+from geoloc_lib.training.engine import FitConfig, fit
+from geoloc_lib.training.optim import build_adamw, make_scheduler, weight_tensor_ids
 from geoloc_lib.training.recipes import Recipe, register_recipe, split_overrides
 
 MODELS = ("geoviewmatch", "infonce_baseline")

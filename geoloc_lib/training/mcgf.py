@@ -38,12 +38,12 @@ from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.data.sources import DataSources, university
 from geoloc_lib.data.university import University1652
 from geoloc_lib.data.university_torch import eval_loader, train_loader
-from geoloc_lib.engine import FitConfig, fit
 from geoloc_lib.eval import evaluate_university1652
 from geoloc_lib.eval.features import extract_features
 from geoloc_lib.eval.university import subset_images
 from geoloc_lib.models import create_model
-from geoloc_lib.optim import make_scheduler
+from geoloc_lib.training.engine import FitConfig, fit
+from geoloc_lib.training.optim import make_scheduler
 from geoloc_lib.training.recipes import Recipe, register_recipe, split_overrides
 from geoloc_lib.weather.sets import (
     EVAL_WEATHER_SEED,
