@@ -101,6 +101,11 @@ class InfoNCEBaseline(GeolocModel):
     def forward(self, images: Tensor, view: str) -> Tensor:
         return self.embed(images, view)
 
+    def feature_maps(self, images: Tensor, view: str) -> dict[str, Tensor]:
+        """Every backbone stage's output map, ``"stage 1"`` onwards, before the final norm (the
+        maps its pooled feature is computed from)."""
+        return self.backbone.stage_outputs((images - self.mean) / self.std, view)
+
     def training_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         g = self.embed(batch["ground"], "ground")
         a = self.embed(batch["aerial"], "aerial")
