@@ -71,6 +71,7 @@ from geoloc_lib.core.paths import REPO_ROOT
 from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.eval.metrics import evaluate_university1652
 from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, auto_chunk_size
+from geoloc_lib.training.optim import build_optimizer
 from geoloc_lib.training.recipes import recipe_for
 
 # GeoViewMatch, Table 4 (RTX 4090, batch 16).
@@ -227,18 +228,14 @@ def build_trainable(name: str, preset: str, batch: int) -> tuple[Any, ...]:
     settings = recipe.preset_settings(preset)
     seed_everything(0)
     model = build_for_cost(name, preset, "cpu", **recipe.data_config).train()
+
+    def make_opt(m: torch.nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(m, settings)
+
     if recipe.task == "street->aerial":
-        from geoloc_lib.training.geoviewmatch import make_street_optimizer
-
-        def make_opt(m: torch.nn.Module) -> torch.optim.Optimizer:
-            return make_street_optimizer(m, settings)
-
         transform = None  # the model's own augmentation (time_training)
     else:
-        from geoloc_lib.training.mcgf import make_mcgf_optimizer, weather_batch_transform
-
-        def make_opt(m: torch.nn.Module) -> torch.optim.Optimizer:
-            return make_mcgf_optimizer(m, settings)
+        from geoloc_lib.training.mcgf import weather_batch_transform
 
         transform = weather_batch_transform()  # as train_mcgf: weather synthesised each step
 
