@@ -1,6 +1,6 @@
 """geoloc_lib: cross-view geo-localization research library (MCGF, GeoViewMatch).
 
-Map of the package, one layer per line, lowest first. A module imports only from its own
+Map of the package, one layer per folder, lowest first. A module imports only from its own
 layer or below (``tests/test_layers.py`` checks every import; training may also use eval's
 metrics for validation). See README.md for the repository map.
 
@@ -10,19 +10,19 @@ metrics for validation). See README.md for the repository map.
   augmentation, the GeoSynth generator, manifest checks (``data/sources.py``: which folders a
   run reads)
 - ``weather/``   ``synth`` (the 10 conditions), ``sets`` (the one per-image key, the evaluation
-  transform, ``geoloc data weather``), ``bench``
+  transform, ``geoloc data weather``)
 - ``models/``    the model contract (``contract.py``), ``create_model`` / ``load_model``, MCGF,
-  GeoViewMatch, the InfoNCE baseline, the raw-pixel matchers; ``losses.py``, ``diffusion.py``
-- training      ``engine.py`` (``fit``, checkpoints), ``optim.py`` (optimisers, schedules),
-  ``training/`` (``recipes.py``: one recipe per model; ``mcgf.py``, ``geoviewmatch.py``: the
-  papers' recipes; ``runs.py``: ``train_run`` / ``load_run``)
+  GeoViewMatch, the InfoNCE baseline, the raw-pixel matchers, ``losses.py``, ``diffusion.py``
+- ``training/``  ``engine.py`` (``fit``, checkpoints), ``optim.py`` (optimisers, schedules),
+  ``recipes.py`` (one recipe per model), ``mcgf.py`` and ``geoviewmatch.py`` (the papers'
+  recipes), ``runs.py`` (``train_run`` / ``load_run``)
 - ``eval/``      features, ranking, metrics, ``university.py`` (drone/satellite per weather),
   ``street.py`` (street/aerial per split), tables, submissions, local challenge
 - ``analysis/``  ablations, explain (heatmaps, Grad-CAM), cost; ``viz/`` and ``reporting.py``
   (report folders, markdown tables) draw the results of eval and analysis
-- pipeline      ``cli.py`` (``geoloc``), ``pipeline.py`` (papermill runner), ``profiles.py``,
-  ``dry_run.py``, ``pipeline_record.py``, ``reports_index.py``; benchmarks:
-  ``train_bench.py``, ``eval/bench.py``, ``weather/bench.py``
+- ``pipeline/``  ``cli.py`` (``geoloc``), ``runner.py`` (papermill runner), ``profiles.py``,
+  ``dry_run.py``, ``record.py`` (re-recording the notebooks), ``reports_index.py``;
+  ``bench/`` beside it: ``eval.py``, ``train.py``, ``weather.py``, ``gpu.py`` (``geoloc bench``)
 """
 
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from geoloc_lib.core.errors import ConfigError
-from geoloc_lib.optim import ASAM, build_adamw
+from geoloc_lib.training.optim import ASAM
 
 
 def _net() -> nn.Module:
@@ -102,7 +102,8 @@ def test_eta_zero_and_rho_scale_the_perturbation() -> None:
 
 def test_asam_shares_groups_with_base_and_checks_arguments() -> None:
     net = _net()
-    opt = build_adamw([{"params": net.parameters(), "lr": 1e-3, "name": "all"}], asam=True, rho=2.5)
+    base = torch.optim.AdamW([{"params": net.parameters(), "lr": 1e-3, "name": "all"}])
+    opt = ASAM(base, rho=2.5)
     assert isinstance(opt, ASAM) and opt.requires_closure
     opt.param_groups[0]["lr"] = 5e-4  # what a scheduler does
     assert opt.base.param_groups[0]["lr"] == 5e-4
@@ -116,7 +117,7 @@ def test_asam_shares_groups_with_base_and_checks_arguments() -> None:
 
 
 def test_asam_through_the_engine_reduces_the_loss() -> None:
-    from geoloc_lib.engine import FitConfig, fit
+    from geoloc_lib.training.engine import FitConfig, fit
 
     class Reg(nn.Module):
         def __init__(self) -> None:
@@ -130,14 +131,14 @@ def test_asam_through_the_engine_reduces_the_loss() -> None:
     model = Reg()
     start = _loss(model.net, x, y).item()
     loader = [{"x": x, "y": y}] * 10
-    opt = build_adamw([{"params": model.parameters(), "lr": 1e-2}], weight_decay=0.0, asam=True)
+    opt = ASAM(torch.optim.AdamW([{"params": model.parameters(), "lr": 1e-2}], weight_decay=0.0))
     hist = fit(model, loader, opt, FitConfig(epochs=2, device="cpu", progress=False, seed=0))
     assert hist.records[-1]["loss"] < start
 
 
 def test_asam_groups_stay_shared_after_load_state_dict() -> None:
     net = _net()
-    opt = build_adamw([{"params": net.parameters(), "lr": 1e-3}], asam=True)
+    opt = ASAM(torch.optim.AdamW([{"params": net.parameters(), "lr": 1e-3}]))
     opt.load_state_dict(opt.state_dict())
     opt.param_groups[0]["lr"] = 7e-4
     assert opt.base.param_groups[0]["lr"] == 7e-4
@@ -167,7 +168,7 @@ def test_adaptive_scale_applies_to_weight_tensors_only() -> None:
 
 def test_weight_tensor_ids_skip_biases_norms_and_temperatures() -> None:
     from geoloc_lib.models import create_model
-    from geoloc_lib.optim import weight_tensor_ids
+    from geoloc_lib.training.optim import weight_tensor_ids
 
     model = create_model("geoviewmatch", preset="smoke")
     ids = weight_tensor_ids(model.named_parameters())

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from geoloc_lib.core.errors import ConfigError
-from geoloc_lib.diffusion import (
+from geoloc_lib.models.diffusion import (
     NoiseSchedule,
     ddim_sample,
     ddim_timesteps,

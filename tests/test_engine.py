@@ -12,14 +12,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.seeding import make_generator, seed_everything
-from geoloc_lib.engine import (
+from geoloc_lib.training.engine import (
     CHECKPOINT_LAST,
     FitConfig,
     NonFiniteLossError,
     fit,
     load_checkpoint,
 )
-from geoloc_lib.optim import make_scheduler, sgd_from_groups
+from geoloc_lib.training.optim import make_scheduler, sgd_from_groups
 
 
 class ToyData(Dataset):

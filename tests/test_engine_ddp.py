@@ -31,7 +31,7 @@ WORKER = textwrap.dedent(
     from geoloc_lib.data.university_torch import ShardedSampler
     from geoloc_lib.core.distributed import cleanup_distributed, setup_distributed
     from geoloc_lib.core.seeding import seed_everything
-    from geoloc_lib.engine import FitConfig, fit
+    from geoloc_lib.training.engine import FitConfig, fit
 
     N, SEED = 16, 7
 

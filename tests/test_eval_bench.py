@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from geoloc_lib.cli import main as cli_main
+from geoloc_lib.bench.eval import N_TRUE_TILES, synthetic_features
 from geoloc_lib.eval import faiss_backend
-from geoloc_lib.eval.bench import N_TRUE_TILES, synthetic_features
+from geoloc_lib.pipeline.cli import main as cli_main
 
 
 def test_synthetic_features_are_normalised_planted_queries():

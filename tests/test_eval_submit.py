@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc_lib.cli import main as cli_main
 from geoloc_lib.core.errors import DatasetError
 from geoloc_lib.eval import load_feature_file, rank_gallery, write_submission
+from geoloc_lib.pipeline.cli import main as cli_main
 
 
 def read_answer(path) -> list[list[str]]:

@@ -257,7 +257,7 @@ def test_location_figure(gens, tmp_path):
 
 
 def test_cli_rejects_unknown_dataset_and_profile(tmp_path, capsys):
-    from geoloc_lib.cli import main
+    from geoloc_lib.pipeline.cli import main
 
     assert main(["data", "generate", "cvusa", "--out", str(tmp_path)]) == 2
     assert "valid choices: geosynth" in capsys.readouterr().err

@@ -193,8 +193,8 @@ def test_infonce_baseline_shapes_and_loss() -> None:
 
 
 def test_engine_step_with_asam_uses_the_same_views() -> None:
-    from geoloc_lib.engine import FitConfig, fit
-    from geoloc_lib.optim import build_adamw
+    from geoloc_lib.training.engine import FitConfig, fit
+    from geoloc_lib.training.optim import ASAM
 
     torch.manual_seed(0)
     m = create_model("geoviewmatch", preset="smoke")
@@ -205,7 +205,8 @@ def test_engine_step_with_asam_uses_the_same_views() -> None:
         calls.append(out["aerial_strong"].sum().item())
         return out
 
-    opt = build_adamw(m.param_groups({"backbone": 1e-3, "head": 2e-3}), asam=True)
+    groups = m.param_groups({"backbone": 1e-3, "head": 2e-3})
+    opt = ASAM(torch.optim.AdamW(groups, weight_decay=0.03))
     before = m.backbone.aerial.patch_embed.proj.weight.detach().clone()
     loader = [_batch(m.cfg, seed=s) for s in range(2)]
     hist = fit(

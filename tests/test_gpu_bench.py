@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from geoloc_lib import cli
+from geoloc_lib.pipeline import cli
 
 TINY = [
     "--allow-cpu", "--budget-s", "60", "--queries", "200", "--gallery", "1500", "--dim", "32",

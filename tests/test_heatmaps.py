@@ -1,4 +1,5 @@
-"""Feature heatmaps, Grad-CAM helpers and heatmap figures (geoloc_lib.analysis.explain, viz.heatmaps)."""
+"""Feature heatmaps and Grad-CAM through the model contract's explanation hooks, and heatmap
+figures (geoloc_lib.analysis.explain, models.cam, viz.heatmaps)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from matplotlib.figure import Figure
 from geoloc_lib.analysis import explain
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.models import create_model
+from geoloc_lib.models.cam import NHWCToNCHW, TokensToNCHW, swin_stage_blocks, vit_last_block
 from geoloc_lib.viz import heatmaps as viz
 
 
@@ -90,9 +92,9 @@ def test_centre_weight():
 # --------------------------------------------------------------------------- feature heatmaps
 
 
-def test_geoviewmatch_heatmaps(gvm):
+def test_stage_heatmaps(gvm):
     aerial = _images(2, gvm.cfg.aerial_size)
-    maps = explain.geoviewmatch_heatmaps(gvm, aerial, "aerial")
+    maps = explain.stage_heatmaps(gvm, aerial, "aerial")
     assert list(maps) == ["stage 2", "stage 3", "stage 4", "multi-scale 3+4", "multi-scale 2+3+4"]
     for m in maps.values():
         assert m.shape == (2, *gvm.cfg.aerial_size) and m.min() >= 0 and m.max() <= 1
@@ -104,30 +106,73 @@ def test_geoviewmatch_heatmaps(gvm):
     own = explain.channel_mean_heatmap(out3.permute(0, 3, 1, 2), gvm.cfg.aerial_size)
     assert torch.allclose(maps["stage 3"], own, atol=1e-5)
     assert all(float(m.amax()) == 1.0 for m in maps.values())  # not the flat case
-    ground = explain.geoviewmatch_heatmaps(gvm, _images(1, gvm.cfg.ground_size), "ground")
+    ground = explain.stage_heatmaps(gvm, _images(1, gvm.cfg.ground_size), "ground")
     assert ground["multi-scale 2+3+4"].shape == (1, *gvm.cfg.ground_size)
-    with pytest.raises(ConfigError, match="stages must lie in 1..4"):
-        explain.geoviewmatch_heatmaps(gvm, aerial, "aerial", stages=(5,))
+    with pytest.raises(ConfigError, match="no feature map 'stage 5'.*stage 1, stage 2"):
+        explain.stage_heatmaps(gvm, aerial, "aerial", stages=(5,))
     with pytest.raises(ConfigError, match="view"):
-        explain.geoviewmatch_heatmaps(gvm, aerial, "drone")
+        explain.stage_heatmaps(gvm, aerial, "drone")
+
+
+def test_feature_heatmaps_names_and_combinations(gvm):
+    aerial = _images(2, gvm.cfg.aerial_size)
+    every = explain.feature_heatmaps(gvm, aerial, "aerial")
+    assert list(every) == ["stage 1", "stage 2", "stage 3", "stage 4"]
+    combined = {"both": ["stage 4", "stage 2"]}
+    some = explain.feature_heatmaps(gvm, aerial, "aerial", ["stage 2"], combined)
+    assert list(some) == ["stage 2", "both"] and torch.equal(some["stage 2"], every["stage 2"])
+    mean = explain.minmax_scale((every["stage 2"] + every["stage 4"]) / 2)
+    assert torch.allclose(some["both"], mean, atol=1e-6)
 
 
 def test_swinv2_at_init_gives_flat_maps_not_noise():
     torch.manual_seed(0)
     fresh = create_model("geoviewmatch", preset="smoke").eval()
-    maps = explain.geoviewmatch_heatmaps(fresh, _images(2, fresh.cfg.aerial_size), "aerial")
+    maps = explain.stage_heatmaps(fresh, _images(2, fresh.cfg.aerial_size), "aerial")
     assert all(torch.equal(m, torch.zeros_like(m)) for m in maps.values())
 
 
 def test_mcgf_feature_heatmap_is_on_the_restored_query(mcgf):
     query = _images(2, (mcgf.cfg.img_size, mcgf.cfg.img_size))
-    heat = explain.mcgf_feature_heatmap(mcgf, query)
+    maps = explain.feature_heatmaps(mcgf, query, "drone")
+    assert list(maps) == ["content last block"]
+    heat = maps["content last block"]
     assert heat.shape == (2, 32, 32) and torch.isfinite(heat).all()
     assert (heat.flatten(1).amax(dim=1) == 1).all()  # EVA's pre-norm stream: not flat at init
-    restored = explain.mcgf_matched_images(mcgf, query)
+    restored = explain.explained_images(mcgf, query, "drone")
     assert not torch.allclose(restored, query)
-    direct = explain.mcgf_feature_heatmap(mcgf, restored, restore=False)
+    with torch.no_grad():
+        assert torch.equal(restored, mcgf.restore_query(query)[-1].clamp(0, 1))
+    assert torch.equal(explain.explained_images(mcgf, query, "satellite"), query)
+    direct = explain.feature_heatmaps(mcgf, restored, "satellite")["content last block"]
     assert torch.allclose(heat, direct, atol=1e-6)
+
+
+def test_matching_only_mcgf_explains_the_query_itself():
+    torch.manual_seed(0)
+    model = create_model("mcgf_matching_only", preset="smoke").eval()
+    query = _images(2, (32, 32), 8)
+    assert torch.equal(explain.explained_images(model, query, "drone"), query)
+    drone = explain.feature_heatmaps(model, query, "drone")["content last block"]
+    tile = explain.feature_heatmaps(model, query, "satellite")["content last block"]
+    assert torch.equal(drone, tile)
+
+
+def test_infonce_baseline_has_stage_heatmaps_but_no_grad_cam():
+    torch.manual_seed(0)
+    model = create_model("infonce_baseline", preset="smoke").eval()
+    aerial = _images(2, model.cfg.aerial_size)
+    maps = explain.stage_heatmaps(model, aerial, "aerial", (1, 2, 3, 4), ((3, 4),))
+    assert list(maps) == ["stage 1", "stage 2", "stage 3", "stage 4", "multi-scale 3+4"]
+    assert all(m.shape == (2, *model.cfg.aerial_size) for m in maps.values())
+    with pytest.raises(ConfigError, match="InfoNCEBaseline .*Grad-CAM"):
+        explain.grad_cam(model, aerial, "aerial", torch.zeros(2, 8))
+
+
+def test_raw_pixel_matchers_say_they_have_nothing_to_explain():
+    model = create_model("raw_pixels")
+    with pytest.raises(ConfigError, match="RawPixelMatcher .*feature maps"):
+        explain.feature_heatmaps(model, _images(1, (16, 16)), "drone")
 
 
 # --------------------------------------------------------------------------- Grad-CAM pieces
@@ -140,20 +185,20 @@ def test_reshape_transforms_give_stage_and_patch_grids(gvm, mcgf):
         net = gvm.backbone.instance(view)
         with torch.no_grad():
             ref = net.forward_intermediates(x, indices=[2, 3], norm=False, intermediates_only=True)
-        layers = explain.swin_target_layers(net, (3, 4))
+        layers = swin_stage_blocks(net, (3, 4))
         for layer, expected in zip(layers, ref, strict=True):
             out = _capture(layer, lambda images=images, view=view: gvm.embed(images, view))
-            nchw = explain.NHWCToNCHW()(out)
+            nchw = NHWCToNCHW()(out)
             assert nchw.shape == expected.shape  # e.g. aerial 48 px: [2, 64, 3, 3], [2, 128, 2, 2]
             assert torch.allclose(nchw, expected, atol=1e-5)
             h, w = expected.shape[-2:]
             tokens = out.reshape(2, h * w, -1)  # what norm2 sees
-            assert torch.equal(explain.NHWCToNCHW((h, w))(tokens), nchw)
+            assert torch.equal(NHWCToNCHW((h, w))(tokens), nchw)
     eva = mcgf.content
-    transform = explain.TokensToNCHW.for_model(eva)
+    transform = TokensToNCHW.for_model(eva)
     assert transform.grid == (4, 4) and transform.num_prefix_tokens == 1  # 32 px, patch 8, cls
     images = _images(2, (32, 32))
-    out = _capture(explain.eva_target_layers(eva)[0], lambda: mcgf.match_features(images))
+    out = _capture(vit_last_block(eva)[0], lambda: mcgf.match_features(images))
     assert out.shape == (2, 17, eva.num_features)
     with torch.no_grad():
         (expected,) = eva.forward_intermediates(
@@ -161,7 +206,7 @@ def test_reshape_transforms_give_stage_and_patch_grids(gvm, mcgf):
         )
     assert torch.allclose(transform(out), expected, atol=1e-5)
     with pytest.raises(ConfigError, match="patch grid"):
-        explain.TokensToNCHW((4, 4), 0)(out)
+        TokensToNCHW((4, 4), 0)(out)
 
 
 def test_cosine_target_equals_cosine_similarity():
@@ -190,25 +235,35 @@ def test_geoviewmatch_grad_cam(gvm):
     ground, aerial = _images(3, gvm.cfg.ground_size, 1), _images(3, gvm.cfg.aerial_size, 2)
     with torch.no_grad():
         g_emb, a_emb = gvm.embed(ground, "ground"), gvm.embed(aerial, "aerial")
-    cam_a = explain.geoviewmatch_grad_cam(gvm, aerial, "aerial", g_emb)
-    cam_g = explain.geoviewmatch_grad_cam(gvm, ground, "ground", a_emb)
+    assert gvm.cam_target_layers("aerial") == swin_stage_blocks(
+        gvm.backbone.aerial, gvm.cfg.used_stages
+    )
+    cam_a = explain.grad_cam(gvm, aerial, "aerial", g_emb)
+    cam_g = explain.grad_cam(gvm, ground, "ground", a_emb)
     _check_cam(cam_a, (3, *gvm.cfg.aerial_size))
     _check_cam(cam_g, (3, *gvm.cfg.ground_size))
     # each image is explained towards its own reference: permuting both permutes the CAMs
     perm = torch.tensor([2, 0, 1])
-    cam_p = explain.geoviewmatch_grad_cam(gvm, aerial[perm], "aerial", g_emb[perm])
+    cam_p = explain.grad_cam(gvm, aerial[perm], "aerial", g_emb[perm])
     assert torch.allclose(cam_p, cam_a[perm], atol=1e-4)
     assert all(p.grad is None for p in gvm.parameters())  # no gradients left behind
     with pytest.raises(ConfigError, match="reference embeddings"):
-        explain.geoviewmatch_grad_cam(gvm, aerial, "aerial", g_emb[:2])
+        explain.grad_cam(gvm, aerial, "aerial", g_emb[:2])
 
 
 def test_mcgf_grad_cam(mcgf):
     query, sat = _images(2, (32, 32), 3), _images(2, (32, 32), 4)
     with torch.no_grad():
         refs = mcgf.embed(sat, "satellite")
-    _check_cam(explain.mcgf_grad_cam(mcgf, query, refs), (2, 32, 32))
-    _check_cam(explain.mcgf_grad_cam(mcgf, sat, refs.flip(0), restore=False), (2, 32, 32))
+    assert mcgf.cam_target_layers("drone") == vit_last_block(mcgf.content)
+    _check_cam(explain.grad_cam(mcgf, query, "drone", refs), (2, 32, 32))
+    _check_cam(explain.grad_cam(mcgf, sat, "satellite", refs.flip(0)), (2, 32, 32))
+    # the drone CAM explains the restored query: the same as the restored image as a tile
+    restored = explain.explained_images(mcgf, query, "drone")
+    assert torch.equal(
+        explain.grad_cam(mcgf, query, "drone", refs),
+        explain.grad_cam(mcgf, restored, "satellite", refs),
+    )
 
 
 # --------------------------------------------------------------------------- Figure 3 pieces

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from geoloc_lib.core.errors import ConfigError
-from geoloc_lib.losses import SymmetricInfoNCE, contrastive_loss, soft_margin_triplet
+from geoloc_lib.models.losses import SymmetricInfoNCE, contrastive_loss, soft_margin_triplet
 
 
 def _unit(*rows: tuple[float, ...]) -> torch.Tensor:

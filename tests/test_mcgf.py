@@ -319,27 +319,25 @@ def _lr_at_epoch(scheduler, group: int, epoch: int, steps_per_epoch: int) -> flo
 def test_paper_lr_steps_down_by_ten_at_epoch_80():
     # A per-step schedule whose step size was given in steps (80 x steps per epoch) instead of
     # epochs never decayed: 0.01 at epochs 0, 79, 80 and 119.
-    from geoloc_lib.training.mcgf import (
-        make_mcgf_optimizer,
-        make_mcgf_scheduler,
-        resolve_train_settings,
-    )
+    from geoloc_lib.training.mcgf import resolve_train_settings
+    from geoloc_lib.training.optim import build_optimizer, build_scheduler
 
     settings = resolve_train_settings("paper")
     net = torch.nn.Linear(2, 2)
     net.param_groups = lambda lr: [{"params": list(net.parameters()), "lr": lr["backbone"]}]
     steps = 2184  # 701 locations x 54 drone views / batch 16 (any value > 1 shows the bug)
-    sched = make_mcgf_scheduler(make_mcgf_optimizer(net, settings), settings, steps)
+    sched = build_scheduler(build_optimizer(net, settings), settings, steps)
     lrs = [_lr_at_epoch(sched, 0, e, steps) for e in (0, 79, 80, 119)]
     assert lrs == pytest.approx([0.01, 0.01, 0.001, 0.001])
 
 
 def test_restoration_module_has_its_own_group_at_the_backbone_rate_in_paper():
     # §3: 0.1 for the classification layer only; the restoration module was in the 0.1 group.
-    from geoloc_lib.training.mcgf import make_mcgf_optimizer, resolve_train_settings
+    from geoloc_lib.training.mcgf import resolve_train_settings
+    from geoloc_lib.training.optim import build_optimizer
 
     model = create_model("mcgf", preset="smoke", num_classes=5)
-    opt = make_mcgf_optimizer(model, resolve_train_settings("paper"))
+    opt = build_optimizer(model, resolve_train_settings("paper"))
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs == {"backbone": 0.01, "head": 0.1, "restoration": 0.01}
     restore_ids = {id(p) for p in model.restore.parameters()}
@@ -348,7 +346,7 @@ def test_restoration_module_has_its_own_group_at_the_backbone_rate_in_paper():
     assert {id(p) for p in model.head.parameters()} <= groups["head"]  # + the InfoNCE scale
     assert not groups["head"] & (restore_ids | {id(p) for p in model.encoder.parameters()})
     # CPU presets keep the rate they were measured with (lr_head)
-    opt = make_mcgf_optimizer(model, resolve_train_settings("default"))
+    opt = build_optimizer(model, resolve_train_settings("default"))
     assert {g["name"]: g["lr"] for g in opt.param_groups}["restoration"] == 1e-3
 
 

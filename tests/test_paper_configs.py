@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from geoloc_lib.models import create_model
-from geoloc_lib.optim import ASAM
+from geoloc_lib.training.optim import ASAM, build_optimizer, build_scheduler
 
 
 def _lr_at_epoch(scheduler, group: int, epoch: float, steps_per_epoch: int) -> float:
@@ -21,11 +21,7 @@ def _lr_at_epoch(scheduler, group: int, epoch: float, steps_per_epoch: int) -> f
 
 @pytest.mark.parametrize("model_name", ["mcgf", "mcgf_matching_only"])
 def test_mcgf_paper_training_configuration(model_name):
-    from geoloc_lib.training.mcgf import (
-        make_mcgf_optimizer,
-        make_mcgf_scheduler,
-        resolve_train_settings,
-    )
+    from geoloc_lib.training.mcgf import resolve_train_settings
 
     settings = resolve_train_settings("paper")
     with torch.device("meta"):
@@ -34,7 +30,7 @@ def test_mcgf_paper_training_configuration(model_name):
     # of 16", "0.01 for the backbone layer and 0.1 for the classification layer".
     assert net.cfg.img_size == 448
     assert (settings.batch_size, settings.optimizer) == (16, "sgd")
-    opt = make_mcgf_optimizer(net, settings)
+    opt = build_optimizer(net, settings)
     assert isinstance(opt, torch.optim.SGD)
     for group in opt.param_groups:
         assert group["momentum"] == 0.9 and group["weight_decay"] == 5e-4
@@ -52,7 +48,7 @@ def test_mcgf_paper_training_configuration(model_name):
     # Not in the paper (our choice, University-1652's baseline recipe): 120 epochs, x0.1 at 80.
     assert settings.epochs == 120 and settings.grad_clip is None and settings.warmup_epochs == 0
     steps = 701 * 54 // 16  # one epoch of University-1652's drone views at batch 16
-    sched = make_mcgf_scheduler(opt, settings, steps)
+    sched = build_scheduler(opt, settings, steps)
     for group, base in enumerate(sched.base_lrs):
         got = [_lr_at_epoch(sched, group, e, steps) for e in (0, 79, 80, 119)]
         assert got == pytest.approx([base, base, base / 10, base / 10])
@@ -62,12 +58,7 @@ def test_mcgf_paper_training_configuration(model_name):
 
 
 def test_geoviewmatch_paper_training_configuration():
-    from geoloc_lib.training.geoviewmatch import (
-        make_street_optimizer,
-        make_street_sampler,
-        make_street_scheduler,
-        resolve_street_settings,
-    )
+    from geoloc_lib.training.geoviewmatch import make_street_sampler, resolve_street_settings
 
     settings = resolve_street_settings("geoviewmatch", "paper")
     with torch.device("meta"):
@@ -88,7 +79,7 @@ def test_geoviewmatch_paper_training_configuration():
     assert cfg.share_backbone is False
     # §4.3: AdamW (0.9, 0.999), lr 1e-4 for SwinV2, 2e-4 for the FA modules and the projection
     # head, ASAM. Weight decay, rho and eta are not given: 0.03, 2.5, 0.01 (TransGeo's).
-    opt = make_street_optimizer(net, settings)
+    opt = build_optimizer(net, settings)
     assert isinstance(opt, ASAM) and isinstance(opt.base, torch.optim.AdamW)
     assert (opt.rho, opt.eta) == (2.5, 0.01)
     for group in opt.param_groups:
@@ -105,7 +96,7 @@ def test_geoviewmatch_paper_training_configuration():
     assert head_ids == {id(p) for p in fa_and_proj}
     # §4.3: cosine schedule (no warm-up given): base lr at epoch 0, half at 100, ~0 at the end.
     steps = 35532 // 32
-    sched = make_street_scheduler(opt, settings, steps)
+    sched = build_scheduler(opt, settings, steps)
     for group, base in enumerate(sched.base_lrs):
         got = [_lr_at_epoch(sched, group, e, steps) for e in (0, 100, 199.999)]
         assert got == pytest.approx([base, base / 2, 0.0], abs=1e-9)
@@ -113,3 +104,25 @@ def test_geoviewmatch_paper_training_configuration():
     coords = np.random.default_rng(0).normal(size=(64, 2)) * 100
     sampler = make_street_sampler(64, coords, settings, seed=0)
     assert sampler.neighbours is None and settings.geo_neighbours is False
+
+
+def test_one_builder_reads_each_recipes_settings():
+    from dataclasses import asdict, fields, replace
+
+    from geoloc_lib.core.errors import ConfigError
+    from geoloc_lib.training.geoviewmatch import StreetTrainSettings, resolve_street_settings
+    from geoloc_lib.training.mcgf import TrainSettings, resolve_train_settings
+
+    # the recipes' fixed choices are class constants, not fields: run.json keeps the fields only
+    assert {"optimizer", "scheduler", "step_size"}.isdisjoint(
+        f.name for f in fields(StreetTrainSettings)
+    )
+    assert "asam" not in {f.name for f in fields(TrainSettings)}
+    street = resolve_street_settings("infonce_baseline", "smoke")
+    assert (street.optimizer, street.scheduler, street.asam) == ("adamw", "cosine", False)
+    assert "optimizer" not in asdict(street)
+    with torch.device("meta"):
+        net = create_model("infonce_baseline", preset="smoke")
+    assert type(build_optimizer(net, street)) is torch.optim.AdamW
+    with pytest.raises(ConfigError, match="parameter optimizer: .*choices: adamw, sgd"):
+        build_optimizer(net, replace(resolve_train_settings("smoke"), optimizer="lion"))

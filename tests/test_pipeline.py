@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from geoloc_lib.pipeline import NotebookFailed, run_pipeline
+from geoloc_lib.pipeline.runner import NotebookFailed, run_pipeline
 
 
 def _notebook(path, body: str) -> None:
@@ -47,7 +47,7 @@ def _profiles(**params):
 
 
 def test_run_executes_in_order_into_out_dir(notebooks, tmp_path, monkeypatch):
-    import geoloc_lib.pipeline as pipeline
+    import geoloc_lib.pipeline.runner as pipeline
 
     monkeypatch.setattr(pipeline, "resolve_profile", _resolver(_profiles(x=21, name="b")))
     out = tmp_path / "executed"
@@ -66,7 +66,7 @@ def test_run_executes_in_order_into_out_dir(notebooks, tmp_path, monkeypatch):
 
 
 def test_failure_names_notebook_and_cell(notebooks, tmp_path, monkeypatch):
-    import geoloc_lib.pipeline as pipeline
+    import geoloc_lib.pipeline.runner as pipeline
 
     profiles = _profiles()
     profiles["p"]["notebooks"]["01_second"]["x"] = 5
@@ -76,7 +76,7 @@ def test_failure_names_notebook_and_cell(notebooks, tmp_path, monkeypatch):
 
 
 def _resolver(profiles):
-    from geoloc_lib.profiles import resolve_profile
+    from geoloc_lib.pipeline.profiles import resolve_profile
 
     def resolve(profile, only=None, overrides=None, notebooks_dir=None):
         return resolve_profile(

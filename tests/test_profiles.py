@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from geoloc_lib.core.errors import ConfigError
-from geoloc_lib.profiles import (
+from geoloc_lib.pipeline.profiles import (
     list_notebooks,
     load_profiles,
     notebook_parameters,
@@ -127,7 +127,7 @@ def test_set_for_a_notebook_that_does_not_exist_says_so():
 
 @pytest.mark.parametrize("only", ["", ",", " , "])
 def test_empty_only_is_refused(only, capsys):
-    from geoloc_lib.cli import main as cli_main
+    from geoloc_lib.pipeline.cli import main as cli_main
 
     assert cli_main(["run", "--profile", "default", "--only", only, "--dry-run"]) == 2
     err = capsys.readouterr().err

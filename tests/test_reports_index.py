@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
+from geoloc_lib.pipeline.reports_index import CAPTIONS, write_reports_index
 from geoloc_lib.reporting import ReportDir
-from geoloc_lib.reports_index import CAPTIONS, write_reports_index
 
 
 def test_index_lists_every_output_in_notebook_order(tmp_path):

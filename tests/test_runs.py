@@ -10,8 +10,8 @@ from layouts import make_university1652
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.losses import SymmetricInfoNCE, first_occurrence
 from geoloc_lib.models import create_model, load_model
+from geoloc_lib.models.losses import SymmetricInfoNCE, first_occurrence
 from geoloc_lib.training.runs import (
     check_config,
     export_weights,

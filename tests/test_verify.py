@@ -9,10 +9,10 @@ import pytest
 from layouts import make_cvact, make_university1652
 from PIL import Image
 
-from geoloc_lib.cli import main as cli_main
 from geoloc_lib.core.errors import ConfigError, ImageReadError
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.verify import load_manifest, verify_dataset
+from geoloc_lib.pipeline.cli import main as cli_main
 
 
 def test_manifest_entries_are_complete():
@@ -31,7 +31,7 @@ def test_nonexistent_root_exits_nonzero_with_obtain_message():
         [
             sys.executable,
             "-m",
-            "geoloc_lib.cli",
+            "geoloc_lib.pipeline.cli",
             "data",
             "verify",
             "university1652",
@@ -112,7 +112,7 @@ def test_cli_unknown_command_lists_valid(capsys):
 def test_cli_user_errors_exit_2_in_a_subprocess():
     for argv in (["frobnicate"], ["data", "check"], ["run", "--profile", "smoke", "--only", ""]):
         proc = subprocess.run(
-            [sys.executable, "-m", "geoloc_lib.cli", *argv], capture_output=True, text=True
+            [sys.executable, "-m", "geoloc_lib.pipeline.cli", *argv], capture_output=True, text=True
         )
         assert proc.returncode == 2, (argv, proc.stderr)
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

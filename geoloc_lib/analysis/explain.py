@@ -1,38 +1,39 @@
-"""What the models look at: channel-mean feature heatmaps and Grad-CAM for embedding models.
+"""What the models look at: channel-mean feature heatmaps and Grad-CAM, through the model contract.
+
+Everything here calls only :class:`~geoloc_lib.models.contract.GeolocModel`'s explanation hooks:
+``explained_images`` (what the retrieval features are read from: MCGF restores drone queries
+first), ``feature_maps`` (named ``[B, C, h, w]`` maps), ``cam_embedding``,
+``cam_target_layers`` and ``cam_reshape``. Which maps and layers a model offers, and why, is
+documented at its hooks (``models/geoviewmatch.py``, ``models/mcgf.py``, ``models/baseline.py``).
 
 Feature heatmaps (GeoViewMatch §5, Figures 8 and 9). The paper: "we average the features along
 the channel dimension, resize them to the original image size, and overlay them on the original
 image". Our reading, stated where the paper leaves room:
 
-- A *stage* heatmap is the channel mean of the Swin stage's output map (the residual stream
-  after the stage's last block, before the backbone's final norm: the norm is a separate layer,
-  not part of stage 4, and a LayerNorm'd map has a nearly constant channel mean), bilinearly
-  resized to the image and min-max scaled to [0, 1] per image.
-- The *multi-scale* feature is the concatenation of the selected stages (Table 6's ⊕). Its
-  descriptor L2-normalises each stage's part before concatenating, so every stage weighs the
-  same; the multi-scale heatmap is accordingly the mean of the selected stages' [0, 1] stage
+- A heatmap is the channel mean of one feature map, bilinearly resized to the image and min-max
+  scaled to [0, 1] per image (:func:`channel_mean_heatmap`).
+- A *multi-scale* heatmap combines several maps (Table 6's ⊕, the concatenation of stages). The
+  multi-scale descriptor L2-normalises each stage's part before concatenating, so every stage
+  weighs the same; the multi-scale heatmap is accordingly the mean of the selected maps' [0, 1]
   heatmaps, rescaled to [0, 1] (a plain channel mean of the concatenated maps would let the
   stage with the larger activations decide alone).
-- SwinV2 adds only LayerNorm outputs to its residual stream (post-norm blocks, normalised patch
-  merging), so a stage's channel mean is set by the norms' learnt affine parameters: it is
-  zero up to rounding at random init (such maps come out all zero, see
-  :func:`channel_mean_heatmap`) and carries signal once those parameters are trained
-  (pretrained weights, or training). The paper used ImageNet-pretrained SwinV2-T.
+- A map whose channel mean is flat up to rounding gives zeros, not amplified rounding noise
+  (SwinV2 at random init: :func:`channel_mean_heatmap`).
 
-MCGF (Figure 3) does not say how its heatmaps are made; we use the same channel-mean
-reading on the matching branch (EVA-02's last-block patch tokens of the *restored* query, i.e.
-what is matched), and Grad-CAM as a second view.
+MCGF (Figure 3) does not say how its heatmaps are made; we use the same channel-mean reading on
+the maps MCGF's hooks give (its matching branch on the restored query), and Grad-CAM as a second
+view.
 
 Grad-CAM goes through the ``grad-cam`` package (``pytorch_grad_cam``) with
 :class:`CosineSimilarityTarget`: the CAM explains the cosine similarity of the explained image's
-embedding to a reference embedding (the matched view's). Token layouts are turned into NCHW maps
-by :class:`NHWCToNCHW` (timm Swin blocks output ``[B, H, W, C]``) and :class:`TokensToNCHW`
-(EVA/ViT: prefix tokens dropped, then the patch grid).
+embedding to a reference embedding (the matched view's), at the model's ``cam_target_layers``,
+whose outputs its ``cam_reshape`` turns into NCHW maps (:mod:`geoloc_lib.models.cam`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,7 @@ from torch import Tensor, nn
 
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.data.types import ImageSet, PairSet
+from geoloc_lib.models.contract import stage_key
 from geoloc_lib.weather.sets import weather_keys
 from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth
 
@@ -121,94 +123,74 @@ def require_model(run: object, allowed: Sequence[str], parameter: str) -> nn.Mod
     return run.model  # type: ignore[attr-defined]
 
 
-# --------------------------------------------------------------------------- GeoViewMatch
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's tensors are (the CPU for a model without any, e.g. raw pixels)."""
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
 
 
-def stage_key(stage: int) -> str:
-    return f"stage {stage}"
+# --------------------------------------------------------------------------- feature heatmaps
+
+
+@torch.no_grad()
+def explained_images(model: nn.Module, images: Tensor, view: str) -> Tensor:
+    """The images ``model`` reads ``view``'s retrieval features from (its ``explained_images``
+    hook; MCGF: a drone query's last DDIM restoration), on the model's device, in [0, 1]."""
+    return model.explained_images(images.to(model_device(model)), view)
 
 
 def multi_scale_key(stages: Sequence[int]) -> str:
     return "multi-scale " + "+".join(str(s) for s in sorted(stages))
 
 
-def geoviewmatch_stage_maps(
-    model: nn.Module, images: Tensor, view: str, stages: Sequence[int]
-) -> dict[int, Tensor]:
-    """NCHW outputs of the 1-based Swin ``stages`` of ``model``'s ``view`` instance (no final norm).
-
-    ``images``: ``[B, 3, H, W]`` in [0, 1] at the view's input size.
-    """
-    net = model.backbone.instance(view)
-    n_stages = len(net.layers)
-    stages = sorted(set(int(s) for s in stages))
-    if not stages or not all(1 <= s <= n_stages for s in stages):
-        raise ConfigError(f"stages must lie in 1..{n_stages}, got {stages}")
-    x = (images.to(model.mean.device) - model.mean) / model.std
-    maps = net.forward_intermediates(
-        x,
-        indices=[s - 1 for s in stages],
-        norm=False,
-        stop_early=True,
-        output_fmt="NCHW",
-        intermediates_only=True,
-    )
-    return dict(zip(stages, maps, strict=True))
-
-
 @torch.no_grad()
-def geoviewmatch_heatmaps(
+def feature_heatmaps(
+    model: nn.Module,
+    images: Tensor,
+    view: str,
+    names: Sequence[str] | None = None,
+    combined: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Tensor]:
+    """Channel-mean heatmaps ``[B, H, W]`` (CPU, [0, 1], at the images' size) of the model's
+    ``feature_maps`` of its ``explained_images``: one per map of ``names`` (None: every map),
+    then one per entry of ``combined`` (key -> map names: the mean of those maps' heatmaps,
+    rescaled; module docstring)."""
+    combined = dict(combined or {})
+    maps = model.feature_maps(explained_images(model, images, view), view)
+    names = list(maps) if names is None else list(names)
+    needed = list(dict.fromkeys([*names, *(n for parts in combined.values() for n in parts)]))
+    missing = [n for n in needed if n not in maps]
+    if missing:
+        raise ConfigError(
+            f"{type(model).__name__} has no feature map {missing[0]!r} for view {view!r} "
+            f"(it has: {', '.join(maps)})"
+        )
+    size = tuple(images.shape[-2:])
+    per_map = {n: channel_mean_heatmap(maps[n], size).cpu() for n in needed}
+    out = {n: per_map[n] for n in names}
+    for key, parts in combined.items():
+        out[key] = minmax_scale(torch.stack([per_map[n] for n in parts]).mean(dim=0))
+    return out
+
+
+def stage_heatmaps(
     model: nn.Module,
     images: Tensor,
     view: str,
     stages: Sequence[int] = (2, 3, 4),
     multi_scales: Sequence[Sequence[int]] = ((3, 4), (2, 3, 4)),
 ) -> dict[str, Tensor]:
-    """Channel-mean heatmaps ``[B, H, W]`` (CPU, [0, 1]) of GeoViewMatch, keyed
-    ``"stage s"`` for each of ``stages`` and ``"multi-scale a+b"`` for each of ``multi_scales``
-    (the mean of those stages' heatmaps, rescaled; module docstring)."""
-    if view not in ("ground", "aerial"):
-        raise ConfigError(
-            f"geoviewmatch_heatmaps: {choices_message('view', view, ('ground', 'aerial'))}"
-        )
-    needed = set(int(s) for s in stages).union(*(set(int(s) for s in m) for m in multi_scales))
-    maps = geoviewmatch_stage_maps(model, images, view, sorted(needed))
-    size = tuple(images.shape[-2:])
-    per_stage = {s: channel_mean_heatmap(m, size).cpu() for s, m in maps.items()}
-    out = {stage_key(s): per_stage[s] for s in sorted(set(int(s) for s in stages))}
-    for combo in multi_scales:
-        stacked = torch.stack([per_stage[int(s)] for s in combo])
-        out[multi_scale_key(combo)] = minmax_scale(stacked.mean(dim=0))
-    return out
+    """:func:`feature_heatmaps` of a model whose maps are its backbone's stages: keyed
+    ``"stage s"`` for each of ``stages`` (1-based, ascending) and ``"multi-scale a+b"`` for each
+    of ``multi_scales`` (GeoViewMatch Figures 8 and 9)."""
+    combined = {
+        multi_scale_key(combo): [stage_key(int(s)) for s in combo] for combo in multi_scales
+    }
+    names = [stage_key(s) for s in sorted(set(int(s) for s in stages))]
+    return feature_heatmaps(model, images, view, names, combined)
 
 
-# --------------------------------------------------------------------------- MCGF
-
-
-@torch.no_grad()
-def mcgf_matched_images(model: nn.Module, images: Tensor) -> Tensor:
-    """The images MCGF's matching branch sees for drone queries: the last DDIM prediction of the
-    restored query (``restoration=False`` models: the query itself). ``[B, 3, H, W]`` in [0, 1]."""
-    images = images.to(model.alpha_bar.device)
-    if getattr(model, "restore", None) is None:
-        return images
-    return model.restore_query(images)[-1].clamp(0, 1)
-
-
-@torch.no_grad()
-def mcgf_feature_heatmap(model: nn.Module, images: Tensor, restore: bool = True) -> Tensor:
-    """Channel-mean heatmaps ``[B, H, W]`` of EVA-02's last-block patch tokens (MCGF ``content``)
-    on the restored query (``restore=False``: on ``images`` as given, e.g. satellite tiles)."""
-    seen = mcgf_matched_images(model, images) if restore else images.to(model.alpha_bar.device)
-    content = model.content
-    tokens = content.forward_intermediates(
-        model.content_norm(seen),
-        indices=[len(content.blocks) - 1],
-        norm=False,
-        output_fmt="NCHW",
-        intermediates_only=True,
-    )[0]
-    return channel_mean_heatmap(tokens, tuple(images.shape[-2:])).cpu()
+# --------------------------------------------------------------------------- MCGF Figure 3
 
 
 @dataclass
@@ -288,7 +270,7 @@ def match_variants(
     hits = (gallery_labels == int(label)).nonzero().flatten()
     if hits.numel() == 0:
         raise ConfigError(f"the gallery holds no item with the query's label {label}")
-    device = model.alpha_bar.device
+    device = model_device(model)
     query = model.embed(variants.images.to(device), "drone").float().cpu()
     gallery = gallery_features.float().cpu()
     labels = torch.full((query.shape[0],), int(label), dtype=torch.int64)
@@ -338,66 +320,6 @@ class CosineSimilarityTarget:
         return F.cosine_similarity(model_output.float(), ref.expand_as(model_output), dim=-1)
 
 
-class NHWCToNCHW:
-    """Reshape for timm Swin block outputs: ``[B, H, W, C]`` -> ``[B, C, H, W]``; token lists
-    ``[B, H*W, C]`` (e.g. what ``norm2`` sees) need ``grid`` = (H, W)."""
-
-    def __init__(self, grid: tuple[int, int] | None = None) -> None:
-        self.grid = grid
-
-    def __call__(self, tensor: Tensor) -> Tensor:
-        if tensor.ndim == 4:
-            return tensor.permute(0, 3, 1, 2)
-        if tensor.ndim == 3 and self.grid is not None:
-            b, n, c = tensor.shape
-            h, w = self.grid
-            if n != h * w:
-                raise ConfigError(f"NHWCToNCHW: {n} tokens do not fill a {h}x{w} grid")
-            return tensor.reshape(b, h, w, c).permute(0, 3, 1, 2)
-        raise ConfigError(
-            f"NHWCToNCHW: expected [B, H, W, C] (or [B, L, C] with a grid), got {tuple(tensor.shape)}"
-        )
-
-
-class TokensToNCHW:
-    """Reshape for ViT/EVA token sequences ``[B, P + h*w, C]``: drop the ``P`` prefix (class,
-    register) tokens, lay the patch tokens on the ``grid`` = (h, w) -> ``[B, C, h, w]``."""
-
-    def __init__(self, grid: tuple[int, int], num_prefix_tokens: int) -> None:
-        self.grid = (int(grid[0]), int(grid[1]))
-        self.num_prefix_tokens = int(num_prefix_tokens)
-
-    @classmethod
-    def for_model(cls, vit: nn.Module) -> TokensToNCHW:
-        return cls(tuple(vit.patch_embed.grid_size), getattr(vit, "num_prefix_tokens", 0))
-
-    def __call__(self, tensor: Tensor) -> Tensor:
-        patches = tensor[:, self.num_prefix_tokens :]
-        b, n, c = patches.shape
-        h, w = self.grid
-        if n != h * w:
-            raise ConfigError(
-                f"TokensToNCHW: {n} patch tokens (after {self.num_prefix_tokens} prefix tokens) "
-                f"do not fill the {h}x{w} patch grid"
-            )
-        return patches.reshape(b, h, w, c).permute(0, 3, 1, 2)
-
-
-def swin_target_layers(swin: nn.Module, stages: Sequence[int]) -> list[nn.Module]:
-    """The last block of each 1-based stage of a timm Swin (its output is the stage's map)."""
-    n = len(swin.layers)
-    if not stages or not all(1 <= int(s) <= n for s in stages):
-        raise ConfigError(f"stages must lie in 1..{n}, got {list(stages)}")
-    return [swin.layers[int(s) - 1].blocks[-1] for s in stages]
-
-
-def eva_target_layers(vit: nn.Module) -> list[nn.Module]:
-    """The last block, or its ``norm1`` when the model pools the class token: after the last
-    block the class token no longer reads the patch tokens, so their gradient would be zero."""
-    block = vit.blocks[-1]
-    return [block.norm1] if getattr(vit, "global_pool", "avg") == "token" else [block]
-
-
 class _Embedder(nn.Module):
     """``forward(x) = fn(x)`` for grad-cam, which calls ``model(x)`` and needs parameters."""
 
@@ -410,7 +332,7 @@ class _Embedder(nn.Module):
         return self.fn(x)
 
 
-def grad_cam(
+def embedder_grad_cam(
     embedder: nn.Module,
     images: Tensor,
     references: Tensor,
@@ -433,35 +355,19 @@ def grad_cam(
     return torch.from_numpy(np.ascontiguousarray(maps)).float()
 
 
-def geoviewmatch_grad_cam(
-    model: nn.Module, images: Tensor, view: str, references: Tensor
-) -> Tensor:
-    """Grad-CAM of GeoViewMatch's ``view`` descriptor towards ``references`` (the other view's
-    descriptors), at the last block of each stage feeding the multi-scale descriptor."""
-    if view not in ("ground", "aerial"):
-        raise ConfigError(
-            f"geoviewmatch_grad_cam: {choices_message('view', view, ('ground', 'aerial'))}"
-        )
-    net = model.backbone.instance(view)
-    embedder = _Embedder(model, lambda x: model.embed(x, view)).eval()
-    layers = swin_target_layers(net, model.cfg.used_stages)
-    return grad_cam(embedder, images, references, layers, NHWCToNCHW())
+def grad_cam(model: nn.Module, images: Tensor, view: str, references: Tensor) -> Tensor:
+    """Grad-CAM ``[B, H, W]`` of ``model``'s ``view`` embedding towards ``references`` ``[B, D]``
+    (the matched view's embeddings), at the model's ``cam_target_layers``.
 
-
-def mcgf_grad_cam(
-    model: nn.Module, images: Tensor, references: Tensor, restore: bool = True
-) -> Tensor:
-    """Grad-CAM of MCGF's matching features (EVA-02 ``content``) towards ``references``.
-
-    Drone queries are restored first (no gradient through the DDIM steps): the CAM explains the
-    matching branch on the image it matches; the geometry is the query's, so it overlays the
-    query. With ``pool_steps`` the embedding averages every step; the CAM explains the last.
+    The CAM is computed on the model's ``explained_images`` (MCGF: the restored drone query; no
+    gradient flows through the restoration), so it explains the embedding of the image that is
+    matched; the geometry is the input's, so it overlays the input. With MCGF's ``pool_steps``
+    the embedding averages every DDIM step; the CAM explains the last.
     """
-    seen = mcgf_matched_images(model, images) if restore else images
-    embedder = _Embedder(model, lambda x: F.normalize(model.match_features(x).float(), dim=-1))
-    embedder.eval()
-    layers = eva_target_layers(model.content)
-    return grad_cam(embedder, seen, references, layers, TokensToNCHW.for_model(model.content))
+    seen = explained_images(model, images, view)
+    layers = model.cam_target_layers(view)
+    embedder = _Embedder(model, lambda x: model.cam_embedding(x, view)).eval()
+    return embedder_grad_cam(embedder, seen, references, layers, model.cam_reshape(view))
 
 
 # --------------------------------------------------------------------------- example picking

@@ -1,4 +1,4 @@
-"""Retrieval evaluation: ranking core, protocol metrics, submissions, benchmark.
+"""Retrieval evaluation: ranking core, protocol metrics, submissions.
 
 One call per protocol (features L2-normalised, or pass ``normalize=True``; metrics in percent)::
 
@@ -13,7 +13,8 @@ Per-query tables and breakdowns (e.g. by weather condition)::
     result.topk_indices                                            # for figures
 
 Modules: ``ranking`` (chunked core), ``metrics`` (protocols), ``naive`` (per-query reference),
-``faiss_backend`` (optional), ``submit`` (``geoloc submit``), ``bench`` (``geoloc bench eval``).
+``faiss_backend`` (optional), ``submit`` (``geoloc submit``). The benchmark (``geoloc bench
+eval``) is :mod:`geoloc_lib.bench.eval`.
 """
 
 from geoloc_lib.eval.metrics import (

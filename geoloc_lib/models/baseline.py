@@ -19,10 +19,10 @@ from torch import Tensor
 
 from geoloc_lib.core.config import resolve_preset
 from geoloc_lib.core.errors import ConfigError
-from geoloc_lib.losses import SymmetricInfoNCE
 from geoloc_lib.models import register_model
 from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
 from geoloc_lib.models.geoviewmatch import SiameseBackbone
+from geoloc_lib.models.losses import SymmetricInfoNCE
 from geoloc_lib.models.params import split_decay
 
 
@@ -100,6 +100,11 @@ class InfoNCEBaseline(GeolocModel):
 
     def forward(self, images: Tensor, view: str) -> Tensor:
         return self.embed(images, view)
+
+    def feature_maps(self, images: Tensor, view: str) -> dict[str, Tensor]:
+        """Every backbone stage's output map, ``"stage 1"`` onwards, before the final norm (the
+        maps its pooled feature is computed from)."""
+        return self.backbone.stage_outputs((images - self.mean) / self.std, view)
 
     def training_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         g = self.embed(batch["ground"], "ground")

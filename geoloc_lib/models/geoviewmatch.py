@@ -46,9 +46,10 @@ from geoloc_lib.data.augment import (
     rotate_aerial_and_shift_panorama,
     strong_augment,
 )
-from geoloc_lib.losses import contrastive_loss, soft_margin_triplet
 from geoloc_lib.models import register_model
-from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
+from geoloc_lib.models.cam import NHWCToNCHW, swin_stage_blocks
+from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel, stage_key
+from geoloc_lib.models.losses import contrastive_loss, soft_margin_triplet
 from geoloc_lib.models.params import split_decay
 
 VIEWS = ("ground", "aerial")
@@ -256,6 +257,20 @@ class SiameseBackbone(nn.Module):
         """The backbone's own pooled features ``[B, C]`` (``num_classes=0``)."""
         return self.instance(view)(x)
 
+    def stage_outputs(self, x: Tensor, view: str) -> dict[str, Tensor]:
+        """Every stage's NCHW output, keyed ``stage_key(s)`` (1-based), without the final norm."""
+        net = self.instance(view)
+        stages = list(range(1, len(net.feature_info) + 1))
+        maps = net.forward_intermediates(
+            x,
+            indices=[s - 1 for s in stages],
+            norm=False,
+            stop_early=True,
+            output_fmt="NCHW",
+            intermediates_only=True,
+        )
+        return {stage_key(s): m for s, m in zip(stages, maps, strict=True)}
+
 
 def _sized(name: str, size: tuple[int, int], arch: dict) -> dict:
     """Add ``img_size`` for token models (their constructor takes it); CNNs take any size."""
@@ -391,6 +406,27 @@ class GeoViewMatch(GeolocModel):
 
     def forward(self, images: Tensor, view: str) -> Tensor:
         return self.descriptor(images, view)
+
+    # -- explanation hooks (GeoViewMatch §5, Figures 8 and 9)
+
+    def feature_maps(self, images: Tensor, view: str) -> dict[str, Tensor]:
+        """Every Swin stage's output map, ``"stage 1"`` to ``"stage 4"``: the residual stream
+        after the stage's last block, before the backbone's final norm (the norm is a separate
+        layer, not part of stage 4, and a LayerNorm'd map has a nearly constant channel mean).
+
+        SwinV2 adds only LayerNorm outputs to its residual stream (post-norm blocks, normalised
+        patch merging), so a stage's channel mean is set by the norms' learnt affine
+        parameters: zero up to rounding at random init, signal once those are trained (the
+        paper used ImageNet-pretrained SwinV2-T).
+        """
+        return self.backbone.stage_outputs((images - self.mean) / self.std, view)
+
+    def cam_target_layers(self, view: str) -> list[nn.Module]:
+        """The last block of each stage feeding the multi-scale descriptor."""
+        return swin_stage_blocks(self.backbone.instance(view), self.cfg.used_stages)
+
+    def cam_reshape(self, view: str) -> Callable[[Tensor], Tensor]:
+        return NHWCToNCHW()  # timm Swin blocks output [B, H, W, C]
 
     # -- training
 

@@ -4,7 +4,7 @@ Pieces (each a small module; the same code builds the paper-size and the CPU-siz
 
 - DDPM forward process (§2.1): ``z_t = sqrt(ab_t) y + sqrt(1 - ab_t) eps`` applied to the
   *weathered* drone image ``y`` (pixels in [-1, 1]), ``t`` uniform in ``[0, t_max)``;
-  ``geoloc_lib.diffusion`` provides the schedule, ``q_sample`` and DDIM.
+  ``geoloc_lib.models.diffusion`` provides the schedule, ``q_sample`` and DDIM.
 - Shared encoder (§2.2): timm Swin-T, one network for every timestep and every weather.
 - Restoration module (§2.3): three transposed convolutions (x2 each), an upsampling (x4) and a
   tanh, on the encoder's last map; it predicts the clean image ``z_0``. ``L_res = MSE(z_0, ẑ_0)``.
@@ -91,6 +91,7 @@ satellite and the *weathered* drone image (registered as ``mcgf_matching_only``)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -100,11 +101,12 @@ from torch import Tensor, nn
 
 from geoloc_lib.core.config import resolve_preset
 from geoloc_lib.core.errors import ConfigError, choices_message
-from geoloc_lib.diffusion import NoiseSchedule, ddim_sample, q_sample
-from geoloc_lib.losses import SymmetricInfoNCE
 from geoloc_lib.models import register_model
 from geoloc_lib.models.backbones import create_backbone
+from geoloc_lib.models.cam import TokensToNCHW, vit_last_block
 from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
+from geoloc_lib.models.diffusion import NoiseSchedule, ddim_sample, q_sample
+from geoloc_lib.models.losses import SymmetricInfoNCE
 
 VIEWS = ("drone", "satellite")
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -516,6 +518,42 @@ class MCGF(GeolocModel):
 
     def forward(self, images: Tensor, view: str = "drone") -> Tensor:
         return self.embed(images, view)
+
+    # ---- explanation hooks (Figure 3: what the matching branch looks at)
+    def explained_images(self, images: Tensor, view: str) -> Tensor:
+        """Drone queries: the restoration's last DDIM prediction in [0, 1], the image the
+        matching branch reads (with ``pool_steps`` the embedding averages every step's); any
+        model with a restoration module restores, so the figure shows what it makes of the
+        query. Satellite tiles and ``restoration=False`` models: the images as given."""
+        if view not in VIEWS:
+            raise ConfigError(f"MCGF.explained_images: {choices_message('view', view, VIEWS)}")
+        if view == "satellite" or self.restore is None:
+            return images
+        return self.restore_query(images)[-1].clamp(0, 1)
+
+    def feature_maps(self, images: Tensor, view: str) -> dict[str, Tensor]:
+        """``"content last block"``: E_content's (EVA-02's) last-block patch tokens as a map,
+        before its final norm. The paper does not say how its Figure 3 heatmaps are made; this
+        is the GeoViewMatch §5 channel-mean reading on what is matched."""
+        content = self.content
+        (tokens,) = content.forward_intermediates(
+            self.content_norm(images),
+            indices=[len(content.blocks) - 1],
+            norm=False,
+            output_fmt="NCHW",
+            intermediates_only=True,
+        )
+        return {"content last block": tokens}
+
+    def cam_embedding(self, images: Tensor, view: str) -> Tensor:
+        """The normalised matching features of ``explained_images`` (no second restoration)."""
+        return F.normalize(self.match_features(images).float(), dim=-1)
+
+    def cam_target_layers(self, view: str) -> list[nn.Module]:
+        return vit_last_block(self.content)
+
+    def cam_reshape(self, view: str) -> Callable[[Tensor], Tensor]:
+        return TokensToNCHW.for_model(self.content)  # drop the class token, lay out the patches
 
     # ---- training
     def training_losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

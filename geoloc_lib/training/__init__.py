@@ -1,1 +1,1 @@
-"""Training entry points built on :mod:`geoloc_lib.engine` (one module per paper)."""
+"""Training entry points built on :mod:`geoloc_lib.training.engine` (one module per paper)."""

@@ -22,10 +22,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
-import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -33,10 +32,10 @@ from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.core.seeding import make_generator, seed_everything
 from geoloc_lib.data.sources import DataSources, street_pairs
 from geoloc_lib.data.street_torch import GeoNeighbourSampler, StreetPairDataset
-from geoloc_lib.engine import FitConfig, fit
 from geoloc_lib.eval.street import evaluate_pair_dataset, subset_pairs
 from geoloc_lib.models import create_model
-from geoloc_lib.optim import build_adamw, make_scheduler, weight_tensor_ids
+from geoloc_lib.training.engine import FitConfig, fit
+from geoloc_lib.training.optim import build_optimizer, build_scheduler
 from geoloc_lib.training.recipes import Recipe, register_recipe, split_overrides
 
 MODELS = ("geoviewmatch", "infonce_baseline")
@@ -64,6 +63,15 @@ class StreetTrainSettings:
     val_every: int = 1
     max_val_pairs: int | None = 1000  # validation subset (the test split is evaluated in full)
     eval_batch_size: int = 64
+    # Not fields (run.json keeps the fields only): both street recipes train with AdamW and a
+    # per-step warm-up + cosine to 0 (GeoViewMatch §4.3; Sample4Geo's recipe for the baseline).
+    optimizer: ClassVar[str] = "adamw"
+    scheduler: ClassVar[str] = "cosine"
+    step_size: ClassVar[int] = 0
+
+    def param_group_lr(self) -> dict[str, float]:
+        """Rates of the models' param_groups: the backbone, and the FA modules + heads."""
+        return {"backbone": self.lr_backbone, "head": self.lr_head}
 
 
 TRAIN_PRESETS: dict[tuple[str, str], StreetTrainSettings] = {
@@ -132,32 +140,6 @@ def make_street_sampler(
     )
 
 
-def make_street_optimizer(net: nn.Module, settings: StreetTrainSettings) -> torch.optim.Optimizer:
-    """AdamW over ``net.param_groups`` (+ ASAM on the weight tensors when ``settings.asam``)."""
-    return build_adamw(
-        net.param_groups({"backbone": settings.lr_backbone, "head": settings.lr_head}),
-        weight_decay=settings.weight_decay,
-        asam=settings.asam,
-        rho=settings.rho,
-        eta=settings.eta,
-        asam_weights=weight_tensor_ids(net.named_parameters()),
-    )
-
-
-def make_street_scheduler(
-    optimizer: torch.optim.Optimizer, settings: StreetTrainSettings, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Per-step linear warm-up then cosine to 0 over ``settings.epochs``."""
-    return make_scheduler(
-        optimizer,
-        "cosine",
-        epochs=settings.epochs,
-        steps_per_epoch=steps_per_epoch,
-        warmup_epochs=settings.warmup_epochs,
-        interval="step",
-    )
-
-
 def train_street_model(
     sources_or_root: DataSources | str | Path,
     model: str = "geoviewmatch",
@@ -208,9 +190,9 @@ def train_street_model(
         num_workers=0,
         generator=make_generator(seed),
     )
-    optimizer = make_street_optimizer(net, settings)
+    optimizer = build_optimizer(net, settings)
     steps = len(loader) if max_steps_per_epoch is None else min(len(loader), max_steps_per_epoch)
-    scheduler = make_street_scheduler(optimizer, settings, steps)
+    scheduler = build_scheduler(optimizer, settings, steps)
     val_ds = StreetPairDataset(val_pairs, cfg.ground_size, cfg.aerial_size, cache=small)
 
     def validate(m: nn.Module, epoch: int) -> dict[str, float]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -38,12 +38,12 @@ from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.data.sources import DataSources, university
 from geoloc_lib.data.university import University1652
 from geoloc_lib.data.university_torch import eval_loader, train_loader
-from geoloc_lib.engine import FitConfig, fit
 from geoloc_lib.eval import evaluate_university1652
 from geoloc_lib.eval.features import extract_features
 from geoloc_lib.eval.university import subset_images
 from geoloc_lib.models import create_model
-from geoloc_lib.optim import make_scheduler
+from geoloc_lib.training.engine import FitConfig, fit
+from geoloc_lib.training.optim import build_optimizer, build_scheduler
 from geoloc_lib.training.recipes import Recipe, register_recipe, split_overrides
 from geoloc_lib.weather.sets import (
     EVAL_WEATHER_SEED,
@@ -76,6 +76,13 @@ class TrainSettings:
     # The restoration module's own group (MCGF.param_groups); None: lr_head, as the CPU presets
     # were measured with.
     lr_restoration: float | None = None
+    # Not a field (run.json keeps the fields only): MCGF §3 trains with plain SGD, no ASAM.
+    asam: ClassVar[bool] = False
+
+    def param_group_lr(self) -> dict[str, float]:
+        """Rates of MCGF.param_groups: backbones, the matching MLP and the restoration module."""
+        restoration = self.lr_head if self.lr_restoration is None else self.lr_restoration
+        return {"backbone": self.lr_backbone, "head": self.lr_head, "restoration": restoration}
 
 
 TRAIN_PRESETS: dict[str, TrainSettings] = {
@@ -129,44 +136,6 @@ def resolve_train_settings(
     )  # fmt: skip
     given = {k: v for k, v in named.items() if v is not None}
     return TrainSettings(**{**TRAIN_PRESETS[preset].__dict__, **given, **train_over})
-
-
-def make_mcgf_optimizer(net: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """The optimiser of a run: one parameter group per ``net.param_groups`` name."""
-    lr = {"backbone": settings.lr_backbone, "head": settings.lr_head}
-    lr["restoration"] = (
-        settings.lr_head if settings.lr_restoration is None else settings.lr_restoration
-    )
-    groups = net.param_groups(lr)
-    if settings.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups,
-            lr=settings.lr_backbone,
-            momentum=settings.momentum,
-            weight_decay=settings.weight_decay,
-        )
-    if settings.optimizer == "adamw":
-        return torch.optim.AdamW(
-            groups, lr=settings.lr_backbone, weight_decay=settings.weight_decay
-        )
-    raise ConfigError(
-        "train_mcgf: " + choices_message("optimizer", settings.optimizer, ("sgd", "adamw"))
-    )
-
-
-def make_mcgf_scheduler(
-    optimizer: torch.optim.Optimizer, settings: TrainSettings, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Per-step schedule; ``settings.step_size`` is in epochs (``make_scheduler``'s unit)."""
-    return make_scheduler(
-        optimizer,
-        settings.scheduler,
-        epochs=settings.epochs,
-        steps_per_epoch=steps_per_epoch,
-        warmup_epochs=settings.warmup_epochs,
-        interval="step",
-        step_size=settings.step_size,
-    )
 
 
 @dataclass
@@ -265,8 +234,8 @@ def train_mcgf(
         num_workers=num_workers,
         cache=cache_images,
     )
-    optimizer = make_mcgf_optimizer(net, settings)
-    scheduler = make_mcgf_scheduler(optimizer, settings, steps_per_epoch=len(loader))
+    optimizer = build_optimizer(net, settings)
+    scheduler = build_scheduler(optimizer, settings, steps_per_epoch=len(loader))
     validate = None
     if val_queries != 0:
         query, gallery = data.task("drone->satellite")

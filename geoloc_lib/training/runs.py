@@ -27,8 +27,8 @@ from geoloc_lib.core.checkpoints import load_checkpoint
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.engine import CHECKPOINT_LAST, checkpoint_elapsed_s
 from geoloc_lib.models import create_model, load_model
+from geoloc_lib.training.engine import CHECKPOINT_LAST, checkpoint_elapsed_s
 from geoloc_lib.training.recipes import recipe_for, recipes
 
 TASKS = {name: recipe.task for name, recipe in recipes().items()}

@@ -3,7 +3,8 @@
 - ``synth``  batched weather synthesis, the 10 conditions (:class:`WeatherSynth`)
 - ``sets``   weathered query sets: the one per-image key (:func:`~geoloc_lib.weather.sets.weather_keys`),
   the evaluation transform (``eval_weather``) and ``geoloc data weather`` (files on disk)
-- ``bench``  ``geoloc bench weather``: synthesis throughput per condition
+
+Its benchmark (``geoloc bench weather``) is :mod:`geoloc_lib.bench.weather`.
 """
 
 from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth, conditions_from_seeds

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from geoloc_lib.core.errors import ConfigError, GeolocError
 from geoloc_lib.core.paths import EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
-from geoloc_lib.profiles import ResolvedRun, resolve_profile
-from geoloc_lib.reports_index import write_reports_index
+from geoloc_lib.pipeline.profiles import ResolvedRun, resolve_profile
+from geoloc_lib.pipeline.reports_index import write_reports_index
 
 KERNEL = "python3"
 
@@ -113,7 +113,7 @@ def run_pipeline(
 ) -> list[Path]:
     runs = resolve_profile(profile, only=only, overrides=overrides, notebooks_dir=notebooks_dir)
     if dry_run:
-        from geoloc_lib.dry_run import check_run
+        from geoloc_lib.pipeline.dry_run import check_run
 
         for run in runs:
             notes = check_run(run, profile)

@@ -18,8 +18,8 @@ import time
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT, REPORTS_DIR
-from geoloc_lib.pipeline import KERNEL, _kernel_env
-from geoloc_lib.profiles import notebook_parameters, resolve_profile
+from geoloc_lib.pipeline.profiles import notebook_parameters, resolve_profile
+from geoloc_lib.pipeline.runner import KERNEL, _kernel_env
 
 REFERENCE_TABLES_DIR = REPO_ROOT / "tests" / "smoke_reference" / "tables"
 

@@ -1,6 +1,9 @@
-"""Optimisers and LR schedules: ASAM around AdamW, SGD over a model's groups, :func:`make_scheduler`.
+"""Optimisers and LR schedules of every recipe: :func:`build_optimizer`, :func:`build_scheduler`.
 
-ASAM (Kwon et al., ICML 2021; GeoViewMatch trains with it, Sec. 4.3), for a base optimiser and weights ``w`` with
+A recipe's settings dataclass (``training/mcgf.py``, ``training/geoviewmatch.py``) names what
+both read (:class:`OptimSettings`); the model names its parameter groups (``param_groups``).
+
+ASAM (Kwon et al., ICML 2021; GeoViewMatch trains with it, §4.3), for a base optimiser and weights ``w`` with
 gradient ``g`` from a first forward/backward:
 
 1. ``T = |w| + eta`` (element-wise) for weight tensors and ``T = 1`` for every other parameter,
@@ -25,6 +28,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -121,25 +125,6 @@ class ASAM(Optimizer):
         self.rho, self.eta = state_dict["rho"], state_dict["eta"]
 
 
-def build_adamw(
-    param_groups: Iterable[dict],
-    *,
-    weight_decay: float = 0.03,
-    betas: tuple[float, float] = (0.9, 0.999),
-    asam: bool = False,
-    rho: float = 0.5,
-    eta: float = 0.01,
-    asam_weights: Iterable[int] | None = None,
-) -> Optimizer:
-    """AdamW over ``param_groups`` (each with its own ``lr``), optionally wrapped in ASAM
-    (``asam_weights``: ids of its weight tensors, :func:`weight_tensor_ids`)."""
-    groups = list(param_groups)
-    if not groups or not all("lr" in g for g in groups):
-        raise ConfigError("build_adamw: every parameter group needs an 'lr'")
-    opt: Optimizer = torch.optim.AdamW(groups, betas=betas, weight_decay=weight_decay)
-    return ASAM(opt, rho=rho, eta=eta, weights=asam_weights) if asam else opt
-
-
 # Parameters that are not weight tensors whatever their rank: biases (``bias``, the FA module's
 # per-head ``b1``/``b2``) and temperatures (SwinV2's [heads, 1, 1] ``logit_scale``).
 _NOT_WEIGHT = re.compile(r"(^|\.)(bias|b\d+|logit_scale|log_scale)$")
@@ -189,6 +174,69 @@ def make_scheduler(
         return min_factor + (1 - min_factor) * (1 - p)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+class OptimSettings(Protocol):
+    """What :func:`build_optimizer` and :func:`build_scheduler` read from a recipe's settings."""
+
+    optimizer: str  # one of OPTIMIZERS
+    lr_backbone: float  # also the optimiser's default rate (every group names its own)
+    weight_decay: float
+    momentum: float  # read for SGD only
+    asam: bool  # wrap in ASAM, its adaptive scale on the weight tensors only
+    rho: float  # read with asam only
+    eta: float  # read with asam only
+    scheduler: str  # a make_scheduler kind
+    epochs: int
+    warmup_epochs: float
+    step_size: int  # epochs between x0.1 steps (scheduler "step")
+
+    def param_group_lr(self) -> dict[str, float]:
+        """The learning rate of each of the model's ``param_groups`` names."""
+        ...
+
+
+def build_optimizer(net: nn.Module, settings: OptimSettings) -> Optimizer:
+    """The optimiser of a run: ``settings.optimizer`` over ``net.param_groups`` (each group at
+    its ``settings.param_group_lr()`` rate), wrapped in ASAM when ``settings.asam``."""
+    groups = net.param_groups(settings.param_group_lr())
+    if not groups or not all("lr" in g for g in groups):
+        raise ConfigError("build_optimizer: every parameter group needs an 'lr'")
+    if settings.optimizer == "sgd":
+        opt: Optimizer = torch.optim.SGD(
+            groups,
+            lr=settings.lr_backbone,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+        )
+    elif settings.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=settings.lr_backbone, weight_decay=settings.weight_decay)
+    else:
+        raise ConfigError(
+            f"parameter optimizer: {choices_message('optimizer', settings.optimizer, OPTIMIZERS)}"
+        )
+    if not settings.asam:
+        return opt
+    weights = weight_tensor_ids(net.named_parameters())
+    return ASAM(opt, rho=settings.rho, eta=settings.eta, weights=weights)
+
+
+def build_scheduler(
+    optimizer: Optimizer, settings: OptimSettings, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The run's per-step schedule (``settings.scheduler``, warm-up and ``step_size`` in epochs)."""
+    return make_scheduler(
+        optimizer,
+        settings.scheduler,
+        epochs=settings.epochs,
+        steps_per_epoch=steps_per_epoch,
+        warmup_epochs=settings.warmup_epochs,
+        interval="step",
+        step_size=settings.step_size,
+    )
 
 
 def sgd_from_groups(

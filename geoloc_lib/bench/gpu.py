@@ -9,7 +9,7 @@ Made to be run once on a lent GPU (``scripts/gpu_check.sh``) within a few minute
    (``max_memory_allocated`` after a reset; weights and inputs included) and the median latency
    per batch, fp32 and bf16 autocast, beside Table 4 of the GeoViewMatch paper (RTX 4090).
 2. ``train_geoviewmatch``: training images/s of GeoViewMatch at its recipe's batch size, full
-   steps (:func:`geoloc_lib.train_bench.train_step`: batch augmentation, forward, backward,
+   steps (:func:`geoloc_lib.bench.train.train_step`: batch augmentation, forward, backward,
    AdamW, ASAM's second forward + backward), fp32 and bf16 autocast.
 3. ``train_mcgf``: the same for MCGF (Swin-T + EVA-02 at 448x448, SGD, the weather synthesised
    on the device each step as ``train_mcgf`` does) at batch 16, halved
@@ -56,10 +56,7 @@ from typing import Any
 import torch
 
 from geoloc_lib.analysis.cost import build_for_cost, model_cost, pair_forward, pair_inputs
-from geoloc_lib.core.device import autocast_dtype, to_device
-from geoloc_lib.core.errors import ConfigError
-from geoloc_lib.core.seeding import seed_everything
-from geoloc_lib.eval.bench import (
+from geoloc_lib.bench.eval import (
     U160K_DIM,
     U160K_GALLERY,
     U160K_QUERIES,
@@ -67,9 +64,14 @@ from geoloc_lib.eval.bench import (
     synthetic_features,
     time_bare_matmul,
 )
+from geoloc_lib.bench.train import measure_throughput, random_batch, train_step
+from geoloc_lib.core.device import autocast_dtype, to_device
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.paths import REPO_ROOT
+from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.eval.metrics import evaluate_university1652
 from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, auto_chunk_size
-from geoloc_lib.train_bench import measure_throughput, random_batch, train_step
+from geoloc_lib.training.optim import build_optimizer
 from geoloc_lib.training.recipes import recipe_for
 
 # GeoViewMatch, Table 4 (RTX 4090, batch 16).
@@ -226,18 +228,14 @@ def build_trainable(name: str, preset: str, batch: int) -> tuple[Any, ...]:
     settings = recipe.preset_settings(preset)
     seed_everything(0)
     model = build_for_cost(name, preset, "cpu", **recipe.data_config).train()
+
+    def make_opt(m: torch.nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(m, settings)
+
     if recipe.task == "street->aerial":
-        from geoloc_lib.training.geoviewmatch import make_street_optimizer
-
-        def make_opt(m: torch.nn.Module) -> torch.optim.Optimizer:
-            return make_street_optimizer(m, settings)
-
         transform = None  # the model's own augmentation (time_training)
     else:
-        from geoloc_lib.training.mcgf import make_mcgf_optimizer, weather_batch_transform
-
-        def make_opt(m: torch.nn.Module) -> torch.optim.Optimizer:
-            return make_mcgf_optimizer(m, settings)
+        from geoloc_lib.training.mcgf import weather_batch_transform
 
         transform = weather_batch_transform()  # as train_mcgf: weather synthesised each step
 
@@ -395,7 +393,7 @@ def compile_in_subprocess(s: dict[str, Any], budget: Budget, allow_cpu: bool) ->
         }
     with tempfile.TemporaryDirectory(prefix="geoloc_gpu_compile_") as tmp:
         cmd = [
-            sys.executable, "-m", "geoloc_lib.cli", "bench", "gpu", "--sections", "compile",
+            sys.executable, "-m", "geoloc_lib.pipeline.cli", "bench", "gpu", "--sections", "compile",
             "--compile-in", "process", "--out", tmp, "--budget-s", f"{left:.0f}",
             "--min-compile-s", "0", "--preset", s["preset"], "--train-batch", str(s["train_batch"]),
             "--steps", str(s["steps"]), "--compile-backend", s["compile_backend"],
@@ -404,7 +402,7 @@ def compile_in_subprocess(s: dict[str, Any], budget: Budget, allow_cpu: bool) ->
             cmd.append("--allow-cpu")
         sys.stdout.flush()
         # Its own session, so that a timeout kills inductor's compile workers with it.
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(REPO_ROOT)
         paths = [root, *filter(None, [os.environ.get("PYTHONPATH")])]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         child = subprocess.Popen(cmd, start_new_session=True, env=env)

@@ -18,11 +18,11 @@ from geoloc_lib.core.errors import GeolocError
 # (command words) -> (module, one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("run",): (
-        "geoloc_lib.pipeline",
+        "geoloc_lib.pipeline.runner",
         "execute the numbered notebooks with papermill for a profile",
     ),
     ("notebooks", "record"): (
-        "geoloc_lib.pipeline_record",
+        "geoloc_lib.pipeline.record",
         "re-execute notebooks/ in place at the smoke profile (refreshes nbval's reference outputs)",
     ),
     ("data", "verify"): (
@@ -42,19 +42,19 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "write a University160k-WX answer.zip from features",
     ),
     ("bench", "eval"): (
-        "geoloc_lib.eval.bench",
+        "geoloc_lib.bench.eval",
         "benchmark the retrieval evaluator against the bare matrix product",
     ),
     ("bench", "train"): (
-        "geoloc_lib.train_bench",
+        "geoloc_lib.bench.train",
         "benchmark training throughput per model, fp32 vs bf16 autocast",
     ),
     ("bench", "gpu"): (
-        "geoloc_lib.gpu_bench",
+        "geoloc_lib.bench.gpu",
         "GPU numbers of the paper configurations (inference, training, evaluation) in one run",
     ),
     ("bench", "weather"): (
-        "geoloc_lib.weather.bench",
+        "geoloc_lib.bench.weather",
         "benchmark the weather synthesis (images/s per condition)",
     ),
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.sources import resolve_sources
-from geoloc_lib.profiles import ResolvedRun
+from geoloc_lib.pipeline.profiles import ResolvedRun
 from geoloc_lib.training.runs import check_config, check_model
 
 
