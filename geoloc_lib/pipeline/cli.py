@@ -49,6 +49,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "geoloc_lib.bench.train",
         "benchmark training throughput per model, fp32 vs bf16 autocast",
     ),
+    ("bench", "fit"): (
+        "geoloc_lib.bench.fit",
+        "benchmark end-to-end training (real fit runs: data, weather, validation) and levers",
+    ),
     ("bench", "gpu"): (
         "geoloc_lib.bench.gpu",
         "GPU numbers of the paper configurations (inference, training, evaluation) in one run",

@@ -453,13 +453,24 @@ class _FitRun:
         bar = tqdm(
             total=total, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False
         )
+        # Where the epoch's time goes (history columns data_s, transform_s; the rest is the
+        # model step): what `geoloc bench train --fit` reports per lever.
+        self.epoch_timing = {"data_s": 0.0, "transform_s": 0.0}
+        batches = iter(train_loader)
         try:
-            for batch in train_loader:
+            while True:
+                t_data = time.perf_counter()
+                batch = next(batches, None)
+                if batch is None:
+                    break
                 if config.max_steps_per_epoch is not None and n_steps >= config.max_steps_per_epoch:
                     break
                 batch = to_device(batch, self.device)
+                t_transform = time.perf_counter()
+                self.epoch_timing["data_s"] += t_transform - t_data
                 if self.batch_transform is not None:
                     batch = self.batch_transform(batch)
+                self.epoch_timing["transform_s"] += time.perf_counter() - t_transform
                 optimizer.zero_grad(set_to_none=True)
                 out, norm = self.forward_backward(batch)
                 if self.requires_closure:
@@ -529,6 +540,7 @@ class _FitRun:
         record["images"] = int(counts[1])
         record["time_s"] = elapsed
         record["images_per_s"] = float(counts[1]) / max(elapsed, 1e-9)
+        record.update({k: round(v, 3) for k, v in self.epoch_timing.items()})
 
         if self.validate is not None and (
             (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
@@ -540,8 +552,10 @@ class _FitRun:
                 # leave the trained weights unchanged.
                 training_rng = rng_state()
                 model.eval()
+                t_val = time.perf_counter()
                 with torch.no_grad():
                     metrics = dict(self.validate(model, epoch + 1))
+                metrics["validate_s"] = round(time.perf_counter() - t_val, 3)
                 model.train()
                 set_rng_state(training_rng)
             record.update(broadcast_object(metrics))

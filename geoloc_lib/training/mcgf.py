@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
 from geoloc_lib.core.distributed import setup_distributed
@@ -45,12 +43,8 @@ from geoloc_lib.models import create_model
 from geoloc_lib.training.engine import FitConfig, fit
 from geoloc_lib.training.optim import build_optimizer, build_scheduler
 from geoloc_lib.training.recipes import Recipe, register_recipe, split_overrides
-from geoloc_lib.weather.sets import (
-    EVAL_WEATHER_SEED,
-    WEATHER_REFERENCE_SIZE,
-    weather_keys,
-)
-from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth
+from geoloc_lib.weather.sets import MIXED, WEATHER_REFERENCE_SIZE, eval_weather
+from geoloc_lib.weather.synth import WeatherSynth
 
 MODELS = ("mcgf", "mcgf_matching_only")
 
@@ -240,17 +234,11 @@ def train_mcgf(
     if val_queries != 0:
         query, gallery = data.task("drone->satellite")
         query = subset_images(query, val_queries, seed)
-        cond = torch.from_numpy(
-            np.random.default_rng(seed).integers(0, len(CONDITIONS), len(query))
-        )
-        synth = WeatherSynth(reference_size=WEATHER_REFERENCE_SIZE)
+        # Each query under its own seeded condition (University160k-WX's mixed setting), the
+        # transform evaluation uses: keys and conditions follow the images to any device.
+        weathered = eval_weather(MIXED, WeatherSynth(reference_size=WEATHER_REFERENCE_SIZE))
         q_loader = eval_loader(query, size, cache=cache_images)
         g_loader = eval_loader(gallery, size, cache=cache_images)
-
-        def weathered(batch: dict[str, Any]) -> dict[str, Any]:
-            idx = batch["index"].to(torch.int64)
-            img, _ = synth(batch["image"], cond[idx], seeds=weather_keys(idx, EVAL_WEATHER_SEED))
-            return {**batch, "image": img.clamp(0, 1)}
 
         def validate(m: nn.Module, epoch: int) -> dict[str, float]:
             qf, ql = extract_features(

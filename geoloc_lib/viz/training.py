@@ -12,7 +12,10 @@ from geoloc_lib.viz.samples import save_figure
 
 # History columns that are loss terms (the engine logs every key a model's training_losses
 # returns, plus bookkeeping columns listed here so they are not plotted as losses).
-NOT_LOSSES = {"epoch", "steps", "grad_norm", "images", "time_s", "images_per_s", "logit_scale"}
+NOT_LOSSES = {
+    "epoch", "steps", "grad_norm", "images", "time_s", "images_per_s", "logit_scale",
+    "data_s", "transform_s", "validate_s",
+}  # fmt: skip
 
 
 def loss_columns(history: pd.DataFrame) -> list[str]:

@@ -22,6 +22,8 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.data.geosynth import render as R
 from geoloc_lib.data.geosynth.profiles import GeoSynthProfile, get_profile
 from geoloc_lib.data.geosynth.world import Campus, generate_campus
@@ -36,8 +38,6 @@ from geoloc_lib.data.geosynth.writer import (
     write_manifest,
     write_tables,
 )
-from geoloc_lib.core.errors import ConfigError
-from geoloc_lib.core.runtime import resolve_progress
 
 JPEG_QUALITY = 90
 # UTM-like placement: train districts west, test districts east, distractors in a far band.
@@ -289,7 +289,7 @@ def run_campus(task: CampusTask) -> dict:
         rng = _rng(task, 3, k)
         orbit = R.drone_orbit(p.drone_views, rng, loops=p.orbit_loops)
         views = R.render_drone(
-            campus, (xy[k, 0], xy[k, 1]), orbit, R.sample_conditions(rng, "drone"), size=p.drone_px
+            campus, (xy[k, 0], xy[k, 1]), orbit, drone_conditions(p, sat_cond, rng), size=p.drone_px
         )
         drone_dirs = (
             ["train/drone"] if task.split == "train" else ["test/query_drone", "test/gallery_drone"]
@@ -303,14 +303,27 @@ def run_campus(task: CampusTask) -> dict:
                  float(orbit["distance_m"][v]), float(orbit["heading_deg"][v]), float(orbit["pitch_deg"][v]))
             )  # fmt: skip
     if task.street_quota:
-        rows["streets"] = _render_streets(task, campus, ortho, out)
+        rows["streets"] = _render_streets(task, campus, ortho, sat_cond, out)
     return rows
 
 
-def _render_streets(task: CampusTask, campus: Campus, ortho: np.ndarray, out: Path) -> list:
+def drone_conditions(
+    profile: GeoSynthProfile, sat_cond: R.Conditions, rng: np.random.Generator
+) -> R.Conditions:
+    """The capture conditions of a location's drone orbit (``GeoSynthProfile.drone_capture``)."""
+    if profile.drone_capture == "same_imagery":
+        return R.as_oblique(sat_cond)
+    return R.sample_conditions(rng, "drone")
+
+
+def _render_streets(
+    task: CampusTask, campus: Campus, ortho: np.ndarray, sat_cond: R.Conditions, out: Path
+) -> list:
     p = task.profile
     rng = _rng(task, 4)
-    cond = R.sample_conditions(rng, "street")
+    cond = R.sample_conditions(rng, "street")  # drawn in both modes: the same later streams
+    if p.street_capture == "same_time":
+        cond = R.as_oblique(sat_cond)
     shadow = R.shadow_visibility(campus.height, campus.res, cond.sun_az, cond.sun_el)
     width, height = p.pano_width, p.pano_width // 2
     band = round(width * 112 / 616)  # CVUSA keeps the horizon band (1232x224 = 5.5:1)

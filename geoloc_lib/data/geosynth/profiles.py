@@ -8,7 +8,7 @@ the unit tests.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from geoloc_lib.core.errors import ConfigError, choices_message
 
@@ -35,6 +35,18 @@ class GeoSynthProfile:
     margin_m: float = 160.0  # city around the outermost locations (seen by oblique views)
     street_spacing_m: float = 12.0  # spacing of panoramas along a street run
     street_run: int = 10  # panoramas per run (a drive along one street)
+    # How each view's capture relates to the satellite/aerial imagery (``CAPTURES``).
+    drone_capture: str = "same_imagery"
+    street_capture: str = "different_time"
+
+    def __post_init__(self) -> None:
+        for field, value in (("drone_capture", self.drone_capture),
+                             ("street_capture", self.street_capture)):  # fmt: skip
+            if value not in CAPTURES[field]:
+                raise ConfigError(
+                    f"GeoSynth profile {self.name!r}: "
+                    + choices_message(field, value, CAPTURES[field])
+                )
 
     @property
     def tile_m(self) -> float:
@@ -53,6 +65,20 @@ class GeoSynthProfile:
         return asdict(self)
 
 
+# The capture relation of each view to the overhead imagery, and what each mimics:
+# - drone ``same_imagery``: University-1652's drone views are Google Earth renders of 3D meshes
+#   textured with the same aerial imagery as the satellite tile (the dataset's paper, §3), so
+#   both views share season, sun direction, cast shadows and colour balance, and the haze is
+#   light. ``independent``: each orbit under its own season, sun, colour balance and heavy haze —
+#   real drone photographs taken at another time (a harder robustness variant, not the dataset).
+# - street ``different_time``: CVUSA/CVACT panoramas (Street View) and aerial tiles were
+#   captured at different times, so season, sun and shadows may differ. ``same_time``: under
+#   the aerial tile's conditions (a diagnostic: how much the capture gap costs).
+CAPTURES: dict[str, tuple[str, ...]] = {
+    "drone_capture": ("same_imagery", "independent"),
+    "street_capture": ("different_time", "same_time"),
+}
+
 PROFILES: dict[str, GeoSynthProfile] = {
     "tiny": GeoSynthProfile(
         name="tiny", train_campuses=1, test_campuses=1, campus_grid=3, distractor_campuses=1,
@@ -70,6 +96,11 @@ PROFILES: dict[str, GeoSynthProfile] = {
         street_test=128,
     ),
 }  # fmt: skip
+# Today's default with the drone orbits captured independently of the satellite imagery: the
+# robustness variant (``geoloc data generate geosynth --profile default_capture_gap``).
+PROFILES["default_capture_gap"] = replace(
+    PROFILES["default"], name="default_capture_gap", drone_capture="independent"
+)
 
 
 def get_profile(profile: str | GeoSynthProfile) -> GeoSynthProfile:

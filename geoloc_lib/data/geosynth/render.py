@@ -7,8 +7,8 @@ building key) and differ in geometry and capture conditions:
   shadows from one sun, one season and one colour balance (the "satellite").
 - ``render_drone``: perspective views from a descending orbit, found by
   ray-marching the height field for all pixels of a batch of views at once;
-  facades are shaded with their own material and window pattern and the sun,
-  season, haze and colour balance differ from the satellite's.
+  facades are shaded with their own material and window pattern; the capture
+  conditions are the satellite's or the view's own (``GeoSynthProfile.drone_capture``).
 - ``render_panorama``: 360-degree north-aligned equirectangular panoramas at
   eye height. Per azimuth column the height field is sampled at growing
   distances; the running maximum of the elevation angle is monotone, so the
@@ -20,7 +20,7 @@ Angles: bearings/azimuths are degrees clockwise from north; x = east, y = north.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -75,6 +75,16 @@ def sample_conditions(rng: np.random.Generator, kind: str) -> Conditions:
     gains = tuple(float(g) for g in np.clip(1 + gain_sd * rng.standard_normal(3), 0.75, 1.25))
     hz = tuple(float(c) for c in np.clip([0.72, 0.76, 0.82] + 0.05 * rng.standard_normal(3), 0, 1))
     return Conditions(float(az), float(el), season, gains, float(exposure), float(haze), hz)
+
+
+def as_oblique(sat: Conditions) -> Conditions:
+    """The satellite's capture conditions for a view rendered from the same imagery.
+
+    Sun, season and colour balance are the satellite's (the same texture, the same baked-in
+    shadows); the satellite's veil strength (0.02-0.08) becomes the extinction per 100 m, a light
+    haze: at most ~20 % of the light lost over the drone orbit's slant range of <= 250 m.
+    """
+    return replace(sat)
 
 
 def _season_albedo(albedo: torch.Tensor, veg: torch.Tensor, season: str) -> torch.Tensor:
@@ -319,9 +329,7 @@ def render_drone(
     cx = target_xy[0] + dist * P.sin(brg)
     cy = target_xy[1] + dist * P.cos(brg)
     cz = torch.from_numpy(orbit["altitude_m"].astype(np.float32))
-    fwd = torch.stack(
-        [P.sin(yaw) * P.cos(pitch), P.cos(yaw) * P.cos(pitch), -P.sin(pitch)], 1
-    )
+    fwd = torch.stack([P.sin(yaw) * P.cos(pitch), P.cos(yaw) * P.cos(pitch), -P.sin(pitch)], 1)
     right = torch.stack([P.cos(yaw), -P.sin(yaw), torch.zeros_like(yaw)], 1)
     up = P.cross(right, fwd, dim=1)
     t = math.tan(math.radians(fov_deg) / 2)
@@ -427,9 +435,7 @@ def _sky(bearing, elev, cond: Conditions, rng: np.random.Generator) -> torch.Ten
     clouds = torch.zeros(len(elev), len(bearing))
     for rows, cols, amp in ((10, 24, 0.65), (20, 48, 0.35)):
         grid = torch.from_numpy(rng.uniform(0, 1, (1, 1, rows, cols)).astype(np.float32))
-        clouds += (
-            amp * P.resize(grid, tuple(clouds.shape), mode="bilinear")[0, 0]
-        )
+        clouds += amp * P.resize(grid, tuple(clouds.shape), mode="bilinear")[0, 0]
     amount = ((clouds - (1 - cover)) / 0.25).clamp(0, 1) * (e > 0.02).float()
     return sky * (1 - amount[None]) + torch.tensor([0.9, 0.9, 0.92])[:, None, None] * amount[None]
 

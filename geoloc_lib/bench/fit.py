@@ -1,0 +1,167 @@
+"""``geoloc bench fit``: end-to-end training throughput of real ``fit`` runs, and what each lever buys.
+
+``geoloc bench train`` times the model step alone on one random batch. This benchmark trains each
+model for a few epochs on a real dataset through :func:`~geoloc_lib.training.runs.train_run`, so
+data loading, the weather, the augmentations and validation are all counted, and splits each
+epoch's wall time into what the engine records (``history.csv``):
+
+- ``data_s``: waiting for the loader (decoding, resizing, the per-item pair augmentation);
+- ``transform_s``: the engine's batch transform (MCGF's weather, GeoViewMatch's views);
+- ``step_s``: forward, backward and the optimizer step (the rest of ``time_s``);
+- ``validate_s``: the per-epoch validation pass.
+
+End-to-end images/s = training images / (``time_s`` + ``validate_s``) over the epochs after the
+first (the first also decodes every image once into the cache; it is reported apart). A lever
+(``--lever val_every=5``, ``--lever amp='"bf16"'``, ``--lever batch_size=64``: any override
+``train_run`` takes, the value parsed as JSON) reruns the same epochs with that change; its
+``speed-up`` is its end-to-end images/s over the baseline's, on the same machine and data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.data.sources import resolve_sources
+from geoloc_lib.training.recipes import recipe_for
+from geoloc_lib.training.runs import train_run
+
+DEFAULT_MODELS = ("mcgf", "mcgf_matching_only", "geoviewmatch", "infonce_baseline")
+
+
+def parse_lever(text: str) -> tuple[str, Any]:
+    """``key=value`` with a JSON value (bare words are taken as strings)."""
+    if "=" not in text:
+        raise ConfigError(f"--lever {text!r}: expected key=value, e.g. val_every=5")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def epoch_breakdown(history: pd.DataFrame, skip_first: bool = True) -> dict[str, float]:
+    """Seconds per epoch in each part, and end-to-end images/s, from a run's history."""
+    h = history.iloc[1:] if skip_first and len(history) > 1 else history
+    validate = h["validate_s"].fillna(0.0) if "validate_s" in h else pd.Series(0.0, index=h.index)
+    wall = float((h["time_s"] + validate).sum())
+    parts = {
+        "data_s": float(h["data_s"].sum()) if "data_s" in h else float("nan"),
+        "transform_s": float(h["transform_s"].sum()) if "transform_s" in h else float("nan"),
+        "validate_s": float(validate.sum()),
+    }
+    parts["step_s"] = float(h["time_s"].sum()) - parts["data_s"] - parts["transform_s"]
+    n = max(len(h), 1)
+    out = {f"{k} per epoch": v / n for k, v in parts.items()}
+    out["epoch_s"] = wall / n
+    out["images/s"] = float(h["images"].sum()) / max(wall, 1e-9)
+    return out
+
+
+def measure_fit(
+    model: str,
+    sources: Any,
+    *,
+    epochs: int,
+    preset: str,
+    overrides: Mapping[str, Any],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train ``model`` for ``epochs`` in a scratch folder; its timing breakdown."""
+    recipe_for(model)  # a clear error for an unknown model before any work
+    with tempfile.TemporaryDirectory(prefix="geoloc_bench_fit_") as runs_dir:
+        start = time.perf_counter()
+        run = train_run(
+            model, sources, runs_dir, preset=preset, epochs=epochs, seed=seed, progress=False,
+            **overrides,
+        )  # fmt: skip
+        wall = time.perf_counter() - start
+    history = run.history
+    row: dict[str, Any] = {"model": model, "epochs": epochs, "wall_s": wall}
+    row["first epoch_s"] = float(history["time_s"].iloc[0]) + float(
+        history.get("validate_s", pd.Series([0.0])).fillna(0.0).iloc[0]
+    )
+    row.update(epoch_breakdown(history))
+    return row
+
+
+def run_benchmark(
+    sources: Any,
+    models: Sequence[str],
+    levers: Sequence[tuple[str, Any]],
+    *,
+    epochs: int = 3,
+    preset: str = "default",
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One baseline row per model, then one row per lever with its speed-up over the baseline."""
+    if epochs < 2:
+        raise ConfigError("parameter epochs: at least 2 (the first epoch decodes the images)")
+    rows = []
+    for model in models:
+        base = measure_fit(model, sources, epochs=epochs, preset=preset, overrides={}, seed=seed)
+        base.update(lever="baseline", **{"speed-up": 1.0})
+        rows.append(base)
+        for key, value in levers:
+            row = measure_fit(
+                model, sources, epochs=epochs, preset=preset, overrides={key: value}, seed=seed
+            )
+            row.update(lever=f"{key}={json.dumps(value)}")
+            row["speed-up"] = row["images/s"] / base["images/s"]
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    first = ["model", "lever", "images/s", "speed-up", "epoch_s"]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root", default="data/geosynth", help="GeoSynth root (default data/geosynth)"
+    )
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (>= 2)")
+    parser.add_argument(
+        "--lever",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="an override to compare with the baseline (repeatable), e.g. val_every=5",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    root = Path(args.root)
+    if not root.is_dir():
+        raise ConfigError(
+            f"--root {root}: no such folder; generate it with "
+            f"`geoloc data generate geosynth --profile default --out {root}`"
+        )
+    sources = resolve_sources("geosynth", str(root), "", "", "cvact")
+    levers = [parse_lever(text) for text in args.lever]
+    table = run_benchmark(
+        sources, args.models, levers, epochs=args.epochs, preset=args.preset, seed=args.seed
+    )
+    print(
+        f"end-to-end training on {root} ({args.preset} preset, {args.epochs} epochs per run, "
+        f"{torch.get_num_threads()} CPU threads; per-epoch figures exclude the first epoch)"
+    )
+    print(table.round(3).to_string(index=False))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0

@@ -1,0 +1,61 @@
+"""geoloc bench fit: lever parsing, the epoch breakdown, a real tiny run and its CLI errors."""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import pytest
+from layouts import make_university1652
+
+from geoloc_lib.bench import fit as B
+from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.data.sources import DataSources
+
+
+def test_parse_lever_reads_json_values_and_bare_words():
+    assert B.parse_lever("val_every=5") == ("val_every", 5)
+    assert B.parse_lever('amp="bf16"') == ("amp", "bf16")
+    assert B.parse_lever("amp=bf16") == ("amp", "bf16")
+    assert B.parse_lever("ground_size=[64, 320]") == ("ground_size", [64, 320])
+    with pytest.raises(ConfigError, match="key=value"):
+        B.parse_lever("val_every")
+
+
+def test_epoch_breakdown_skips_the_first_epoch_and_counts_validation():
+    history = pd.DataFrame(
+        {
+            "time_s": [10.0, 4.0, 6.0],
+            "images": [100, 100, 100],
+            "data_s": [8.0, 1.0, 1.0],
+            "transform_s": [0.5, 0.5, 0.5],
+            "validate_s": [1.0, None, 2.0],
+        }
+    )
+    got = B.epoch_breakdown(history)
+    assert got["epoch_s"] == pytest.approx((4 + 6 + 2) / 2)
+    assert got["images/s"] == pytest.approx(200 / 12)
+    assert got["data_s per epoch"] == pytest.approx(1.0)
+    assert got["step_s per epoch"] == pytest.approx((10 - 2 - 1) / 2)
+    assert got["validate_s per epoch"] == pytest.approx(1.0)
+
+
+def test_run_benchmark_trains_real_runs_and_compares_a_lever(tmp_path):
+    root = make_university1652(tmp_path / "u", train_ids=range(1, 9), test_ids=(10, 11), views=2)
+    sources = DataSources("geosynth", root, None, "cvact")
+    table = B.run_benchmark(
+        sources, ["mcgf_matching_only"], [("val_queries", 0)], epochs=2, preset="smoke"
+    )
+    assert list(table["lever"]) == ["baseline", "val_queries=0"]
+    assert table["images/s"].gt(0).all() and table["speed-up"].iloc[0] == 1.0
+    assert table["validate_s per epoch"].iloc[0] > 0 and table["validate_s per epoch"].iloc[1] == 0
+    with pytest.raises(ConfigError, match="at least 2"):
+        B.run_benchmark(sources, ["mcgf_matching_only"], [], epochs=1, preset="smoke")
+
+
+def test_main_names_a_missing_root(tmp_path):
+    parser = argparse.ArgumentParser()
+    B.add_arguments(parser)
+    args = parser.parse_args(["--root", str(tmp_path / "nowhere")])
+    with pytest.raises(ConfigError, match="--root .*nowhere.*geoloc data generate"):
+        B.main(args)
