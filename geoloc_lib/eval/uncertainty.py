@@ -282,7 +282,9 @@ def verdict(lo: float, hi: float, direction: int, n_seeds: int) -> tuple[str, st
     the number of seeds in the note.
     """
     if direction not in (1, -1):
-        raise ConfigError(f"verdict: direction must be +1 or -1 (the claimed sign), got {direction}")
+        raise ConfigError(
+            f"verdict: direction must be +1 or -1 (the claimed sign), got {direction}"
+        )
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
         raise ConfigError(f"verdict: need a finite interval with lo <= hi, got [{lo}, {hi}]")
     if n_seeds < MIN_SEEDS:
