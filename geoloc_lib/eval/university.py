@@ -30,7 +30,6 @@ from geoloc_lib.models import load_model
 from geoloc_lib.weather.sets import EVAL_WEATHER_SEED, MIXED, WEATHER_REFERENCE_SIZE, eval_weather
 from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth
 
-
 MCGF_METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "AP")
 
 
