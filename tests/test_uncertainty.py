@@ -102,7 +102,9 @@ def test_seed_effect_means_stds_and_interval():
     b = [rng.random(200) * 100 for _ in range(3)]
     e = seed_effect(a, b)
     assert e.n_seeds == 3 and e.n_queries == 200
-    assert e.effect == pytest.approx(np.mean([x.mean() - y.mean() for x, y in zip(a, b)]))
+    assert e.effect == pytest.approx(
+        np.mean([x.mean() - y.mean() for x, y in zip(a, b, strict=True)])
+    )
     assert e.mean_a == pytest.approx(np.mean([x.mean() for x in a]))
     assert e.std_a == pytest.approx(np.std([x.mean() for x in a], ddof=1))
     assert e.lo < e.effect < e.hi and e.lo > 0
