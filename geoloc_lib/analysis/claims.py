@@ -250,3 +250,22 @@ def per_seed_table(results: SeedResults, metric: str = "R@1") -> pd.DataFrame:
     ddof = 1 if values.shape[1] > 1 else 0
     wide[f"std {metric}"] = np.std(values, axis=1, ddof=ddof)
     return wide.reset_index()
+
+
+def per_seed_summary(
+    mcgf: SeedResults | None = None, street: SeedResults | None = None, metric: str = "R@1"
+) -> pd.DataFrame:
+    """Both papers' :func:`per_seed_table` in one: ``paper, variant, condition`` (MCGF: ``mean``
+    or ``mixed``; GeoViewMatch: ``split``), ``metric`` per seed, its mean and std over seeds."""
+    parts = []
+    if mcgf is not None:
+        parts.append(per_seed_table(mcgf, metric).assign(paper=MCGF))
+    if street is not None:
+        parts.append(per_seed_table(street, metric).assign(paper=GVM, condition="split"))
+    if not parts:
+        raise ConfigError(
+            "per_seed_summary: give the MCGF results (mcgf=), the street ones or both"
+        )
+    table = pd.concat(parts, ignore_index=True)
+    first = ["paper", "variant", "condition"]
+    return table[first + [c for c in table.columns if c not in first]]
