@@ -296,3 +296,46 @@ def verdict(lo: float, hi: float, direction: int, n_seeds: int) -> tuple[str, st
     if high < 0:
         return CONTRADICTED, "interval excludes 0 against the claimed direction"
     return UNDECIDED, "interval contains 0"
+
+
+CURVE_KS: tuple[int, ...] = (1, 2, 3, 5, 10, 20, 50, 100)
+
+
+def recall_curves(
+    per_query: pd.DataFrame,
+    ks: Sequence[int] = CURVE_KS,
+    *,
+    by: str = "condition",
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> pd.DataFrame:
+    """Recall@k (percent) for every k and value of ``by``, with 95 % bootstrap intervals.
+
+    ``per_query`` needs ``rank`` (1-based rank of the best true match; NaN: a query the protocol
+    skips, left out) and ``by``, e.g. what ``evaluate_mcgf(..., per_query=True)`` returns for one
+    method and task. All k of a group are resampled with the same draws, so each band is the
+    interval of a monotone curve's points. Columns: ``by, k, recall, lo, hi, n_queries``.
+    """
+    ks = [int(k) for k in ks]
+    if not ks or any(k < 1 for k in ks):
+        raise ConfigError(f"recall_curves: ks must be positive integers, got {ks!r}")
+    missing = [c for c in ("rank", by) if c not in per_query.columns]
+    if missing:
+        raise ConfigError(
+            f"recall_curves: per-query table lacks {missing}; pass an evaluator's per-query "
+            "results (per_query=True) of one method and task"
+        )
+    rows = []
+    for group, part in per_query.groupby(by, sort=False):
+        ranks = part["rank"].dropna().to_numpy(dtype=np.float64)
+        if not len(ranks):
+            continue
+        hits = (ranks[:, None] <= np.asarray(ks, dtype=np.float64)[None, :]) * 100.0
+        lo, hi = bootstrap_interval(hits, confidence=confidence, n_resamples=n_resamples, seed=seed)
+        for j, k in enumerate(ks):
+            rows.append(
+                {by: group, "k": k, "recall": float(hits[:, j].mean()), "lo": float(lo[j]),
+                 "hi": float(hi[j]), "n_queries": len(ranks)}
+            )  # fmt: skip
+    return pd.DataFrame(rows, columns=[by, "k", "recall", "lo", "hi", "n_queries"])
