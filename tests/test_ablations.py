@@ -339,3 +339,68 @@ def test_paper_cost_row_counts_two_backbones_and_states_its_flop_convention():
         device="cpu", latency_budget_s=0.0,
     )  # fmt: skip
     assert A.cost_comparison(shared)["paper params (M)"].isna().all()  # not the paper's model
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def _with_bounds(results: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
+    out = results.copy()
+    for m in metrics:
+        out[f"{m} lo"], out[f"{m} hi"] = out[m] - 1.0, out[m] + 2.0
+    return out
+
+
+def test_tables_and_figures_carry_the_intervals():
+    from geoloc_lib.viz.ablations import ablation_bars_figure, weather_recall_figure
+
+    street = _with_bounds(_street_results(), A.STREET_METRICS)
+    t5 = A.ablation_table(street, A.TABLE5)
+    assert list(t5.columns[2:6]) == list(A.STREET_METRICS)  # point values first, as before
+    assert list(t5.columns[6:8]) == ["R@1 lo", "R@1 hi"] and len(t5.columns) == 14
+    fig = ablation_bars_figure(street)
+    bars = [c for c in fig.axes[0].containers if hasattr(c, "errorbar")]
+    assert bars and all(c.errorbar is not None for c in bars)
+    mcgf = _with_bounds(_mcgf_results(), ("R@1", "AP"))
+    wide = A.mcgf_weather_table(mcgf)
+    assert list(wide.columns)[1:3] == ["MCGF (full) R@1", "MCGF (full) AP"]
+    assert "w/o diffusion AP hi" in wide.columns
+    assert wide.loc[0, "MCGF (full) R@1 lo"] == 49.0
+    assert len(weather_recall_figure(mcgf).axes) == 2
+    assert "MCGF (full) R@1 lo" not in A.mcgf_weather_table(_mcgf_results()).columns
+
+
+def _per_query_mcgf() -> pd.DataFrame:
+    # 4 queries, 2 conditions; the full model hits every query the ablated one misses in fog
+    rows = []
+    for v, hits in (("MCGF (full)", (1, 1, 1, 1)), ("w/o restoration", (1, 0, 1, 0))):
+        for c in ("normal", "fog"):
+            for q, h in enumerate(hits if c == "fog" else (1, 1, 1, 1)):
+                rows.append({"variant": v, "condition": c, "query": q, "R@1": 100.0 * h,
+                             "AP": 100.0 * h})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_deltas_and_claims_get_paired_intervals():
+    per_query = _per_query_mcgf()
+    results = per_query.groupby(["variant", "condition"], sort=False)[["R@1", "AP"]].mean()
+    results = results.reset_index()
+    means = results.groupby("variant", sort=False)[["R@1", "AP"]].mean().reset_index()
+    results = pd.concat([results, means.assign(condition="mean")], ignore_index=True)
+    d = A.mcgf_ablation_deltas(results, per_query).set_index("part")
+    row = d.loc["restoration branch"]
+    assert row["mean ΔR@1"] == pytest.approx(25.0)
+    assert 0.0 <= row["mean ΔR@1 lo"] <= 25.0 <= row["mean ΔR@1 hi"] <= 50.0
+    assert "mean ΔR@1 lo" not in A.mcgf_ablation_deltas(results).columns
+    street = _street_results()
+    pq = pd.DataFrame(
+        [
+            {"variant": v, "query": q, "R@1": 100.0 * (q < r / 10)}
+            for v, r in zip(street["variant"], street["R@1"], strict=True)
+            for q in range(4)
+        ]
+    )
+    claims = A.ablation_claims(street, pq).set_index("change")
+    assert list(claims.columns[-2:]) == ["ours ΔR@1 lo", "ours ΔR@1 hi"]
+    same = claims.loc["f4+f3 -> f4+f3+f2"]
+    assert (same["ours ΔR@1 lo"], same["ours ΔR@1 hi"]) == (0.0, 0.0)
