@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -404,3 +405,65 @@ def test_deltas_and_claims_get_paired_intervals():
     assert list(claims.columns[-2:]) == ["ours ΔR@1 lo", "ours ΔR@1 hi"]
     same = claims.loc["f4+f3 -> f4+f3+f2"]
     assert (same["ours ΔR@1 lo"], same["ours ΔR@1 hi"]) == (0.0, 0.0)
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def test_seed_runs_get_their_own_folders(tiny_sources, tmp_path, monkeypatch):
+    names = []
+
+    def fake(model, sources, runs_dir, *, name, seed, **kw):
+        names.append((name, seed))
+        return SimpleNamespace(out_dir=runs_dir / name), True
+
+    monkeypatch.setattr(runs, "ensure_run", fake)
+    v = _variant()
+    kw = dict(preset="smoke", epochs=1, device="cpu", progress=False)
+    for seed in (0, 2):
+        A.ensure_seed_run(v, tiny_sources, tmp_path, seed=seed, **kw)
+    assert names == [("matching", 0), ("matching_seed2", 2)]
+    assert A.seed_run_name(v, 0) == "matching" and A.seed_run_name(v, 3) == "matching_seed3"
+
+
+def test_mcgf_seeds_pair_queries_and_draw_a_sample_per_seed(tiny_sources, monkeypatch):
+    from pathlib import Path
+
+    from geoloc_lib.models.raw_pixel import RawPixelMatcher
+
+    class FakeRun:
+        def __init__(self, name: str, seed: int) -> None:
+            self.out_dir = Path("runs") / name
+            torch.manual_seed(seed)
+            self.model = RawPixelMatcher(4, img_size=16)
+            self.model.cfg = SimpleNamespace()  # test-time variants set fields on it
+
+    monkeypatch.setattr(
+        A, "ensure_run", lambda v, *a, seed, **k: (FakeRun(v.run_name, seed), False)
+    )
+    res = A.run_mcgf_seeds(
+        tiny_sources, "runs", preset="smoke", epochs=1, seeds=[0, 1],
+        labels=("MCGF (full)", "w/o restoration"), conditions=("normal", "fog", "mixed"),
+        raw_pixels=True, max_queries=3, device="cpu", progress=False,
+    )  # fmt: skip
+    s = res.summary
+    assert list(s.columns[:6]) == ["seed", "variant", "run", "trained_now", "epochs", "condition"]
+    assert set(s["variant"]) == {"MCGF (full)", "w/o restoration", A.RAW_PIXELS}
+    assert set(s.loc[s["seed"] == 1, "run"]) == {"mcgf_seed1", "mcgf_matching_only_seed1", ""}
+    assert {"R@1 lo", "AP hi"} <= set(s.columns)
+    pq = res.per_query
+    assert list(pq.columns[:5]) == ["seed", "variant", "condition", "query", "rank"]
+    assert (pq.groupby(["seed", "variant", "condition"]).size() == 3).all()
+    # each seed's mean row is the mean of its queries over the fixed conditions
+    one = pq[(pq["seed"] == 1) & (pq["variant"] == A.RAW_PIXELS)]
+    mean_row = s[(s["seed"] == 1) & (s["variant"] == A.RAW_PIXELS) & (s["condition"] == "mean")]
+    fixed = one[one["condition"] != "mixed"]
+    assert mean_row["R@1"].iloc[0] == pytest.approx(fixed["R@1"].mean())
+    table, per_query = A.run_mcgf_ablations(
+        tiny_sources, "runs", preset="smoke", epochs=1, max_queries=3, device="cpu",
+        progress=False, per_query=True,
+    )  # fmt: skip
+    assert "seed" not in table.columns and list(table.columns[:5]) == [
+        "variant", "run", "trained_now", "epochs", "condition",
+    ]  # fmt: skip
+    assert len(per_query) == 5 * 10 * 3  # 5 variants, 10 conditions, 3 queries
