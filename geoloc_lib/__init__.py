@@ -17,9 +17,12 @@ metrics for validation). See README.md for the repository map.
   ``training/`` (``recipes.py``: one recipe per model; ``mcgf.py``, ``geoviewmatch.py``: the
   papers' recipes; ``runs.py``: ``train_run`` / ``load_run``)
 - ``eval/``      features, ranking, metrics, ``university.py`` (drone/satellite per weather),
-  ``street.py`` (street/aerial per split), tables, submissions, local challenge
-- ``analysis/``  ablations, explain (heatmaps, Grad-CAM), cost; ``viz/`` and ``reporting.py``
-  (report folders, markdown tables) draw the results of eval and analysis
+  ``street.py`` (street/aerial per split), ``uncertainty.py`` (bootstrap intervals over queries
+  and seeds, verdicts), ``examples.py`` (seeded draws of queries for the top-k figures), tables,
+  submissions, local challenge
+- ``analysis/``  ablations (seeded grids), claims (the papers' claims and their verdicts), explain
+  (heatmaps, Grad-CAM), cost; ``viz/`` and ``reporting.py`` (report folders, markdown tables)
+  draw the results of eval and analysis
 - pipeline      ``cli.py`` (``geoloc``), ``pipeline.py`` (papermill runner), ``profiles.py``,
   ``dry_run.py``, ``pipeline_record.py``, ``reports_index.py``; benchmarks:
   ``train_bench.py``, ``eval/bench.py``, ``weather/bench.py``

@@ -235,3 +235,19 @@ def test_views_per_location_keeps_k_seeded_views_of_every_location():
     assert _views_per_location(images, None, seed=0) is images
     picks = {tuple(_views_per_location(images, 2, seed=s).paths) for s in range(6)}
     assert len(picks) > 1  # the seed picks the views
+
+
+def test_evaluate_pairs_per_query_ranks_match_the_summary():
+    from geoloc_lib.eval.metrics import evaluate_pairs
+
+    g = torch.nn.functional.normalize(
+        torch.randn(20, 8, generator=torch.Generator().manual_seed(1))
+    )
+    q = torch.nn.functional.normalize(g[:10] + 0.8 * torch.randn(10, 8))
+    coords = np.arange(40, dtype=np.float64).reshape(20, 2) * 30
+    out, per_query = evaluate_pairs(q, g, gallery_coords=coords, progress=False, per_query=True)
+    assert out == evaluate_pairs(q, g, gallery_coords=coords, progress=False)
+    assert list(per_query.columns[:2]) == ["rank", "R@1"] and len(per_query) == 10
+    for k in (1, 5, 10):
+        assert ((per_query["rank"] <= k) * 100.0 == per_query[f"R@{k}"]).all()
+        assert per_query[f"R@{k}"].mean() == pytest.approx(out[f"R@{k}"])
