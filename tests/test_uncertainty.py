@@ -94,6 +94,8 @@ def test_interval_table_groups_skips_nan_rows_and_orders_columns():
     assert (rain["R@1 lo"], rain["R@1 hi"], rain["AP lo"], rain["AP hi"]) == (0, 0, 10, 10)
     with pytest.raises(ConfigError, match="lacks"):
         interval_table(per_query, ["R@5"])
+    skipped = interval_table(per_query.iloc[3:4], ["R@1"])  # only a skipped query
+    assert skipped["n_queries"].tolist() == [0] and np.isnan(skipped.loc[0, "R@1 lo"])
 
 
 def test_seed_effect_means_stds_and_interval():

@@ -180,11 +180,15 @@ def interval_table(
     for key, part in groups:
         key = key if isinstance(key, tuple) else (key,)
         values = part[metrics].to_numpy(dtype=np.float64)
-        lo, hi = bootstrap_interval(
-            values, confidence=confidence, n_resamples=n_resamples, seed=seed
-        )
+        if not len(values):  # every query skipped: nothing to estimate
+            lo = hi = np.full(len(metrics), np.nan)
+        else:
+            lo, hi = bootstrap_interval(
+                values, confidence=confidence, n_resamples=n_resamples, seed=seed
+            )
         row = dict(zip(by, key, strict=True))
-        row.update({m: float(v) for m, v in zip(metrics, values.mean(axis=0), strict=True)})
+        means = values.mean(axis=0) if len(values) else np.full(len(metrics), np.nan)
+        row.update({m: float(v) for m, v in zip(metrics, means, strict=True)})
         for m, low, high in zip(metrics, lo, hi, strict=True):
             row.update(dict(zip(bound_columns(m), (float(low), float(high)), strict=True)))
         row["n_queries"] = len(part)
