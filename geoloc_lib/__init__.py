@@ -17,12 +17,16 @@ metrics for validation). See README.md for the repository map.
   ``recipes.py`` (one recipe per model), ``mcgf.py`` and ``geoviewmatch.py`` (the papers'
   recipes), ``runs.py`` (``train_run`` / ``load_run``)
 - ``eval/``      features, ranking, metrics, ``university.py`` (drone/satellite per weather),
-  ``street.py`` (street/aerial per split), tables, submissions, local challenge
-- ``analysis/``  ablations, explain (heatmaps, Grad-CAM), cost; ``viz/`` and ``reporting.py``
-  (report folders, markdown tables) draw the results of eval and analysis
+  ``street.py`` (street/aerial per split), ``uncertainty.py`` (bootstrap intervals over queries
+  and seeds, verdicts), ``examples.py`` (seeded draws of queries for the top-k figures), tables,
+  submissions, local challenge
+- ``analysis/``  ablations (seeded grids), claims (the papers' claims and their verdicts), explain
+  (heatmaps, Grad-CAM), cost; ``viz/`` and ``reporting.py`` (report folders, markdown tables)
+  draw the results of eval and analysis
 - ``pipeline/``  ``cli.py`` (``geoloc``), ``runner.py`` (papermill runner), ``profiles.py``,
   ``dry_run.py``, ``record.py`` (re-recording the notebooks), ``reports_index.py``;
-  ``bench/`` beside it: ``eval.py``, ``train.py``, ``weather.py``, ``gpu.py`` (``geoloc bench``)
+  ``bench/`` beside it: ``eval.py``, ``train.py``, ``fit.py``, ``weather.py``, ``gpu.py``
+  (``geoloc bench``)
 """
 
 __version__ = "0.1.0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -339,3 +340,130 @@ def test_paper_cost_row_counts_two_backbones_and_states_its_flop_convention():
         device="cpu", latency_budget_s=0.0,
     )  # fmt: skip
     assert A.cost_comparison(shared)["paper params (M)"].isna().all()  # not the paper's model
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def _with_bounds(results: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
+    out = results.copy()
+    for m in metrics:
+        out[f"{m} lo"], out[f"{m} hi"] = out[m] - 1.0, out[m] + 2.0
+    return out
+
+
+def test_tables_and_figures_carry_the_intervals():
+    from geoloc_lib.viz.ablations import ablation_bars_figure, weather_recall_figure
+
+    street = _with_bounds(_street_results(), A.STREET_METRICS)
+    t5 = A.ablation_table(street, A.TABLE5)
+    assert list(t5.columns[2:6]) == list(A.STREET_METRICS)  # point values first, as before
+    assert list(t5.columns[6:8]) == ["R@1 lo", "R@1 hi"] and len(t5.columns) == 14
+    fig = ablation_bars_figure(street)
+    bars = [c for c in fig.axes[0].containers if hasattr(c, "errorbar")]
+    assert bars and all(c.errorbar is not None for c in bars)
+    mcgf = _with_bounds(_mcgf_results(), ("R@1", "AP"))
+    wide = A.mcgf_weather_table(mcgf)
+    assert list(wide.columns)[1:3] == ["MCGF (full) R@1", "MCGF (full) AP"]
+    assert "w/o diffusion AP hi" in wide.columns
+    assert wide.loc[0, "MCGF (full) R@1 lo"] == 49.0
+    assert len(weather_recall_figure(mcgf).axes) == 2
+    assert "MCGF (full) R@1 lo" not in A.mcgf_weather_table(_mcgf_results()).columns
+
+
+def _per_query_mcgf() -> pd.DataFrame:
+    # 4 queries, 2 conditions; the full model hits every query the ablated one misses in fog
+    rows = []
+    for v, hits in (("MCGF (full)", (1, 1, 1, 1)), ("w/o restoration", (1, 0, 1, 0))):
+        for c in ("normal", "fog"):
+            for q, h in enumerate(hits if c == "fog" else (1, 1, 1, 1)):
+                rows.append({"variant": v, "condition": c, "query": q, "R@1": 100.0 * h,
+                             "AP": 100.0 * h})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_deltas_and_claims_get_paired_intervals():
+    per_query = _per_query_mcgf()
+    results = per_query.groupby(["variant", "condition"], sort=False)[["R@1", "AP"]].mean()
+    results = results.reset_index()
+    means = results.groupby("variant", sort=False)[["R@1", "AP"]].mean().reset_index()
+    results = pd.concat([results, means.assign(condition="mean")], ignore_index=True)
+    d = A.mcgf_ablation_deltas(results, per_query).set_index("part")
+    row = d.loc["restoration branch"]
+    assert row["mean ΔR@1"] == pytest.approx(25.0)
+    assert 0.0 <= row["mean ΔR@1 lo"] <= 25.0 <= row["mean ΔR@1 hi"] <= 50.0
+    assert "mean ΔR@1 lo" not in A.mcgf_ablation_deltas(results).columns
+    street = _street_results()
+    pq = pd.DataFrame(
+        [
+            {"variant": v, "query": q, "R@1": 100.0 * (q < r / 10)}
+            for v, r in zip(street["variant"], street["R@1"], strict=True)
+            for q in range(4)
+        ]
+    )
+    claims = A.ablation_claims(street, pq).set_index("change")
+    assert list(claims.columns[-2:]) == ["ours ΔR@1 lo", "ours ΔR@1 hi"]
+    same = claims.loc["f4+f3 -> f4+f3+f2"]
+    assert (same["ours ΔR@1 lo"], same["ours ΔR@1 hi"]) == (0.0, 0.0)
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def test_seed_runs_get_their_own_folders(tiny_sources, tmp_path, monkeypatch):
+    names = []
+
+    def fake(model, sources, runs_dir, *, name, seed, **kw):
+        names.append((name, seed))
+        return SimpleNamespace(out_dir=runs_dir / name), True
+
+    monkeypatch.setattr(runs, "ensure_run", fake)
+    v = _variant()
+    kw = dict(preset="smoke", epochs=1, device="cpu", progress=False)
+    for seed in (0, 2):
+        A.ensure_seed_run(v, tiny_sources, tmp_path, seed=seed, **kw)
+    assert names == [("matching", 0), ("matching_seed2", 2)]
+    assert A.seed_run_name(v, 0) == "matching" and A.seed_run_name(v, 3) == "matching_seed3"
+
+
+def test_mcgf_seeds_pair_queries_and_draw_a_sample_per_seed(tiny_sources, monkeypatch):
+    from pathlib import Path
+
+    from geoloc_lib.models.raw_pixel import RawPixelMatcher
+
+    class FakeRun:
+        def __init__(self, name: str, seed: int) -> None:
+            self.out_dir = Path("runs") / name
+            torch.manual_seed(seed)
+            self.model = RawPixelMatcher(4, img_size=16)
+            self.model.cfg = SimpleNamespace()  # test-time variants set fields on it
+
+    monkeypatch.setattr(
+        A, "ensure_run", lambda v, *a, seed, **k: (FakeRun(v.run_name, seed), False)
+    )
+    res = A.run_mcgf_seeds(
+        tiny_sources, "runs", preset="smoke", epochs=1, seeds=[0, 1],
+        labels=("MCGF (full)", "w/o restoration"), conditions=("normal", "fog", "mixed"),
+        raw_pixels=True, max_queries=3, device="cpu", progress=False,
+    )  # fmt: skip
+    s = res.summary
+    assert list(s.columns[:6]) == ["seed", "variant", "run", "trained_now", "epochs", "condition"]
+    assert set(s["variant"]) == {"MCGF (full)", "w/o restoration", A.RAW_PIXELS}
+    assert set(s.loc[s["seed"] == 1, "run"]) == {"mcgf_seed1", "mcgf_matching_only_seed1", ""}
+    assert {"R@1 lo", "AP hi"} <= set(s.columns)
+    pq = res.per_query
+    assert list(pq.columns[:5]) == ["seed", "variant", "condition", "query", "rank"]
+    assert (pq.groupby(["seed", "variant", "condition"]).size() == 3).all()
+    # each seed's mean row is the mean of its queries over the fixed conditions
+    one = pq[(pq["seed"] == 1) & (pq["variant"] == A.RAW_PIXELS)]
+    mean_row = s[(s["seed"] == 1) & (s["variant"] == A.RAW_PIXELS) & (s["condition"] == "mean")]
+    fixed = one[one["condition"] != "mixed"]
+    assert mean_row["R@1"].iloc[0] == pytest.approx(fixed["R@1"].mean())
+    table, per_query = A.run_mcgf_ablations(
+        tiny_sources, "runs", preset="smoke", epochs=1, max_queries=3, device="cpu",
+        progress=False, per_query=True,
+    )  # fmt: skip
+    assert "seed" not in table.columns and list(table.columns[:5]) == [
+        "variant", "run", "trained_now", "epochs", "condition",
+    ]  # fmt: skip
+    assert len(per_query) == 5 * 10 * 3  # 5 variants, 10 conditions, 3 queries

@@ -174,7 +174,50 @@ def test_evaluate_mcgf_mixed_and_views_per_location_feed_the_tables(tmp_path):
     # 6 gallery locations (3 test + 3 distractors) x 1 view; every satellite query keeps a match.
     assert (s2d["n_gallery"] == 6).all() and (s2d["n_queries"] == 3).all()
     table = weather_table(stack_results({"raw": df}), "satellite->drone")
-    assert list(table.columns)[1::4] == ["normal R@1", "rain R@1", "mixed R@1", "mean R@1"]
+    assert list(table.columns)[1:17:4] == ["normal R@1", "rain R@1", "mixed R@1", "mean R@1"]
+    # the point columns first, then each one's 95 % bounds in the same order
+    assert list(table.columns)[17:19] == ["normal R@1 lo", "normal R@1 hi"]
+    assert len(table.columns) == 1 + 4 * 4 * 3
+    for k in ("R@1", "R@5", "R@10", "AP"):
+        assert (df[f"{k} lo"] <= df[k] + 1e-9).all() and (df[k] <= df[f"{k} hi"] + 1e-9).all()
+    # the intervals come from the per-query table the evaluation returns
+    again, per_query = evaluate_mcgf(
+        RawPixelMatcher(4, img_size=16), root, ("normal", "rain", MIXED),
+        gallery_views_per_location=1, device="cpu", progress=False, per_query=True,
+    )  # fmt: skip
+    pd.testing.assert_frame_equal(again, df)
+    assert list(per_query.columns[:4]) == ["task", "condition", "query", "rank"]
+    d2s = per_query[(per_query["task"] == "drone->satellite") & (per_query["condition"] == "rain")]
+    row = df[(df["task"] == "drone->satellite") & (df["condition"] == "rain")].iloc[0]
+    assert d2s["R@1"].mean() == pytest.approx(row["R@1"])
+    assert ((d2s["rank"] <= 1) == (d2s["R@1"] == 100)).all()
+
+
+def test_wide_tables_append_the_bounds_after_the_point_values():
+    long = stack_results(
+        {
+            "gvm": {**_street_row(0), "dataset": "CVACT", "R@1 lo": -1.0, "R@1 hi": 1.0},
+            "raw": {**_street_row(100), "dataset": "CVACT", "R@1 lo": 99.0, "R@1 hi": 101.0},
+        }
+    )
+    table = wide_table(long, "dataset", ["R@1", "R@5"], prefix_groups=False)
+    assert list(table.columns) == ["method", "R@1", "R@5"]  # R@5 has no bounds: none at all
+    with_bounds = wide_table(long, "dataset", ["R@1"], prefix_groups=False)
+    assert list(with_bounds.columns) == ["method", "R@1", "R@1 lo", "R@1 hi"]
+    assert with_bounds.loc[1, "R@1 hi"] == 101.0
+    prefixed = wide_table(long, "dataset", ["R@1"])
+    assert list(prefixed.columns) == ["method", "CVACT R@1", "CVACT R@1 lo", "CVACT R@1 hi"]
+    with pytest.raises(ConfigError, match="lack column"):
+        wide_table(long, "dataset", ["R@5"], intervals=True)
+
+
+def test_markdown_shows_value_and_interval_in_one_cell():
+    from geoloc_lib.reporting import markdown_table, with_intervals
+
+    df = pd.DataFrame({"method": ["a"], "R@1": [4.844], "R@1 lo": [3.1], "R@1 hi": [6.6]})
+    shown = with_intervals(df)
+    assert list(shown.columns) == ["method", "R@1"] and shown.loc[0, "R@1"] == "4.84 [3.10, 6.60]"
+    assert "| a | 4.84 [3.10, 6.60] |" in markdown_table(shown)
     assert set(WEATHER_GROUPS) >= {"normal", "rain", "mixed", "mean"}
 
 
@@ -192,3 +235,19 @@ def test_views_per_location_keeps_k_seeded_views_of_every_location():
     assert _views_per_location(images, None, seed=0) is images
     picks = {tuple(_views_per_location(images, 2, seed=s).paths) for s in range(6)}
     assert len(picks) > 1  # the seed picks the views
+
+
+def test_evaluate_pairs_per_query_ranks_match_the_summary():
+    from geoloc_lib.eval.metrics import evaluate_pairs
+
+    g = torch.nn.functional.normalize(
+        torch.randn(20, 8, generator=torch.Generator().manual_seed(1))
+    )
+    q = torch.nn.functional.normalize(g[:10] + 0.8 * torch.randn(10, 8))
+    coords = np.arange(40, dtype=np.float64).reshape(20, 2) * 30
+    out, per_query = evaluate_pairs(q, g, gallery_coords=coords, progress=False, per_query=True)
+    assert out == evaluate_pairs(q, g, gallery_coords=coords, progress=False)
+    assert list(per_query.columns[:2]) == ["rank", "R@1"] and len(per_query) == 10
+    for k in (1, 5, 10):
+        assert ((per_query["rank"] <= k) * 100.0 == per_query[f"R@{k}"]).all()
+        assert per_query[f"R@{k}"].mean() == pytest.approx(out[f"R@{k}"])

@@ -14,10 +14,56 @@ from geoloc_lib.pipeline.profiles import (
 )
 
 
-def test_every_profile_resolves_for_every_notebook():
-    for profile in ("smoke", "default", "paper"):
+def test_every_profile_resolves_for_the_notebooks_it_runs():
+    every = list_notebooks()
+    assert [r.notebook for r in resolve_profile("smoke")] == every  # CI runs them all
+    for profile in ("default", "paper"):  # the multi-seed claims are the `claims` profile
         runs = resolve_profile(profile)
-        assert [r.notebook for r in runs] == list_notebooks()
+        assert [r.notebook for r in runs] == [nb for nb in every if nb.stem != "05_claims"]
+
+
+def test_claims_profile_runs_data_prep_and_claims_beside_the_default_reports():
+    runs = {r.notebook.stem: r.parameters for r in resolve_profile("claims")}
+    assert list(runs) == ["00_data_prep", "05_claims"]
+    default = {r.notebook.stem: r.parameters for r in resolve_profile("default")}
+    assert runs["00_data_prep"] == default["00_data_prep"]
+    claims = runs["05_claims"]
+    assert claims["seeds"] == [0, 1, 2]
+    # seed 0 is the default profile's ablation runs (same folder, preset and budgets)
+    assert claims["runs_dir"] == "../runs/default" and claims["reports_dir"] == "../reports"
+    for key in ("ablation_epochs", "mcgf_ablation_epochs", "max_queries", "preset", "data_root"):
+        assert claims[key] == default["04_ablations"][key], key
+    smoke = {r.notebook.stem: r.parameters for r in resolve_profile("smoke")}
+    for key in ("ablation_epochs", "mcgf_ablation_epochs", "max_queries"):
+        assert smoke["05_claims"][key] == smoke["04_ablations"][key], key
+    assert resolve_profile("claims", only=["05"])[0].notebook.stem == "05_claims"
+    with pytest.raises(ConfigError, match="profile 'claims' does not run that notebook"):
+        resolve_profile("claims", only=["02"])
+    with pytest.raises(ConfigError, match=r"parameter seeds: expected a non-empty list"):
+        resolve_profile("claims", overrides=["seeds=[1, 1]"])
+    with pytest.raises(ConfigError, match=r"parameter seeds: expected a non-empty list"):
+        resolve_profile("claims", overrides=["seeds=[]"])
+    assert resolve_profile("claims", only=["05"], overrides=["seeds=[4]"])[0].parameters[
+        "seeds"
+    ] == [4]
+
+
+def test_a_profile_run_list_is_checked():
+    smoke = load_profiles()["smoke"]
+    subset = {
+        "shared": dict(smoke["shared"]),
+        "run": ["00", "02_evaluate"],
+        "notebooks": {k: smoke["notebooks"][k] for k in ("00_data_prep", "02_evaluate")},
+    }
+    runs = resolve_profile("s", profiles={"s": subset})
+    assert [r.notebook.stem for r in runs] == ["00_data_prep", "02_evaluate"]
+    extra = {**subset, "notebooks": dict(smoke["notebooks"])}
+    with pytest.raises(ConfigError, match=r"has a section for \['01_train'.*but does not run it"):
+        resolve_profile("s", profiles={"s": extra})
+    with pytest.raises(ConfigError, match="`run`: unknown notebook '09'"):
+        resolve_profile("s", profiles={"s": {**subset, "run": ["00", "09"]}})
+    with pytest.raises(ConfigError, match="`run` must be a non-empty list"):
+        resolve_profile("s", profiles={"s": {**subset, "run": "00"}})
 
 
 def test_notebook_defaults_equal_smoke_profile():
@@ -27,7 +73,7 @@ def test_notebook_defaults_equal_smoke_profile():
 
 
 def test_unknown_profile_lists_choices():
-    with pytest.raises(ConfigError, match="valid choices: default, paper, smoke"):
+    with pytest.raises(ConfigError, match="valid choices: claims, default, paper, smoke"):
         resolve_profile("fast")
 
 

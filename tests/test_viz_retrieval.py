@@ -1,4 +1,5 @@
-"""Top-k retrieval figures: ranking, match flags and the green/red framing."""
+"""Top-k retrieval examples (eval) and their figures (viz): ranking, match flags, the uniform
+draw and its hit rate, the green/red framing; recall@k curves with their bands."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.eval.examples import pick_queries, top_matches
 from geoloc_lib.viz.retrieval import (
     MATCH_COLOR,
     MISS_COLOR,
     frame_colors,
-    pick_queries,
     retrieval_figure,
-    top_matches,
 )
 from tests.layouts import make_cvact, make_university1652
 
@@ -82,35 +82,72 @@ def test_retrieval_figure_frames_true_matches_green_and_others_red():
         retrieval_figure(queries, [gallery[0], gallery[1][:2]], is_match)
 
 
-def test_drone_figure_frames_follow_the_labels(tmp_path):
+def test_drone_examples_are_a_seeded_uniform_draw_and_the_figure_frames_follow_the_labels(
+    tmp_path,
+):
     from geoloc_lib.data.university import load_university1652
+    from geoloc_lib.eval.examples import drone_examples
     from geoloc_lib.models.raw_pixel import RawPixelMatcher
-    from geoloc_lib.viz.retrieval import drone_retrieval_figure
+    from geoloc_lib.viz.retrieval import examples_figure
 
     root = make_university1652(tmp_path / "u", train_ids=(1,), test_ids=(10, 11), views=2)
     query, gallery = load_university1652(root).task("drone->satellite")
     model = RawPixelMatcher(4, img_size=16)
-    fig = drone_retrieval_figure(model, query, gallery, "mixed", n_queries=2, k=5, seed=1)
-    assert len(fig.axes) == 2 * 6
-    # Recompute the expected frames independently of the figure code's ranking.
+    ex = drone_examples(model, query, gallery, "mixed", n_queries=2, k=5, seed=1, set_recall=50.0)
     picks = pick_queries(len(query), 2, seed=1)
-    titles = [fig.axes[i * 6].get_title() for i in range(2)]
-    assert all(t.startswith(query.names[p]) for t, p in zip(titles, picks, strict=True))
+    assert all(t.startswith(query.names[p]) for t, p in zip(ex.query_titles, picks, strict=True))
+    assert ex.is_match.shape == (2, 5) and ex.scores.shape == (2, 5)
+    assert (ex.is_match.sum(axis=1) == 1).all()  # one satellite tile per location, all ranked
+    assert ex.hit_rate == 100.0 * ex.is_match[:, 0].mean()
+    assert ex.n_set == len(query) and "R@1 of all 4 queries: 50.0 %" in ex.summary()
+    again = drone_examples(model, query, gallery, "mixed", n_queries=2, k=5, seed=1)
+    assert again.gallery_paths == ex.gallery_paths and again.set_recall is None
+    fig = examples_figure(ex, title="t")
+    assert len(fig.axes) == 2 * 6 and ex.summary() in fig._suptitle.get_text()
     green = to_rgba(MATCH_COLOR)
-    for row in _frames(fig, 5):
+    for row, flags in zip(_frames(fig, 5), ex.is_match, strict=True):
         assert row[0] is None
-        assert sum(c == green for c in row[1:]) == 1  # one satellite tile per location, all ranked
+        assert [c == green for c in row[1:]] == flags.tolist()
+    with pytest.raises(ConfigError, match="set_recall must be the set's R@1 in percent"):
+        drone_examples(model, query, gallery, n_queries=1, set_recall=150.0)
 
 
-def test_street_figure_marks_the_paired_tile(tmp_path):
+def test_street_examples_mark_the_paired_tile(tmp_path):
     from geoloc_lib.data.street import load_cvact
+    from geoloc_lib.eval.examples import street_examples
     from geoloc_lib.models.raw_pixel import StreetRawPixelMatcher
-    from geoloc_lib.viz.retrieval import street_retrieval_figure
+    from geoloc_lib.viz.retrieval import examples_figure
 
     pairs = load_cvact(make_cvact(tmp_path / "act"), "train")
     model = StreetRawPixelMatcher(ground_size=(8, 32), aerial_size=(16, 16), grid=2)
     k = len(pairs)  # the whole gallery: the true tile is always among the frames
-    fig = street_retrieval_figure(model, pairs, n_queries=2, k=k, seed=0)
+    ex = street_examples(model, pairs, n_queries=2, k=k, seed=0)
+    assert (ex.is_match.sum(axis=1) == 1).all() and (ex.true_rank >= 1).all()
+    fig = examples_figure(ex)
     green = to_rgba(MATCH_COLOR)
     for row in _frames(fig, k):
         assert sum(c == green for c in row[1:]) == 1
+
+
+def test_recall_curves_and_their_figure():
+    import pandas as pd
+
+    from geoloc_lib.eval.uncertainty import recall_curves
+    from geoloc_lib.viz.retrieval import recall_curves_figure
+
+    per_query = pd.DataFrame(
+        {"condition": ["fog"] * 4 + ["rain"] * 4, "rank": [1, 2, 5, np.nan, 1, 1, 1, 1]}
+    )
+    curves = recall_curves(per_query, ks=(1, 2, 10))
+    fog = curves[curves["condition"] == "fog"]
+    assert fog["recall"].tolist() == pytest.approx([100 / 3, 200 / 3, 100.0])
+    assert (fog["n_queries"] == 3).all()  # the skipped query (NaN rank) is left out
+    assert (curves["lo"] <= curves["recall"]).all() and (curves["recall"] <= curves["hi"]).all()
+    rain = curves[curves["condition"] == "rain"]
+    assert (rain["lo"] == 100).all() and (rain["hi"] == 100).all()
+    fig = recall_curves_figure(curves)
+    assert len(fig.axes[0].lines) == 2
+    with pytest.raises(ConfigError, match="lacks"):
+        recall_curves(per_query.drop(columns="rank"))
+    with pytest.raises(ConfigError, match="curves lack"):
+        recall_curves_figure(curves.drop(columns="lo"))

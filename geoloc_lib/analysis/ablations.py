@@ -12,12 +12,22 @@ restoration) and the restoration branch without the noising (w/o diffusion, :dat
 Every variant trains at the same budget and seed into ``runs_dir/ablations/<run>``. A folder that
 already holds a finished run with the same ``run.json`` settings is loaded, not retrained; an
 interrupted one with the same settings resumes from its last checkpoint.
+
+Repeated over seeds (:func:`run_street_seeds`, :func:`run_mcgf_seeds`, the claims of notebook
+05): seed 0 uses the folders above (so notebook 04's runs are reused) and seed s > 0
+``runs_dir/ablations/<run>_seed<s>``. Each seed is a training run and, for MCGF, its own
+evaluation sample (query subset and weather draw seeded ``EVAL_WEATHER_SEED + s``; seed 0 is
+04's sample). The results keep every query's metrics, so the tables carry 95 % bootstrap
+intervals (:mod:`geoloc_lib.eval.uncertainty`) and :mod:`geoloc_lib.analysis.claims` pairs
+variants query by query.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +37,7 @@ import pandas as pd
 
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.data.sources import DataSources
+from geoloc_lib.eval.uncertainty import bound_columns, interval_table, paired_interval
 from geoloc_lib.training import runs
 from geoloc_lib.training.runs import Run
 
@@ -146,6 +157,12 @@ def mcgf_variants() -> list[Variant]:
     ]
 
 
+# The baselines the papers compare with, as variants of the seeded grids: GeoViewMatch against
+# the InfoNCE baseline at the same budget; MCGF against raw pixels (untrained, evaluation only).
+INFONCE_BASELINE = Variant("InfoNCE baseline", "infonce_baseline", {}, "infonce_baseline")
+RAW_PIXELS = "raw pixels 16x16"
+
+
 def run_settings(variant: Variant, preset: str, epochs: int, seed: int) -> dict[str, Any]:
     """The ``run.json`` fields that must match for a finished run of ``variant`` to be reused."""
     return runs.run_settings(variant.model, preset, epochs, seed, variant.overrides)
@@ -189,10 +206,140 @@ def ensure_run(
     )
 
 
+def seed_run_name(variant: Variant, seed: int) -> str:
+    """The folder of ``variant``'s run for ``seed`` under ``runs_dir/ablations/``."""
+    return variant.run_name if int(seed) == 0 else f"{variant.run_name}_seed{int(seed)}"
+
+
+def ensure_seed_run(
+    variant: Variant,
+    sources: DataSources,
+    runs_dir: str | Path,
+    *,
+    preset: str,
+    epochs: int,
+    seed: int,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> tuple[Run, bool]:
+    """:func:`ensure_run` with one folder per seed (:func:`seed_run_name`), so the runs of several
+    seeds coexist; a run of this seed already in the seedless folder (an earlier notebook 04
+    with that seed) is reused."""
+    if int(seed) != 0:
+        held = runs.finished_run(
+            Path(runs_dir) / ABLATION_DIR / variant.run_name,
+            run_settings(variant, preset, epochs, seed),
+        )
+        if held is not None:
+            return held, False
+        variant = dataclasses.replace(variant, run_name=seed_run_name(variant, seed))
+    return ensure_run(
+        variant, sources, runs_dir, preset=preset, epochs=epochs, seed=seed, device=device,
+        progress=progress,
+    )  # fmt: skip
+
+
+def check_seeds(seeds: object) -> list[int]:
+    """``seeds`` as a list of distinct non-negative integers (a clear error otherwise)."""
+    ok = (
+        isinstance(seeds, Sequence)
+        and not isinstance(seeds, str)
+        and len(seeds) > 0
+        and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    )
+    if not ok or len(set(seeds)) != len(seeds):
+        raise ConfigError(
+            f"seeds must be a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]; got {seeds!r}"
+        )
+    return [int(s) for s in seeds]
+
+
+@dataclass(frozen=True)
+class SeedResults:
+    """A grid evaluated for several seeds.
+
+    ``summary``: one row per (seed, variant[, condition]) with the metrics and their 95 %
+    bounds; ``per_query``: one row per (seed, variant[, condition], query) with ``query`` (row of
+    the evaluated set), ``rank`` and the per-query metrics (NaN: a query the protocol skips).
+    """
+
+    summary: pd.DataFrame
+    per_query: pd.DataFrame
+
+
 def street_eval_split(sources: DataSources) -> str:
     """The split the paper's Tables 5/6 use: CVACT val / CVUSA val on real data; GeoSynth's
     larger ``test`` split (its val split only monitors training)."""
     return "test" if sources.dataset == "geosynth" else "val"
+
+
+def run_street_seeds(
+    sources: DataSources,
+    runs_dir: str | Path,
+    *,
+    preset: str,
+    epochs: int,
+    seeds: Sequence[int] = (0,),
+    labels: tuple[str, ...] = TABLE5 + TABLE6,
+    baselines: bool = False,
+    split: str | None = None,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> SeedResults:
+    """Train (or load) and evaluate each GeoViewMatch variant on street->aerial retrieval, once
+    per seed; ``baselines=True`` adds :data:`INFONCE_BASELINE` at the same budget.
+
+    ``summary`` columns: ``seed, variant, run, trained_now, epochs, queries``, R@1/R@5/R@10/R@1%
+    in percent, ``tied`` (queries whose true match ties another tile), then the metrics' bounds.
+    A run shared by two labels is evaluated once per seed.
+    """
+    from geoloc_lib.eval.street import evaluate_street_model
+
+    seeds = check_seeds(seeds)
+    split = split or street_eval_split(sources)
+    pairs = sources.street(split)
+    variants = geoviewmatch_variants(labels, preset) + ([INFONCE_BASELINE] if baselines else [])
+    rows, frames = [], []
+    for seed in seeds:
+        done: dict[str, tuple[dict[str, float], pd.DataFrame, bool, str]] = {}
+        for v in variants:
+            if v.run_name not in done:
+                run, trained = ensure_seed_run(
+                    v, sources, runs_dir, preset=preset, epochs=epochs, seed=seed,
+                    device=device, progress=progress,
+                )  # fmt: skip
+                with warnings.catch_warnings():
+                    # Short ablation runs often leave ties; the table's "tied" column reports
+                    # them per variant instead of one warning per run.
+                    warnings.filterwarnings("ignore", "evaluate_pairs: the true match", UserWarning)
+                    metrics, table = evaluate_street_model(
+                        run.model, pairs, device=device, per_query=True
+                    )
+                done[v.run_name] = (metrics, table, trained, run.out_dir.name)
+            metrics, table, trained, folder = done[v.run_name]
+            rows.append(
+                {
+                    "seed": seed,
+                    "variant": v.label,
+                    "run": folder,
+                    "trained_now": trained,
+                    "epochs": int(epochs),
+                    "queries": len(pairs),
+                    **{m: float(metrics[m]) for m in STREET_METRICS},
+                    "tied": int(metrics["n_tied"]),
+                }
+            )
+            frame = table[["rank", *STREET_METRICS]].copy()
+            frame.insert(0, "query", np.arange(len(frame)))
+            frame.insert(0, "variant", v.label)
+            frame.insert(0, "seed", seed)
+            frames.append(frame)
+    per_query = pd.concat(frames, ignore_index=True)
+    bounds = interval_table(per_query, STREET_METRICS, by=["seed", "variant"])
+    summary = pd.DataFrame(rows).merge(
+        bounds.drop(columns=[*STREET_METRICS, "n_queries"]), on=["seed", "variant"], how="left"
+    )
+    return SeedResults(summary, per_query)
 
 
 def run_street_ablations(
@@ -206,49 +353,106 @@ def run_street_ablations(
     split: str | None = None,
     device: str = "auto",
     progress: bool | None = None,
-) -> pd.DataFrame:
+    per_query: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Train (or load) and evaluate each GeoViewMatch variant on street->aerial retrieval.
 
-    One row per label: ``variant``, ``run``, ``trained_now``, ``epochs``, ``queries`` and
-    R@1/R@5/R@10/R@1% in percent. A run shared by two labels is evaluated once.
+    One row per label: ``variant``, ``run``, ``trained_now``, ``epochs``, ``queries``,
+    R@1/R@5/R@10/R@1% in percent, ``tied``, then each metric's 95 % bounds (``"R@1 lo"``, ...).
+    A run shared by two labels is evaluated once. ``per_query=True`` returns ``(table,
+    per_query)`` (:class:`SeedResults`'s ``per_query`` of this one seed).
     """
-    from geoloc_lib.eval.street import evaluate_street_model
+    res = run_street_seeds(
+        sources, runs_dir, preset=preset, epochs=epochs, seeds=[int(seed)], labels=labels,
+        split=split, device=device, progress=progress,
+    )  # fmt: skip
+    table = res.summary.drop(columns="seed")
+    return (table, res.per_query.drop(columns="seed")) if per_query else table
 
-    split = split or street_eval_split(sources)
-    pairs = sources.street(split)
-    done: dict[str, tuple[dict[str, float], bool]] = {}
-    rows = []
-    for v in geoviewmatch_variants(labels, preset):
-        if v.run_name not in done:
-            run, trained = ensure_run(
-                v,
+
+def run_mcgf_seeds(
+    sources: DataSources,
+    runs_dir: str | Path,
+    *,
+    preset: str,
+    epochs: int,
+    seeds: Sequence[int] = (0,),
+    labels: tuple[str, ...] | None = None,
+    conditions: Sequence[str] | None = None,
+    raw_pixels: bool = False,
+    max_queries: int | None = None,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> SeedResults:
+    """Train (or load) and evaluate the MCGF variants per weather (drone->satellite), per seed.
+
+    ``labels``: the variants of :func:`mcgf_variants` to run (default all); ``conditions``:
+    default the ten (``"mixed"`` may be added: MCGF Table 1's setting); ``raw_pixels=True`` adds
+    the raw-pixel floor (:data:`RAW_PIXELS`, untrained: only its evaluation sample changes with
+    the seed). Seed s evaluates ``max_queries`` queries drawn, and weathered, with
+    ``EVAL_WEATHER_SEED + s``. ``summary``: one row per (seed, variant, condition) with the
+    ``mean`` over the ten conditions, R@1/R@5/R@10/AP in percent and their bounds.
+    """
+    from geoloc_lib.eval.university import evaluate_mcgf
+    from geoloc_lib.models.raw_pixel import RawPixelMatcher
+    from geoloc_lib.weather.sets import EVAL_WEATHER_SEED
+    from geoloc_lib.weather.synth import CONDITIONS
+
+    seeds = check_seeds(seeds)
+    variants = mcgf_variants()
+    if labels is not None:
+        known = {v.label for v in variants}
+        bad = [lab for lab in labels if lab not in known]
+        if bad:
+            raise ConfigError(f"MCGF ablations: {choices_message('variant', bad[0], known)}")
+        variants = [v for v in variants if v.label in labels]
+    conditions = tuple(CONDITIONS if conditions is None else conditions)
+    bounds = [c for m in MCGF_METRICS for c in bound_columns(m)]
+    frames, per_query = [], []
+    for seed in seeds:
+        models: list[tuple[str, str, bool, int, object]] = []
+        img_size = None
+        for v in variants:
+            run, trained = ensure_seed_run(
+                v, sources, runs_dir, preset=preset, epochs=epochs, seed=seed,
+                device=device, progress=progress,
+            )  # fmt: skip
+            model = run.model
+            img_size = model.input_size("drone")[0]
+            if v.eval_overrides:
+                model = copy.deepcopy(model)
+                for key, value in v.eval_overrides.items():
+                    setattr(model.cfg, key, value)
+            models.append((v.label, run.out_dir.name, trained, int(epochs), model))
+        if raw_pixels:
+            if img_size is None:
+                raise ConfigError("run_mcgf_seeds: raw_pixels needs an MCGF variant for its size")
+            models.append((RAW_PIXELS, "", False, 0, RawPixelMatcher(16, img_size=img_size)))
+        for label, folder, trained, n_epochs, model in models:
+            res, pq = evaluate_mcgf(
+                model,
                 sources,
-                runs_dir,
-                preset=preset,
-                epochs=epochs,
-                seed=seed,
+                conditions,
+                tasks=("drone->satellite",),
+                seed=EVAL_WEATHER_SEED + seed,
+                max_queries=max_queries,
                 device=device,
                 progress=progress,
+                per_query=True,
             )
-            with warnings.catch_warnings():
-                # Short ablation runs often leave ties; the table's "tied" column reports them
-                # per variant instead of one warning per run.
-                warnings.filterwarnings("ignore", "evaluate_pairs: the true match", UserWarning)
-                metrics = evaluate_street_model(run.model, pairs, device=device)
-            done[v.run_name] = (metrics, trained)
-        metrics, trained = done[v.run_name]
-        rows.append(
-            {
-                "variant": v.label,
-                "run": v.run_name,
-                "trained_now": trained,
-                "epochs": int(epochs),
-                "queries": len(pairs),
-                **{m: float(metrics[m]) for m in STREET_METRICS},
-                "tied": int(metrics["n_tied"]),  # queries whose true match ties another tile
-            }
-        )
-    return pd.DataFrame(rows)
+            res = res[["condition", *MCGF_METRICS, *bounds]].copy()
+            for i, (key, value) in enumerate(
+                (("seed", seed), ("variant", label), ("run", folder), ("trained_now", trained),
+                 ("epochs", n_epochs))
+            ):  # fmt: skip
+                res.insert(i, key, value)
+            frames.append(res)
+            pq = pq.drop(columns="task")
+            pq.insert(0, "variant", label)
+            pq.insert(0, "seed", seed)
+            per_query.append(pq)
+    summary = pd.concat(frames, ignore_index=True)
+    return SeedResults(summary, pd.concat(per_query, ignore_index=True))
 
 
 def run_mcgf_ablations(
@@ -261,52 +465,35 @@ def run_mcgf_ablations(
     max_queries: int | None = None,
     device: str = "auto",
     progress: bool | None = None,
-) -> pd.DataFrame:
+    per_query: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Train (or load) and evaluate the MCGF variants per weather (drone->satellite).
 
     Tidy: one row per (variant, condition) including the ``mean`` over the ten conditions, with
-    R@1/R@5/R@10/AP in percent; ``max_queries`` subsamples the drone queries (fixed seed).
+    R@1/R@5/R@10/AP in percent, then their 95 % bounds; ``max_queries`` subsamples the drone
+    queries (fixed seed). ``per_query=True`` returns ``(table, per_query)`` (one row per
+    variant, condition and query), what :func:`mcgf_ablation_deltas` pairs.
     """
-    from geoloc_lib.eval.university import evaluate_mcgf
-
-    frames = []
-    for v in mcgf_variants():
-        run, trained = ensure_run(
-            v, sources, runs_dir, preset=preset, epochs=epochs, seed=seed,
-            device=device, progress=progress,
-        )  # fmt: skip
-        model = run.model
-        if v.eval_overrides:
-            model = copy.deepcopy(model)
-            for key, value in v.eval_overrides.items():
-                setattr(model.cfg, key, value)
-        res = evaluate_mcgf(
-            model,
-            sources,
-            tasks=("drone->satellite",),
-            max_queries=max_queries,
-            device=device,
-            progress=progress,
-        )
-        res = res[["condition", *MCGF_METRICS]].copy()
-        res.insert(0, "variant", v.label)
-        res.insert(1, "run", v.run_name)
-        res.insert(2, "trained_now", trained)
-        res.insert(3, "epochs", int(epochs))
-        frames.append(res)
-    return pd.concat(frames, ignore_index=True)
+    res = run_mcgf_seeds(
+        sources, runs_dir, preset=preset, epochs=epochs, seeds=[int(seed)],
+        max_queries=max_queries, device=device, progress=progress,
+    )  # fmt: skip
+    table = res.summary.drop(columns="seed")
+    return (table, res.per_query.drop(columns="seed")) if per_query else table
 
 
 # --------------------------------------------------------------------------- tables
 
 
 def ablation_table(results: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:
-    """Our rows of a paper table (``Method`` + R@1/R@5/R@10/R@1%) in the paper's order."""
+    """Our rows of a paper table (``Method`` + R@1/R@5/R@10/R@1%) in the paper's order, then the
+    metrics' 95 % bounds when ``results`` has them."""
     missing = [lab for lab in labels if lab not in set(results["variant"])]
     if missing:
         raise ConfigError(f"ablation_table: no results for variants {missing}")
     df = results.set_index("variant").loc[list(labels)].reset_index()
-    return df.rename(columns={"variant": "Method"})[["Method", "run", *STREET_METRICS]]
+    bounds = [c for m in STREET_METRICS for c in bound_columns(m) if c in df.columns]
+    return df.rename(columns={"variant": "Method"})[["Method", "run", *STREET_METRICS, *bounds]]
 
 
 def paper_ablation_table(table: int) -> pd.DataFrame:
@@ -329,10 +516,22 @@ def _paper_r1(label: str) -> dict[str, float]:
     raise ConfigError(f"no paper numbers for variant {label!r}")
 
 
-def ablation_claims(results: pd.DataFrame) -> pd.DataFrame:
+def _paired(
+    per_query: pd.DataFrame, a: str, b: str, metric: str, by: Sequence[str] = ()
+) -> tuple[float, float, float]:
+    """Paired bootstrap of ``a - b`` (variants) over the queries both evaluated."""
+    keys = [*by, "query"]
+    wide = per_query.pivot_table(index=keys, columns="variant", values=metric, dropna=False)
+    pair = wide[[a, b]].dropna()
+    return paired_interval(pair[a].to_numpy(), pair[b].to_numpy())
+
+
+def ablation_claims(results: pd.DataFrame, per_query: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each change of Tables 5/6: R@1 difference ours vs the paper's, and whether the sign agrees.
 
-    ``resolution`` is one query in percent: a difference below it is no difference at all.
+    ``resolution`` is one query in percent: a difference below it is no difference at all. With
+    ``per_query`` (from ``run_street_ablations(..., per_query=True)``) the difference gets its
+    paired 95 % bootstrap interval over the queries (``ours ΔR@1 lo`` / ``hi``, last).
     """
     r1 = results.set_index("variant")["R@1"]
     queries = int(results["queries"].iloc[0])
@@ -350,57 +549,84 @@ def ablation_claims(results: pd.DataFrame) -> pd.DataFrame:
             verdict = "same direction"
         else:
             verdict = "opposite direction"
-        rows.append(
-            {
-                "change": name,
-                "from": a,
-                "to": b,
-                "ours ΔR@1": ours,
-                "paper CVUSA ΔR@1": paper["CVUSA"],
-                "paper CVACT ΔR@1": paper["CVACT"],
-                "resolution": 100.0 / queries,
-                "verdict": verdict,
-            }
-        )
+        row = {
+            "change": name,
+            "from": a,
+            "to": b,
+            "ours ΔR@1": ours,
+            "paper CVUSA ΔR@1": paper["CVUSA"],
+            "paper CVACT ΔR@1": paper["CVACT"],
+            "resolution": 100.0 / queries,
+            "verdict": verdict,
+        }
+        if per_query is not None:
+            _, lo, hi = _paired(per_query, b, a, "R@1")
+            row.update({"ours ΔR@1 lo": lo, "ours ΔR@1 hi": hi})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def mcgf_weather_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per-weather R@1 and AP, one row per condition (the ten, then ``mean``), variants as
-    column groups ``<variant> R@1`` / ``<variant> AP``."""
+    column groups ``<variant> R@1`` / ``<variant> AP``, then (when ``results`` has them) their
+    95 % bounds ``<variant> R@1 lo`` ... in the same order."""
     order = list(dict.fromkeys(results["condition"]))
     variants = list(dict.fromkeys(results["variant"]))
-    wide = results.pivot(index="condition", columns="variant", values=["R@1", "AP"])
+    metrics = ["R@1", "AP"]
+    bounds = [c for m in metrics for c in bound_columns(m)]
+    if all(c in results.columns for c in bounds):
+        metrics += bounds
+    wide = results.pivot(index="condition", columns="variant", values=metrics)
     cols = {f"{v} {m}": wide[(m, v)] for v in variants for m in ("R@1", "AP")}
+    cols |= {f"{v} {m}": wide[(m, v)] for v in variants for m in metrics[2:]}
     return pd.DataFrame(cols).loc[order].reset_index()
 
 
-def mcgf_ablation_deltas(results: pd.DataFrame) -> pd.DataFrame:
+MCGF_PARTS = (
+    ("restoration branch", "w/o restoration"),
+    ("diffusion", "w/o diffusion"),
+    ("restoration pass at test", "queries not restored"),
+    ("pooling the DDIM steps", "last step only"),
+)
+
+
+def mcgf_ablation_deltas(
+    results: pd.DataFrame, per_query: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """What each MCGF part adds: full minus the ablated variant, mean R@1/AP and the number of
-    weather conditions (of ten) where the full model's R@1 is higher."""
+    weather conditions (of ten) where the full model's R@1 is higher.
+
+    With ``per_query`` (from ``run_mcgf_ablations(..., per_query=True)``) each mean difference
+    gets its paired 95 % bootstrap interval (``mean ΔR@1 lo`` ... last): per query, the
+    difference averaged over the ten conditions, resampled over the queries.
+    """
+    from geoloc_lib.weather.synth import CONDITIONS
+
     per = results.pivot(index="condition", columns="variant", values=["R@1", "AP"])
     weather = [c for c in per.index if c != "mean"]
     full = "MCGF (full)"
+    if per_query is not None:
+        fixed = per_query[per_query["condition"].isin(CONDITIONS)]
+        per_q_mean = fixed.groupby(["variant", "query"], sort=False)[["R@1", "AP"]].mean()
+        per_q_mean = per_q_mean.reset_index()
     rows = []
-    for part, ablated in (
-        ("restoration branch", "w/o restoration"),
-        ("diffusion", "w/o diffusion"),
-        ("restoration pass at test", "queries not restored"),
-        ("pooling the DDIM steps", "last step only"),
-    ):
+    for part, ablated in MCGF_PARTS:
         if ablated not in per["R@1"].columns:
             continue
         d = per["R@1"][full] - per["R@1"][ablated]
-        rows.append(
-            {
-                "part": part,
-                "compared with": ablated,
-                "mean ΔR@1": float(d["mean"]),
-                "mean ΔAP": float(per["AP"][full]["mean"] - per["AP"][ablated]["mean"]),
-                "conditions better": f"{int((d[weather] > 0).sum())}/{len(weather)}",
-                "conditions worse": f"{int((d[weather] < 0).sum())}/{len(weather)}",
-            }
-        )
+        row = {
+            "part": part,
+            "compared with": ablated,
+            "mean ΔR@1": float(d["mean"]),
+            "mean ΔAP": float(per["AP"][full]["mean"] - per["AP"][ablated]["mean"]),
+            "conditions better": f"{int((d[weather] > 0).sum())}/{len(weather)}",
+            "conditions worse": f"{int((d[weather] < 0).sum())}/{len(weather)}",
+        }
+        if per_query is not None:
+            for metric in ("R@1", "AP"):
+                _, lo, hi = _paired(per_q_mean, full, ablated, metric)
+                row.update({f"mean Δ{metric} lo": lo, f"mean Δ{metric} hi": hi})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

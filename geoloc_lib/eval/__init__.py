@@ -12,7 +12,14 @@ Per-query tables and breakdowns (e.g. by weather condition)::
     table = breakdown(university1652_per_query(result), weather)   # DataFrame
     result.topk_indices                                            # for figures
 
+Intervals (95 % percentile bootstrap over queries; over seeds and queries for repeated runs)::
+
+    from geoloc_lib.eval.uncertainty import bootstrap_interval, paired_interval, seed_effect
+    lo, hi = bootstrap_interval(per_query["R@1"])          # one metric's interval
+    effect, lo, hi = paired_interval(a["R@1"], b["R@1"])  # two methods on the same queries
+
 Modules: ``ranking`` (chunked core), ``metrics`` (protocols), ``naive`` (per-query reference),
+``uncertainty`` (intervals, verdicts), ``examples`` (seeded query draws for the top-k figures),
 ``faiss_backend`` (optional), ``submit`` (``geoloc submit``). The benchmark (``geoloc bench
 eval``) is :mod:`geoloc_lib.bench.eval`.
 """

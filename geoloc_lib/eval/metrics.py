@@ -266,14 +266,17 @@ def evaluate_pairs(
     device: str | torch.device | None = None,
     normalize: bool = False,
     progress: bool | None = None,
-) -> dict[str, float]:
+    per_query: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], pd.DataFrame]:
     """CVUSA/CVACT metrics in percent (query i matches gallery i; G >= Q for distractors).
 
     Returns ``R@1, R@5, R@10, R@1%`` and, when ``gallery_coords`` ([G, 2] metres) is given,
     ``top1_within_<t>m`` for each threshold and ``mean_dist_top{1,5,10,1%}_m`` in metres; also
     ``n_tied``, the number of queries whose true match scores exactly as another gallery item
     (the rank counts such ties in the query's favour; a ``UserWarning`` is raised when they are
-    more than 1 % of the queries).
+    more than 1 % of the queries). ``per_query=True`` also returns the :func:`pairs_per_query`
+    table with a first column ``rank`` (1-based rank of the true match), for intervals and
+    paired comparisons.
     """
     ks = _check_ks(ks)
     query_t = as_features(query, "query features")
@@ -301,14 +304,14 @@ def evaluate_pairs(
         ties="favour",
         count_ties=True,
     )
-    per_query = pairs_per_query(
+    table = pairs_per_query(
         result,
         ks=ks,
         query_coords=query_coords,
         gallery_coords=gallery_coords,
         thresholds_m=thresholds_m,
     )
-    out = summarize(per_query)
+    out = summarize(table)
     n_tied = int((result.n_tied > 0).sum()) if result.n_tied is not None else 0
     out["n_tied"] = n_tied
     if n_tied > TIE_WARN_FRACTION * n_queries:
@@ -319,4 +322,7 @@ def evaluate_pairs(
             UserWarning,
             stacklevel=2,
         )
+    if per_query:
+        table.insert(0, "rank", result.first_rank.to(torch.float64).numpy() + 1)
+        return out, table
     return out

@@ -13,7 +13,10 @@ A *long* table has one row per (method, group) with metric columns, e.g. what
   :func:`topk_distance_table` (Table 3: mean distance of the top-1/5/10/1% items, metres).
 
 Column names are flat strings (``"<group> <metric>"``) so the CSV and Markdown writers of
-:class:`geoloc_lib.reporting.ReportDir` keep them readable.
+:class:`geoloc_lib.reporting.ReportDir` keep them readable. When the long results carry each
+metric's 95 % interval (``"R@1 lo"``, ``"R@1 hi"``: what ``evaluate_mcgf`` and
+``evaluate_street_splits`` return), the wide tables keep the point columns as they are and
+append the bounds after them, ``"<group> <metric> lo"`` / ``"... hi"`` in the same order.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import pandas as pd
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.eval.metrics import DEFAULT_THRESHOLDS_M
+from geoloc_lib.eval.uncertainty import bound_columns
 from geoloc_lib.weather.synth import CONDITIONS
 
 METHOD = "method"
@@ -61,6 +65,7 @@ def wide_table(
     groups: Sequence[str] | None = None,
     labels: Mapping[str, str] | None = None,
     prefix_groups: bool = True,
+    intervals: bool | None = None,
 ) -> pd.DataFrame:
     """Pivot ``long`` to one row per method and ``metrics`` under each value of ``group``.
 
@@ -72,8 +77,13 @@ def wide_table(
             must be present. Missing (method, group) cells are NaN.
         labels: display names of the metrics (default: the column names).
         prefix_groups: name columns ``"<group> <label>"``; False gives bare labels (one group).
+        intervals: append each metric's bound columns (``"<group> <label> lo"``, ``"... hi"``)
+            after the point columns; None: when ``long`` has them (``"<metric> lo"``/``hi``).
     """
-    needed = [METHOD, group, *metrics]
+    bounds = [c for m in metrics for c in bound_columns(m)]
+    if intervals is None:
+        intervals = all(c in long.columns for c in bounds)
+    needed = [METHOD, group, *metrics, *(bounds if intervals else [])]
     missing = [c for c in needed if c not in long.columns]
     if missing:
         raise ConfigError(
@@ -95,13 +105,22 @@ def wide_table(
         raise ConfigError("wide_table: prefix_groups=False needs exactly one group")
     labels = dict(labels or {})
     methods = list(dict.fromkeys(long[METHOD]))
-    cells = long[long[group].isin(order)].set_index([METHOD, group])[list(metrics)]
+    values = [*metrics, *(bounds if intervals else [])]
+    cells = long[long[group].isin(order)].set_index([METHOD, group])[values]
     wide = cells.unstack(group).reindex(methods)  # columns: (metric, group)
     columns = [(m, g) for g in order for m in metrics]
+    if intervals:
+        columns += [(b, g) for g in order for b in bounds]
     wide = wide.reindex(columns=pd.MultiIndex.from_tuples(columns))
-    wide.columns = [
-        f"{g} {labels.get(m, m)}" if prefix_groups else labels.get(m, m) for m, g in columns
-    ]
+
+    def name(column: str, g: str) -> str:
+        base, bound = column, ""
+        if column not in metrics:  # a bound column: "<metric> lo|hi"
+            base, _, bound = column.rpartition(" ")
+        label = labels.get(base, base) + (f" {bound}" if bound else "")
+        return f"{g} {label}" if prefix_groups else label
+
+    wide.columns = [name(m, g) for m, g in columns]
     return wide.rename_axis(METHOD).reset_index()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
 from geoloc_lib.core.device import resolve_device
@@ -22,10 +23,14 @@ from geoloc_lib.data.types import ImageSet
 from geoloc_lib.data.university import University1652
 from geoloc_lib.data.university_torch import eval_loader
 from geoloc_lib.eval.features import extract_features
-from geoloc_lib.eval.metrics import evaluate_university1652
+from geoloc_lib.eval.metrics import summarize, university1652_per_query
+from geoloc_lib.eval.ranking import rank_gallery
+from geoloc_lib.eval.uncertainty import bound_columns, interval_table
 from geoloc_lib.models import load_model
 from geoloc_lib.weather.sets import EVAL_WEATHER_SEED, MIXED, WEATHER_REFERENCE_SIZE, eval_weather
 from geoloc_lib.weather.synth import CONDITIONS, WeatherSynth
+
+MCGF_METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10", "AP")
 
 
 def subset_images(images: ImageSet, n: int | None, seed: int) -> ImageSet:
@@ -80,7 +85,8 @@ def evaluate_mcgf(
     max_gallery_drones: int | None = None,
     gallery_views_per_location: int | None = None,
     progress: bool | None = None,
-) -> pd.DataFrame:
+    per_query: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Per-weather retrieval metrics: one row per (task, condition), R@1/5/10/AP in percent.
 
     Drone images (the queries of drone->satellite, the gallery of satellite->drone) get the
@@ -93,6 +99,13 @@ def evaluate_mcgf(
     random condition per drone image, University160k-WX style). A ``"mean"`` row per task
     averages the fixed conditions (not ``"mixed"``); ``n_queries``/``n_gallery`` give the sizes
     (``n_skipped``: queries without a true match in the gallery, left out by the protocol).
+
+    Each metric has its 95 % bootstrap interval over the queries (``"R@1 lo"``, ``"R@1 hi"``, ...,
+    after the other columns; :mod:`geoloc_lib.eval.uncertainty`); the ``mean`` row's interval
+    resamples the queries once for all conditions (every condition weathers the same queries).
+    ``per_query=True`` returns ``(table, per_query)`` as well: one row per (task, condition,
+    query) with ``query`` (row in the evaluated query set), ``rank`` (1-based rank of the best
+    true match; NaN for a skipped query) and the per-query metrics, for paired comparisons.
     """
     progress = resolve_progress(progress)
     model = (
@@ -108,7 +121,7 @@ def evaluate_mcgf(
     data = university(root)
     dev = resolve_device(device)
     synth = WeatherSynth(reference_size=WEATHER_REFERENCE_SIZE)
-    rows = []
+    rows, per_query_frames = [], []
     for task in tasks:
         query, gallery = data.task(task)
         drone_is_query = task.startswith("drone")
@@ -140,11 +153,32 @@ def evaluate_mcgf(
             )
             qf, ql = drone if drone_is_query else fixed
             gf, gl = fixed if drone_is_query else drone
-            res = evaluate_university1652(qf, gf, ql, gl, progress=False)
-            rows.append({"task": task, "condition": name, **res, "n_gallery": len(gf)})
+            # evaluate_university1652's ranking, kept per query for the intervals
+            result = rank_gallery(qf, gf, ql, gl, topk=0, progress=False, ties="against")
+            pq = university1652_per_query(result)
+            rows.append({"task": task, "condition": name, **summarize(pq), "n_gallery": len(gf)})
+            rank = result.first_rank.to(torch.float64).numpy() + 1
+            pq.insert(0, "rank", np.where(result.n_good.numpy() > 0, rank, np.nan))
+            pq.insert(0, "query", np.arange(len(pq)))
+            pq.insert(0, "condition", name)
+            pq.insert(0, "task", task)
+            per_query_frames.append(pq)
     df = pd.DataFrame(rows)
     fixed = df[df["condition"] != MIXED]
-    metrics = ["R@1", "R@5", "R@10", "AP", "n_queries", "n_skipped", "n_gallery"]
-    means = fixed.groupby("task", sort=False)[metrics].mean().reset_index()
+    sizes = ["n_queries", "n_skipped", "n_gallery"]
+    means = fixed.groupby("task", sort=False)[[*MCGF_METRICS, *sizes]].mean().reset_index()
     means["condition"] = "mean"
-    return pd.concat([df, means], ignore_index=True)
+    table = pd.concat([df, means], ignore_index=True)
+    long = pd.concat(per_query_frames, ignore_index=True)
+    keys = ["task", "condition"]
+    bounds = interval_table(long, MCGF_METRICS, by=keys)
+    fixed_pq = long[long["condition"] != MIXED]
+    if len(fixed_pq):
+        # a query's mean over the fixed conditions; the mean row's interval resamples those
+        per_q = fixed_pq.groupby(["task", "query"], sort=False)[list(MCGF_METRICS)].mean()
+        mean_bounds = interval_table(per_q.reset_index(), MCGF_METRICS, by=["task"])
+        mean_bounds.insert(1, "condition", "mean")
+        bounds = pd.concat([bounds, mean_bounds], ignore_index=True)
+    bound_cols = [c for m in MCGF_METRICS for c in bound_columns(m)]
+    table = table.merge(bounds[[*keys, *bound_cols]], on=keys, how="left", sort=False)
+    return (table, long) if per_query else table

@@ -154,6 +154,17 @@ def _int_list(value: Any) -> str | None:
     return None if ok else "expected a list of integers"
 
 
+def _seeds(value: Any) -> str | None:
+    ok = (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    )
+    if not ok or len(set(value)) != len(value):
+        return "expected a non-empty list of distinct integers >= 0, e.g. [0, 1, 2]"
+    return None
+
+
 def _rules() -> dict[str, Any]:
     """Checks of the notebooks' parameters by name (the same name means the same thing)."""
     from geoloc_lib.data.geosynth.profiles import PROFILES
@@ -181,6 +192,7 @@ def _rules() -> dict[str, Any]:
         "mcgf_ablation_epochs": _int(1),
         "drone_runs": _str_list(),
         "street_runs": _str_list(),
+        "seeds": _seeds,
     }
 
 
@@ -220,6 +232,24 @@ def _matches(notebook: Path, selector: str) -> bool:
     return notebook.stem == selector or notebook.name[:2] == selector
 
 
+def _profile_notebooks(profile: str, run: Any, notebooks: list[Path]) -> list[Path]:
+    """The notebooks a profile runs: its ``run`` list (in run order), else all of them."""
+    if run is None:
+        return notebooks
+    if not isinstance(run, list) or not run or not all(isinstance(r, str) for r in run):
+        raise ConfigError(
+            f"profile {profile!r}: `run` must be a non-empty list of notebook numbers or names, "
+            f"e.g. [00_data_prep, 05_claims]; got {run!r}"
+        )
+    for r in run:
+        if not any(_matches(nb, r) for nb in notebooks):
+            raise ConfigError(
+                f"profile {profile!r}, `run`: "
+                + choices_message("notebook", r, [nb.stem for nb in notebooks])
+            )
+    return [nb for nb in notebooks if any(_matches(nb, r) for r in run)]
+
+
 def resolve_profile(
     profile: str,
     only: list[str] | None = None,
@@ -242,11 +272,25 @@ def resolve_profile(
             f"profile {profile!r} names notebooks that do not exist: {sorted(extra)}; "
             f"notebooks: {sorted(stems)}"
         )
+    every = notebooks
+    notebooks = _profile_notebooks(profile, profiles[profile].get("run"), notebooks)
+    not_run = set(spec) - {nb.stem for nb in notebooks}
+    if not_run:
+        raise ConfigError(
+            f"profile {profile!r} has a section for {sorted(not_run)} but does not run it; add "
+            "it to the profile's `run` list or remove the section"
+        )
     if only:
-        unknown = [s for s in only if not any(_matches(nb, s) for nb in notebooks)]
+        unknown = [s for s in only if not any(_matches(nb, s) for nb in every)]
         if unknown:
             raise ConfigError(
-                choices_message("notebook", unknown[0], [nb.name[:2] for nb in notebooks])
+                choices_message("notebook", unknown[0], [nb.name[:2] for nb in every])
+            )
+        skipped = [s for s in only if not any(_matches(nb, s) for nb in notebooks)]
+        if skipped:
+            raise ConfigError(
+                f"--only {skipped[0]}: profile {profile!r} does not run that notebook (it runs "
+                f"{', '.join(nb.name[:2] for nb in notebooks)}); pick a profile that runs it"
             )
         notebooks = [nb for nb in notebooks if any(_matches(nb, s) for s in only)]
 

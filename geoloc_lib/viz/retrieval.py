@@ -1,77 +1,35 @@
 """Top-k retrieval figures: each query, then its top-k gallery images framed green (a true
-match) or red (not), as in MCGF Figure 3 and GeoViewMatch Figures 6-7.
+match) or red (not), as in MCGF Figure 3 and GeoViewMatch Figures 6-7; and recall@k curves.
 
-- :func:`top_matches` ranks the gallery for a few queries with the evaluation core
-  (:func:`geoloc_lib.eval.rank_gallery`, same order and tie rule as the metrics) and flags the
-  true matches by label;
-- :func:`retrieval_figure` draws any such result;
-- :func:`drone_retrieval_figure` (drone -> satellite under a weather condition, the query shown
-  as the model saw it) and :func:`street_retrieval_figure` (street -> aerial) embed and draw.
+Figures draw, they do not compute: the queries, their top-k items and hit flags come from
+:mod:`geoloc_lib.eval.examples` (a seeded uniform draw, so hits and misses appear in proportion),
+the curves and their intervals from :func:`geoloc_lib.eval.uncertainty.recall_curves`.
+
+- :func:`retrieval_figure` draws any images with match flags;
+- :func:`examples_figure` draws a :class:`~geoloc_lib.eval.examples.RetrievalExamples` with the
+  draw's hit rate beside the set's R@1 in the title;
+- :func:`recall_curves_figure` draws recall@k per group (weather condition) with its band.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
-from torch import nn
-from torch.utils.data import DataLoader
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.images import read_image
-from geoloc_lib.data.types import ImageSet, PairSet
-from geoloc_lib.eval.ranking import NO_MATCH, rank_gallery
+from geoloc_lib.eval.examples import RetrievalExamples
 
 MATCH_COLOR = "#2ca02c"  # green: a true match
 MISS_COLOR = "#d62728"  # red: any other gallery item
 FRAME_WIDTH = 4.0
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
-
-
-@dataclass(frozen=True)
-class TopMatches:
-    """The top-k gallery items of some queries, best first."""
-
-    indices: torch.Tensor  # [Q, k] gallery rows
-    scores: torch.Tensor  # [Q, k] cosine similarities
-    is_match: torch.Tensor  # [Q, k] bool: the item carries the query's label
-    true_rank: torch.Tensor  # [Q] 0-based rank of the best true match (NO_MATCH if none)
-
-    def rank_labels(self) -> list[str]:
-        """``"true match #r"`` (1-based) per query, or ``"no true match"``."""
-        return [
-            "no true match" if r == NO_MATCH else f"true match #{r + 1}"
-            for r in self.true_rank.tolist()
-        ]
-
-
-def pick_queries(n_total: int, n: int, seed: int) -> np.ndarray:
-    """``n`` distinct query rows out of ``n_total`` (sorted), drawn with ``seed``."""
-    if n < 1 or n_total < 1:
-        raise ConfigError(f"pick_queries: need n >= 1 queries out of >= 1, got {n} of {n_total}")
-    return np.sort(np.random.default_rng(seed).choice(n_total, min(n, n_total), replace=False))
-
-
-def top_matches(
-    query_features: torch.Tensor,
-    gallery_features: torch.Tensor,
-    query_labels: object,
-    gallery_labels: object,
-    k: int = 5,
-) -> TopMatches:
-    """Top-``k`` gallery items per query (junk label -1 excluded) and which are true matches."""
-    if k < 1:
-        raise ConfigError(f"top_matches: k must be >= 1, got {k}")
-    q_lab = torch.as_tensor(np.asarray(query_labels), dtype=torch.int64)
-    g_lab = torch.as_tensor(np.asarray(gallery_labels), dtype=torch.int64)
-    res = rank_gallery(query_features, gallery_features, q_lab, g_lab, topk=k, progress=False)
-    is_match = g_lab[res.topk_indices] == q_lab[:, None]
-    return TopMatches(res.topk_indices, res.topk_scores, is_match, res.first_rank)
 
 
 def frame_colors(is_match: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -149,103 +107,52 @@ def retrieval_figure(
     return fig
 
 
-@torch.inference_mode()
-def _embed(model: nn.Module, images: torch.Tensor, view: str, device: str) -> torch.Tensor:
-    model.eval().to(device)
-    return model.embed(images.to(device), view).float().cpu()
-
-
-def drone_retrieval_figure(
-    model: nn.Module,
-    query: ImageSet,
-    gallery: ImageSet,
-    condition: str = "normal",
-    *,
-    n_queries: int = 3,
-    k: int = 5,
-    seed: int = 0,
-    weather_seed: int | None = None,
-    img_size: int | None = None,
-    batch_size: int = 64,
-    device: str = "cpu",
-    title: str | None = None,
-) -> Figure:
-    """Top-``k`` satellite tiles of ``n_queries`` seeded drone queries under ``condition``.
-
-    The queries are weathered exactly as :func:`geoloc_lib.eval.university.evaluate_mcgf` does
-    on the full query set (per-image keys from the row in ``query``), and shown at the model's
-    input size; ``condition`` may be ``"mixed"``.
-    """
-    from geoloc_lib.data.university_torch import eval_loader, to_tensor
-    from geoloc_lib.eval.features import extract_features
-    from geoloc_lib.weather.sets import EVAL_WEATHER_SEED, MIXED, eval_weather
-    from geoloc_lib.weather.synth import CONDITIONS
-
-    size = img_size or model.input_size("drone")[0]
-    picks = pick_queries(len(query), n_queries, seed)
-    images = torch.stack([to_tensor(query.paths[i], size) for i in picks])
-    wseed = EVAL_WEATHER_SEED if weather_seed is None else weather_seed
-    index = torch.as_tensor(picks, dtype=torch.int64)
-    batch = eval_weather(condition, seed=wseed)({"image": images, "index": index})
-    if condition == MIXED:  # name each query's own condition
-        shown = [CONDITIONS[c] for c in batch["condition"].tolist()]
-    else:
-        shown = [condition] * len(picks)
-    qf = _embed(model, batch["image"], "drone", device)
-    gf, gl = extract_features(
-        model, eval_loader(gallery, size, batch_size), "satellite", device=device, progress=False
-    )
-    top = top_matches(qf, gf, query.labels[picks], gl, k)
+def examples_figure(examples: RetrievalExamples, title: str | None = None) -> Figure:
+    """The drawn queries and their top-k items (:mod:`geoloc_lib.eval.examples`); the title adds
+    the draw's top-1 hit rate beside the set's R@1."""
+    head = examples.summary() if title is None else f"{title}\n{examples.summary()}"
     return retrieval_figure(
-        list(batch["image"]),
-        [[gallery.paths[j] for j in row] for row in top.indices.tolist()],
-        top.is_match,
-        scores=top.scores,
-        query_titles=[
-            f"{query.names[i]} · {c} · {rank}"
-            for i, c, rank in zip(picks, shown, top.rank_labels(), strict=True)
-        ],
-        title=title,
+        examples.query_images,
+        examples.gallery_paths,
+        examples.is_match,
+        scores=examples.scores,
+        query_titles=examples.query_titles,
+        title=head,
     )
 
 
-def street_retrieval_figure(
-    model: nn.Module,
-    pairs: PairSet,
-    *,
-    n_queries: int = 3,
-    k: int = 5,
-    seed: int = 0,
-    batch_size: int = 64,
-    device: str = "cpu",
-    title: str | None = None,
+def recall_curves_figure(
+    curves: pd.DataFrame, group: str = "condition", title: str | None = None
 ) -> Figure:
-    """Top-``k`` aerial tiles of ``n_queries`` seeded street panoramas (pair i matches tile i).
+    """Recall@k (%) against k, one line per ``group`` value with its 95 % band (``lo``/``hi``),
+    from :func:`geoloc_lib.eval.uncertainty.recall_curves`."""
+    needed = {group, "k", "recall", "lo", "hi"}
+    if not needed <= set(curves.columns):
+        raise ConfigError(
+            f"recall_curves_figure: curves lack {sorted(needed - set(curves.columns))}; pass "
+            "what eval.uncertainty.recall_curves returns"
+        )
+    groups = list(dict.fromkeys(curves[group]))
+    fig = Figure(figsize=(7.5, 4.6))
+    ax = fig.subplots()
+    colors = plt_colors(len(groups))
+    for g, color in zip(groups, colors, strict=True):
+        part = curves[curves[group] == g]
+        style = "--" if g in ("mixed", "mean") else "-"
+        ax.plot(part["k"], part["recall"], style, color=color, lw=1.4, label=str(g))
+        ax.fill_between(part["k"], part["lo"], part["hi"], color=color, alpha=0.12, lw=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("k")
+    ax.set_ylabel("recall@k (%)")
+    ax.legend(fontsize=7, ncols=2, loc="upper left")
+    ax.set_title(title or "recall@k with 95 % bootstrap intervals")
+    fig.tight_layout()
+    return fig
 
-    Input sizes come from ``model.input_size(view)``; the panorama is
-    shown with the model's preprocessing (CVACT: middle half of the rows) at a readable size.
-    """
-    from geoloc_lib.data.street_torch import StreetPairDataset, ViewDataset, load_ground
-    from geoloc_lib.eval.features import extract_features
 
-    ground_size = model.input_size("ground")
-    ds = StreetPairDataset(pairs, ground_size, model.input_size("aerial"))
-    picks = pick_queries(len(pairs), n_queries, seed)
-    ground = torch.stack([ds[int(i)]["ground"] for i in picks])
-    qf = _embed(model, ground, "ground", device)
-    loader = DataLoader(ViewDataset(ds, "aerial"), batch_size=batch_size, shuffle=False)
-    gf, _ = extract_features(model, loader, "aerial", device=device, progress=False)
-    top = top_matches(qf, gf, picks, np.arange(len(pairs)), k)
-    height = 128
-    shown_size = (height, round(height * ground_size[1] / ground_size[0]))
-    shown = [load_ground(pairs.ground[i], shown_size, ds.crop).float() / 255 for i in picks]
-    return retrieval_figure(
-        shown,
-        [[pairs.aerial[j] for j in row] for row in top.indices.tolist()],
-        top.is_match,
-        scores=top.scores,
-        query_titles=[
-            f"{pairs.ids[i]} · {rank}" for i, rank in zip(picks, top.rank_labels(), strict=True)
-        ],
-        title=title,
-    )
+def plt_colors(n: int) -> list:
+    """``n`` distinguishable colours (tab20 order)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab20"]
+    return [cmap(i % 20) for i in range(n)]
