@@ -22,3 +22,13 @@ def test_index_lists_every_output_in_notebook_order(tmp_path):
     assert "**02_new_table** — 02 new table" in text  # uncaptioned outputs are still listed
     assert text.index("## 00") < text.index("## 01") < text.index("## 02")
     assert "(tables/00_counts.csv)" in text
+
+
+def test_the_claims_table_opens_the_index(tmp_path):
+    out = ReportDir(tmp_path)
+    out.table(pd.DataFrame({"set": ["a"], "images": [3]}), "00_counts")
+    out.table(pd.DataFrame({"claim": ["c1"], "verdict": ["undecided"]}), "claims")
+    text = write_reports_index(tmp_path, "claims", commit="abc123").read_text()
+    assert text.index("## Claims") < text.index("## 00")
+    assert "| claim | verdict |" in text and "(tables/claims.csv)" in text
+    assert "## cl" not in text

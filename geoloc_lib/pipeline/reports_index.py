@@ -19,6 +19,7 @@ NOTEBOOK_TITLES = {
     "02": "02 · Evaluation",
     "03": "03 · Heatmaps",
     "04": "04 · Ablations and cost",
+    "05": "05 · The papers' claims over seeds",
 }
 
 # One line per output; keys are file stems (tables and figures share the namespace).
@@ -62,7 +63,21 @@ CAPTIONS = {
         "the DDIM steps add, per condition."
     ),
     "04_cost": "GeoViewMatch Table 4 format: parameters, GFLOPs, memory, latency per model and size.",
+    "02_street_recall_test": "Street→aerial R@1/5/10/1% on the test split (reported apart from the paper's val).",
+    "02_recall_at_k_drone_to_satellite": "Drone→satellite recall@k per weather condition with 95 % intervals.",
+    "02_recall_at_k_by_weather": "Recall@k curves per weather condition; bands: 95 % bootstrap intervals over queries.",
+    "claims": (
+        "One row per claim of the papers that GeoSynth can test: the effect (mean paired difference "
+        "over seeds, points), its 95 % interval over seeds and queries, and the verdict."
+    ),
+    "05_claims": "Each claim's effect with its 95 % interval (zero: no effect).",
+    "05_geoviewmatch_per_seed": "Every GeoViewMatch variant's recall per seed, with intervals over queries.",
+    "05_mcgf_per_seed": "Every MCGF variant's recall per weather condition and seed, with intervals.",
+    "05_per_seed_r1": "R@1 of every compared variant per seed (the data the claims rest on).",
 }
+
+# Tables that open the index, before the per-notebook sections.
+LEAD = ("claims",)
 
 
 def _commit() -> str:
@@ -94,9 +109,11 @@ def write_reports_index(reports_dir: str | Path, profile: str, commit: str | Non
     tables = sorted((root / "tables").glob("*.md"))
     figures = sorted((root / "figures").glob("*.png"))
     groups: dict[str, list[tuple[str, Path]]] = {}
+    lead = [path for path in tables if path.stem in LEAD]
     for kind, paths in (("table", tables), ("figure", figures)):
         for path in paths:
-            groups.setdefault(path.stem[:2], []).append((kind, path))
+            if path.stem not in LEAD:
+                groups.setdefault(path.stem[:2], []).append((kind, path))
     lines = [
         "# Reports",
         "",
@@ -107,6 +124,10 @@ def write_reports_index(reports_dir: str | Path, profile: str, commit: str | Non
         f"- commit: `{commit or _commit()}`",
         "",
     ]
+    for path in lead:
+        rel = path.relative_to(root).as_posix()
+        lines += [f"## {path.stem.capitalize()}", "", _caption(path.stem), ""]
+        lines += [path.read_text().rstrip(), "", f"([CSV]({rel[:-3]}.csv))", ""]
     for prefix in sorted(groups):
         lines += [f"## {NOTEBOOK_TITLES.get(prefix, prefix)}", ""]
         # tables first, then figures, each in name order
