@@ -49,6 +49,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "geoloc_lib.train_bench",
         "benchmark training throughput per model, fp32 vs bf16 autocast",
     ),
+    ("bench", "data"): (
+        "geoloc_lib.bench.data",
+        "write a University160k-WX-sized image slice; time decoding, the loader, the projected eval",
+    ),
     ("bench", "gpu"): (
         "geoloc_lib.gpu_bench",
         "GPU numbers of the paper configurations (inference, training, evaluation) in one run",

@@ -53,6 +53,7 @@ LAYER_OF = {
     "geoloc_lib.reports_index": "pipeline",
     "geoloc_lib.train_bench": "bench",
     "geoloc_lib.gpu_bench": "bench",
+    "geoloc_lib.bench": "bench",
 }
 
 # What each layer may import from the package (its own layer included).
