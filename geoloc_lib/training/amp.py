@@ -216,7 +216,11 @@ def resolve_fit_amp(
        bf16 only when it trains at least
        :data:`~geoloc_lib.core.device.BF16_MIN_SPEEDUP` times faster than fp32.
 
-    In a distributed run rank 0 decides and every rank uses its answer.
+    In a distributed run rank 0 decides and every rank uses its answer. A measurement taken
+    while other jobs load the CPU can be off (the threads compete); the cache keeps it, so delete
+    the cache file to measure again. ``fit`` prints the choice (with progress on) and records it
+    in the history (``History.amp``), the checkpoint and ``run.json``; a resumed run keeps the
+    precision it began with.
     """
     if amp != "auto" or device.type != "cpu":
         mode = resolve_amp(amp, device)
