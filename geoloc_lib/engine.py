@@ -419,17 +419,11 @@ class _FitRun:
             self.start_epoch = self.history.resumed_from_epoch = int(ckpt["epoch"])
             self.elapsed_before = checkpoint_elapsed_s(ckpt)
             self.history.checkpoint = resume_path  # also when there is nothing left to train
-            saved_amp = ckpt.get("amp")
-            if config.amp == "auto" and isinstance(saved_amp, Mapping):
-                # A resumed run continues in the precision it began with (another CPU may differ).
-                if saved_amp.get("mode") != self.amp.mode and saved_amp.get("mode") in (
-                    "off",
-                    "bf16",
-                ):
-                    self.amp = AmpChoice(
-                        "auto", saved_amp["mode"], "the precision the run began with"
-                    )
-                    self.dtype = autocast_dtype(self.amp.mode)
+            saved = (ckpt.get("amp") or {}).get("mode")
+            if config.amp == "auto" and self.device.type == "cpu" and saved != self.amp.mode:
+                if saved in ("off", "bf16"):  # continue in the precision the run began with
+                    self.amp = AmpChoice("auto", saved, "the precision the run began with")
+                    self.dtype = autocast_dtype(saved)
                     self.history.amp = self.amp.as_dict()
 
         net: nn.Module = _LossForward(model)

@@ -191,3 +191,33 @@ def test_fit_records_the_choice(tmp_path, monkeypatch):
     assert hist.amp["mode"] == "off" and hist.amp["asked"] == "auto"
     assert "smoke" in hist.amp["reason"]
     assert load_checkpoint(tmp_path / "checkpoint_last.pt")["amp"] == hist.amp
+
+
+class _Batches(list):
+    batch_size = 4  # what fit reads the measurement's batch size from
+
+
+def test_resume_keeps_the_precision_the_run_began_with(tmp_path, monkeypatch):
+    from geoloc_lib.engine import FitConfig, fit
+
+    monkeypatch.setattr(A, "cpu_bf16_support", lambda: NATIVE)
+    data = _Batches([{"drone": torch.rand(4, 3, 8, 8), "label": torch.arange(4)}])
+
+    def run(epochs, ratio, cache, resume):
+        monkeypatch.setattr(A, "measure_cpu_amp", lambda m, b, t: (100.0, 100.0 * ratio))
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / cache))
+        model = _Toy()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        cfg = FitConfig(
+            epochs=epochs, device="cpu", out_dir=tmp_path / "run", preset="default",
+            progress=False, resume=resume,
+        )  # fmt: skip
+        return fit(model, data, opt, cfg)
+
+    first = run(1, 2.0, "a", False)
+    assert first.amp["mode"] == "bf16" and first.amp["reason"].startswith("measured")
+    assert (tmp_path / "a" / "geoloc" / D.AMP_CACHE_FILE).is_file()
+    again = run(1, 0.5, "b", True)  # another machine would choose fp32
+    assert again.amp["mode"] == "bf16" and "began with" in again.amp["reason"]
+    fresh = run(1, 0.5, "b", False)
+    assert fresh.amp["mode"] == "off"
