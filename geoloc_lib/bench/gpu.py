@@ -64,13 +64,13 @@ from geoloc_lib.bench.eval import (
     synthetic_features,
     time_bare_matmul,
 )
-from geoloc_lib.bench.train import measure_throughput, random_batch, train_step
 from geoloc_lib.core.device import autocast_dtype, to_device
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.paths import REPO_ROOT
 from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.eval.metrics import evaluate_university1652
 from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, auto_chunk_size
+from geoloc_lib.training.amp import measure_throughput, random_batch, train_step
 from geoloc_lib.training.optim import build_optimizer
 from geoloc_lib.training.recipes import recipe_for
 

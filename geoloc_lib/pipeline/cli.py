@@ -53,6 +53,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "geoloc_lib.bench.fit",
         "benchmark end-to-end training (real fit runs: data, weather, validation) and levers",
     ),
+    ("bench", "data"): (
+        "geoloc_lib.bench.data",
+        "write a University160k-WX-sized image slice; time decoding, the loader, the projected eval",
+    ),
     ("bench", "gpu"): (
         "geoloc_lib.bench.gpu",
         "GPU numbers of the paper configurations (inference, training, evaluation) in one run",

@@ -49,6 +49,7 @@ from geoloc_lib.core.distributed import DistInfo, barrier, broadcast_object, dis
 from geoloc_lib.core.errors import ConfigError, GeolocError, choices_message
 from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.core.seeding import rng_state, seed_everything, set_rng_state
+from geoloc_lib.training.amp import AmpChoice, announce, resolve_fit_amp
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
 
@@ -73,7 +74,8 @@ class FitConfig:
         out_dir: folder for checkpoints and logs; None keeps everything in memory.
         seed: seeds the training randomness (each rank uses ``seed + rank``).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
-        amp: ``auto`` | ``off`` | ``bf16`` | ``fp16`` (see :func:`resolve_amp`).
+        amp: ``auto`` | ``off`` | ``bf16`` | ``fp16``; ``auto`` on a CPU is decided per model and
+            machine (:func:`geoloc_lib.training.amp.resolve_fit_amp`; smoke: always fp32).
         grad_clip: max global gradient L2 norm; None disables clipping (the norm is still logged).
         scheduler_interval: call ``scheduler.step()`` after every ``"epoch"`` or every ``"step"``.
         max_steps_per_epoch: cut epochs short (smoke runs, tests).
@@ -84,6 +86,8 @@ class FitConfig:
         num_threads: ``torch.set_num_threads`` for the run (None leaves it). On a CPU shared with
             other jobs, fewer threads than cores avoids OpenMP oversubscription, which was
             measured to slow a step ~80x on this project's 2-core machine.
+        preset: the model's preset (``smoke``, ``default``, ``paper``), which ``amp="auto"`` on a
+            CPU needs to measure; None trains in fp32 there.
     """
 
     epochs: int = 1
@@ -99,6 +103,7 @@ class FitConfig:
     keep_epoch_checkpoints: bool = False
     progress: bool | None = None
     num_threads: int | None = None
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -125,6 +130,7 @@ class History:
     records: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
     resumed_from_epoch: int = 0
+    amp: dict[str, Any] | None = None  # the precision trained with (AmpChoice.as_dict())
 
     @property
     def df(self) -> pd.DataFrame:
@@ -340,7 +346,7 @@ class _FitRun:
         self.validate, self.batch_transform = validate, batch_transform
         info = self.info = dist_info()
         device = self.device = resolve_device(config.device)
-        amp = resolve_amp(config.amp, device)
+        amp = resolve_amp(config.amp, device)  # checked now; auto on a CPU is refined below
         self.requires_closure = bool(getattr(optimizer, "requires_closure", False))
         if self.requires_closure and amp == "fp16":
             raise ConfigError(
@@ -356,11 +362,21 @@ class _FitRun:
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
         model.to(device)
+        # After the thread count is set (it changes the measurement) and before seeding.
+        self.amp = resolve_fit_amp(
+            config.amp,
+            device,
+            model,
+            preset=config.preset,
+            batch=getattr(train_loader, "batch_size", None),
+            batch_transform=batch_transform,
+        )
+        amp = self.amp.mode
         seed_everything(config.seed + info.rank)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
         self.dtype = autocast_dtype(amp)
 
-        self.history = History()
+        self.history = History(amp=self.amp.as_dict())
         self.start_epoch = 0
         self.fit_start, self.elapsed_before = time.perf_counter(), 0.0
 
@@ -403,6 +419,12 @@ class _FitRun:
             self.start_epoch = self.history.resumed_from_epoch = int(ckpt["epoch"])
             self.elapsed_before = checkpoint_elapsed_s(ckpt)
             self.history.checkpoint = resume_path  # also when there is nothing left to train
+            saved = (ckpt.get("amp") or {}).get("mode")
+            if config.amp == "auto" and self.device.type == "cpu" and saved != self.amp.mode:
+                if saved in ("off", "bf16"):  # continue in the precision the run began with
+                    self.amp = AmpChoice("auto", saved, "the precision the run began with")
+                    self.dtype = autocast_dtype(saved)
+                    self.history.amp = self.amp.as_dict()
 
         net: nn.Module = _LossForward(model)
         if info.distributed:
@@ -414,6 +436,7 @@ class _FitRun:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.clip = config.grad_clip if config.grad_clip is not None else math.inf
         self.show = config.show_progress and info.is_main
+        announce(self.amp, self.show)
 
     def forward_backward(
         self, batch: dict[str, Any]
@@ -590,6 +613,7 @@ class _FitRun:
                 "loader": _loader_state(self.train_loader),
                 "epoch": epoch + 1,
                 "history": self.history.records,
+                "amp": self.history.amp,
                 "fit_config": {k: str(v) for k, v in asdict(config).items()},
                 "model_config": getattr(model, "config_dict", lambda: None)(),
                 "model_name": getattr(model, "registry_name", None),

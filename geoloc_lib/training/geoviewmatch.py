@@ -110,6 +110,7 @@ class StreetTrainResult:
     settings: StreetTrainSettings
     model_config: dict
     train_time_s: float
+    amp: dict | None = None  # the precision fit trained with (AmpChoice.as_dict())
 
 
 def resolve_street_settings(
@@ -213,6 +214,7 @@ def train_street_model(
         resume=resume,
         keep_epoch_checkpoints=keep_epoch_checkpoints,
         progress=progress,
+        preset=preset,
     )
     t0 = time.perf_counter()
     history = fit(
@@ -230,6 +232,7 @@ def train_street_model(
         checkpoint=history.checkpoint,
         out_dir=Path(out_dir) if out_dir is not None else None,
         settings=settings,
+        amp=history.amp,
         model_config=net.config_dict(),
         train_time_s=time.perf_counter() - t0,
     )

@@ -142,6 +142,7 @@ class TrainResult:
     model: nn.Module
     out_dir: Path | None
     settings: TrainSettings
+    amp: dict | None = None  # the precision fit trained with (AmpChoice.as_dict())
 
 
 def weather_batch_transform(
@@ -260,6 +261,7 @@ def train_mcgf(
         val_every=settings.val_every,
         resume=resume,
         progress=progress,
+        preset=preset,
         num_threads=num_threads,
     )
     history = fit(
@@ -279,6 +281,7 @@ def train_mcgf(
         model=net,
         out_dir=Path(out_dir) if out_dir is not None else None,
         settings=settings,
+        amp=history.amp,
     )
 
 

@@ -168,6 +168,7 @@ def train_run(
         "overrides": overrides,
         "config": config,
         "train_time_s": round(train_time, 1),
+        "amp": getattr(res, "amp", None),
     }
     if resumed is not None:
         info["resumed_from_epoch"] = resumed["epoch"]
