@@ -262,7 +262,7 @@ def test_cli_rejects_unknown_dataset_and_profile(tmp_path, capsys):
     assert main(["data", "generate", "cvusa", "--out", str(tmp_path)]) == 2
     assert "valid choices: geosynth" in capsys.readouterr().err
     assert main(["data", "generate", "geosynth", "--profile", "huge", "--out", str(tmp_path)]) == 2
-    assert "default, smoke, default_capture_gap" in capsys.readouterr().err
+    assert "default, default_capture_gap, smoke" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         generate_geosynth(tmp_path, profile="huge")
     assert math.isclose(PROFILES["default"].tile_m, 128.0)
