@@ -85,7 +85,8 @@ WORKER = textwrap.dedent(
         out = Path(sys.argv[1])
         model, hist, seen = run(out / "run", batch_size=2)
         torch.save(model.state_dict(), out / f"rank{info.rank}.pt")
-        records = [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")}
+        timings = ("time_s", "images_per_s", "data_s", "transform_s", "validate_s")
+        records = [{k: v for k, v in r.items() if k not in timings}
                    for r in hist.records]
         (out / f"rank{info.rank}.json").write_text(
             json.dumps({"seen": seen, "history": records, "world": info.world_size}))
