@@ -428,4 +428,4 @@ def test_train_settings_overrides_keep_explicit_none():
     from geoloc_lib.training.mcgf import resolve_train_settings
 
     s = resolve_train_settings("default", epochs=None, batch_size=8, grad_clip=None)
-    assert s.epochs == 60 and s.batch_size == 8 and s.grad_clip is None
+    assert s.epochs == 22 and s.batch_size == 8 and s.grad_clip is None

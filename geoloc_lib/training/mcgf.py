@@ -90,10 +90,11 @@ TRAIN_PRESETS: dict[str, TrainSettings] = {
     # CPU profile (measured, see the issue notes): random-init tiny backbones do not learn
     # cross-view matching with SGD + cross-entropy (retrieval stays at chance while the classes
     # are memorised); AdamW with the InfoNCE term of the default MCGFConfig does, and joint
-    # flips with any-angle satellite rotations generalise better than quarter turns. 60 epochs x
-    # 256 locations x 4 visits at ~110 img/s (2 threads) ~ 9.5 min of training.
+    # flips with any-angle satellite rotations generalise better than quarter turns. 22 epochs x
+    # 704 locations x 4 visits (1,936 steps of 32; the earlier 60 x 256 x 4 was 1,920) at
+    # ~110 img/s (2 threads) ~ 9.5 min of training.
     "default": TrainSettings(
-        60,
+        22,
         32,
         1e-3,
         1e-3,
@@ -102,7 +103,7 @@ TRAIN_PRESETS: dict[str, TrainSettings] = {
         warmup_epochs=1.0,
         repeats=4,
         augment="flip_rotate",
-        val_every=3,  # 20 points on the curve; each pass is ~3 s of the ~14 s epoch
+        val_every=2,  # 11 points on the curve; each pass is ~3 s of the ~35 s epoch
     ),
     "smoke": TrainSettings(
         1, 4, 1e-3, 1e-3, optimizer="adamw", weight_decay=0.05, augment="flip_rotate"
