@@ -18,6 +18,8 @@ def test_parse_lever_reads_json_values_and_bare_words():
     assert B.parse_lever('amp="bf16"') == ("amp", "bf16")
     assert B.parse_lever("amp=bf16") == ("amp", "bf16")
     assert B.parse_lever("ground_size=[64, 320]") == ("ground_size", [64, 320])
+    assert B.parse_lever("compile=aot_eager") == ("compile", "aot_eager")
+    assert B.parse_lever("compile=true") == ("compile", True)
     with pytest.raises(ConfigError, match="key=value"):
         B.parse_lever("val_every")
 

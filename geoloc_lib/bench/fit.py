@@ -12,9 +12,10 @@ epoch's wall time into what the engine records (``history.csv``):
 
 End-to-end images/s = training images / (``time_s`` + ``validate_s``) over the epochs after the
 first (the first also decodes every image once into the cache; it is reported apart). A lever
-(``--lever val_every=5``, ``--lever amp='"bf16"'``, ``--lever batch_size=64``: any override
-``train_run`` takes, the value parsed as JSON) reruns the same epochs with that change; its
-``speed-up`` is its end-to-end images/s over the baseline's, on the same machine and data.
+(``--lever val_every=5``, ``--lever amp='"bf16"'``, ``--lever batch_size=64``,
+``--lever compile=inductor`` or ``compile=aot_eager``: any override ``train_run`` takes, the
+value parsed as JSON) reruns the same epochs with that change; its ``speed-up`` is its end-to-end
+images/s over the baseline's, on the same machine and data.
 """
 
 from __future__ import annotations

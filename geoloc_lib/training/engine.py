@@ -12,6 +12,9 @@ step, validation, ``history.csv``/``history.json`` and ``checkpoint_last.pt`` (m
 scheduler, scaler, every RNG state, epoch, history). ``FitConfig(resume=True)`` continues from that
 checkpoint and, on CPU, ends bit-identical to an uninterrupted run.
 
+``FitConfig(compile="inductor")`` (or ``"aot_eager"``) runs ``model.training_losses`` through
+``torch.compile``; the module itself stays plain, so checkpoints and validation are unchanged.
+
 Distributed: launch the same script with ``torchrun --nproc_per_node=N``; call
 :func:`geoloc_lib.core.distributed.setup_distributed` first and build loaders with a sampler
 that shards by rank (see ``geoloc_lib.data.university_torch.ShardedSampler``). ``fit`` wraps the model in
@@ -88,6 +91,10 @@ class FitConfig:
             measured to slow a step ~80x on this project's 2-core machine.
         preset: the model's preset (``smoke``, ``default``, ``paper``), which ``amp="auto"`` on a
             CPU needs to measure; None trains in fp32 there.
+        compile: ``torch.compile`` of ``model.training_losses``: False or ``"off"``; True or
+            ``"inductor"`` (needs a C++ compiler on a CPU); ``"aot_eager"`` (no C++ compiler;
+            traces forward and backward without generating code). The first step pays the
+            compilation.
     """
 
     epochs: int = 1
@@ -104,6 +111,7 @@ class FitConfig:
     progress: bool | None = None
     num_threads: int | None = None
     preset: str | None = None
+    compile: bool | str = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -117,6 +125,7 @@ class FitConfig:
             raise ConfigError(f"FitConfig.grad_clip must be > 0 or None, got {self.grad_clip}")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"FitConfig.amp: {choices_message('amp mode', self.amp, AMP_MODES)}")
+        compile_backend(self.compile)  # raises on an unknown value
 
     @property
     def show_progress(self) -> bool:
@@ -131,6 +140,7 @@ class History:
     checkpoint: Path | None = None
     resumed_from_epoch: int = 0
     amp: dict[str, Any] | None = None  # the precision trained with (AmpChoice.as_dict())
+    compile: str | None = None  # the torch.compile backend trained with, or "off"
 
     @property
     def df(self) -> pd.DataFrame:
@@ -146,6 +156,37 @@ class History:
 def _write_logs(out_dir: Path, history: History) -> None:
     history.df.to_csv(out_dir / "history.csv", index=False)
     (out_dir / "history.json").write_text(json.dumps(history.records, indent=1, default=float))
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+COMPILE_CHOICES = ("off", "inductor", "aot_eager")  # and False / True (= "inductor")
+
+
+def compile_backend(value: Any) -> str | None:
+    """The ``torch.compile`` backend ``FitConfig.compile`` asks for; None: do not compile."""
+    if isinstance(value, bool):
+        return "inductor" if value else None
+    if isinstance(value, str) and value in COMPILE_CHOICES:
+        return None if value == "off" else value
+    valid = (*COMPILE_CHOICES, "False", "True")
+    raise ConfigError(f"FitConfig.compile: {choices_message('compile backend', value, valid)}")
+
+
+def check_cpp_compiler() -> None:
+    """Inductor builds C++ kernels on a CPU: without a compiler fail now, not at the first step."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # another torch layout: inductor reports a missing compiler itself
+        return
+    try:
+        get_cpp_compiler()  # runs the configured compiler (CXX, else g++) with --version
+    except RuntimeError as err:
+        raise ConfigError(
+            f"FitConfig.compile='inductor' needs a working C++ compiler on a CPU ({err}); "
+            "install one (or point CXX at it), or use compile='aot_eager' (no C++ compiler "
+            "needed) or compile=False"
+        ) from err
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -255,14 +296,19 @@ def _set_loader_state(loader: Any, state: Mapping[str, Any]) -> None:
 
 
 class _LossForward(nn.Module):
-    """Routes ``forward`` to ``training_losses`` so DDP's gradient hooks see the training pass."""
+    """Routes ``forward`` to ``training_losses`` so DDP's gradient hooks see the training pass.
 
-    def __init__(self, model: nn.Module) -> None:
+    With a ``backend`` the bound method is compiled, not the module: the model's ``state_dict``
+    keys, its ``embed`` (validation) and the caller's object stay plain."""
+
+    def __init__(self, model: nn.Module, backend: str | None = None) -> None:
         super().__init__()
         self.model = model
+        losses = model.training_losses
+        self.losses = losses if backend is None else torch.compile(losses, backend=backend)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.model.training_losses(batch)
+        return self.losses(batch)
 
 
 def _group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
@@ -355,6 +401,9 @@ class _FitRun:
             )
         if not hasattr(model, "training_losses"):
             raise ConfigError(f"{type(model).__name__} has no training_losses(batch) method")
+        self.compile_backend = compile_backend(config.compile)
+        if self.compile_backend == "inductor" and device.type == "cpu":
+            check_cpp_compiler()
         out_dir = self.out_dir = Path(config.out_dir) if config.out_dir is not None else None
         if out_dir is not None and info.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -376,7 +425,7 @@ class _FitRun:
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
         self.dtype = autocast_dtype(amp)
 
-        self.history = History(amp=self.amp.as_dict())
+        self.history = History(amp=self.amp.as_dict(), compile=self.compile_backend or "off")
         self.start_epoch = 0
         self.fit_start, self.elapsed_before = time.perf_counter(), 0.0
 
@@ -426,7 +475,7 @@ class _FitRun:
                     self.dtype = autocast_dtype(saved)
                     self.history.amp = self.amp.as_dict()
 
-        net: nn.Module = _LossForward(model)
+        net: nn.Module = _LossForward(model, self.compile_backend)
         if info.distributed:
             device = self.device
             net = nn.parallel.DistributedDataParallel(
@@ -614,6 +663,7 @@ class _FitRun:
                 "epoch": epoch + 1,
                 "history": self.history.records,
                 "amp": self.history.amp,
+                "compile": self.history.compile,
                 "fit_config": {k: str(v) for k, v in asdict(config).items()},
                 "model_config": getattr(model, "config_dict", lambda: None)(),
                 "model_name": getattr(model, "registry_name", None),

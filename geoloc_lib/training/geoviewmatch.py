@@ -111,6 +111,7 @@ class StreetTrainResult:
     model_config: dict
     train_time_s: float
     amp: dict | None = None  # the precision fit trained with (AmpChoice.as_dict())
+    compile: str | None = None  # the torch.compile backend fit trained with, or "off"
 
 
 def resolve_street_settings(
@@ -154,6 +155,7 @@ def train_street_model(
     ablation: str | None = None,
     max_steps_per_epoch: int | None = None,
     keep_epoch_checkpoints: bool = False,
+    compile: bool | str = False,
     **overrides: Any,
 ) -> StreetTrainResult:
     """Train GeoViewMatch (``ablation``: BS, BS+CL, ..., f4+f3+f2) or the InfoNCE baseline.
@@ -162,7 +164,8 @@ def train_street_model(
     ``asam``, ...) or of the model's config (``stages``, ``contrastive``, ``ground_size``, ...).
     Checkpoints and ``history.csv`` go to ``out_dir``; ``resume=True`` continues from there
     (or ``resume=PATH`` from a given checkpoint, e.g. a ``checkpoint_epoch{N}.pt`` kept with
-    ``keep_epoch_checkpoints``).
+    ``keep_epoch_checkpoints``). ``compile``: ``torch.compile`` of the training step
+    (``FitConfig.compile``).
     """
     train_over, model_over = split_overrides(StreetTrainSettings, overrides)
     settings = resolve_street_settings(model, preset, epochs=epochs, **train_over)
@@ -215,6 +218,7 @@ def train_street_model(
         keep_epoch_checkpoints=keep_epoch_checkpoints,
         progress=progress,
         preset=preset,
+        compile=compile,
     )
     t0 = time.perf_counter()
     history = fit(
@@ -233,6 +237,7 @@ def train_street_model(
         out_dir=Path(out_dir) if out_dir is not None else None,
         settings=settings,
         amp=history.amp,
+        compile=history.compile,
         model_config=net.config_dict(),
         train_time_s=time.perf_counter() - t0,
     )

@@ -144,6 +144,7 @@ class TrainResult:
     out_dir: Path | None
     settings: TrainSettings
     amp: dict | None = None  # the precision fit trained with (AmpChoice.as_dict())
+    compile: str | None = None  # the torch.compile backend fit trained with, or "off"
 
 
 def weather_batch_transform(
@@ -175,6 +176,7 @@ def train_mcgf(
     lr_backbone: float | None = None,
     lr_head: float | None = None,
     amp: str = "auto",
+    compile: bool | str = False,
     num_workers: int = 0,
     cache_images: bool = True,
     val_queries: int | None = 300,
@@ -192,6 +194,7 @@ def train_mcgf(
         out_dir: checkpoints and ``history.csv``; None trains in memory.
         resume: continue from ``out_dir/checkpoint_last.pt``.
         num_threads: CPU threads (``FitConfig.num_threads``); 1 on a CPU shared with other jobs.
+        compile: ``torch.compile`` of the training step (``FitConfig.compile``).
         val_queries: monitoring (every ``val_every`` epochs, a ``TrainSettings`` field) on this
             many test drone queries, each under a random (seeded) weather condition, against the
             full satellite gallery (``val_r1``). It is a subset of the test split (GeoSynth has
@@ -264,6 +267,7 @@ def train_mcgf(
         progress=progress,
         preset=preset,
         num_threads=num_threads,
+        compile=compile,
     )
     history = fit(
         net,
@@ -283,6 +287,7 @@ def train_mcgf(
         out_dir=Path(out_dir) if out_dir is not None else None,
         settings=settings,
         amp=history.amp,
+        compile=history.compile,
     )
 
 

@@ -114,7 +114,8 @@ def train_run(
     ``overrides`` go to the model's recipe (its ``train`` function): training-settings fields,
     model-config fields and the train function's own options (e.g. ``val_queries``,
     ``ablation``); see :func:`geoloc_lib.training.mcgf.train_mcgf` and
-    :func:`geoloc_lib.training.geoviewmatch.train_street_model`.
+    :func:`geoloc_lib.training.geoviewmatch.train_street_model`. ``compile="inductor"`` (or
+    ``"aot_eager"``, True) trains with ``torch.compile``; ``run.json`` records the backend.
     """
     recipe = recipe_for(model)
     name = name or model
@@ -169,6 +170,7 @@ def train_run(
         "config": config,
         "train_time_s": round(train_time, 1),
         "amp": getattr(res, "amp", None),
+        "compile": getattr(res, "compile", None),
     }
     if resumed is not None:
         info["resumed_from_epoch"] = resumed["epoch"]
