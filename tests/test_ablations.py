@@ -36,7 +36,10 @@ def test_geoviewmatch_variants_share_runs_of_equal_configurations():
     # the paper's f4 / f4+f3 rows repeat BS+CL / BS+CL+MF: one run each
     assert names["f4"] == "BS+CL" and names["f4+f3"] == "BS+CL+MF"
     assert len(set(names.values())) == 6
-    assert all(v.overrides == {"ablation": v.run_name} for v in variants)
+    # the preset's own model (BS+CL+MF = f4+f3) has no overrides: it can be 01's run
+    full = {"BS+CL+MF", "f4+f3"}
+    assert all(v.overrides == {} for v in variants if v.label in full)
+    assert all(v.overrides == {"ablation": v.run_name} for v in variants if v.label not in full)
     assert [v.run_name for v in A.geoviewmatch_variants(A.TABLE6, "smoke")][:2] == [
         "BS+CL",
         "BS+CL+MF",
@@ -210,6 +213,28 @@ def test_ablation_table_and_claims():
     assert (claims["resolution"] == 2.5).all()
     with pytest.raises(ConfigError, match="no results"):
         A.ablation_table(res[res["variant"] != "BS"], A.TABLE5)
+
+
+def test_ablation_claims_inside_the_query_noise_are_undecided():
+    # 40 queries per variant: BS hits the first 4, BS+CL the first 5 (1 query apart: inside the
+    # noise) and BS+CL+MF 20 of them (clearly above BS).
+    hits = {"BS": 4, "BS+CL": 5, "BS+MF": 3, "BS+CL+MF": 20}
+    hits |= {"f4": 5, "f4+f3": 20, "f4+f3+f2": 20, "f4+f3+f2+f1": 2}
+    per_query = pd.DataFrame(
+        [
+            {"variant": k, "query": q, "R@1": 100.0 * (q < n)}
+            for k, n in hits.items()
+            for q in range(40)
+        ]
+    )
+    results = per_query.groupby("variant", sort=False)["R@1"].mean().reset_index()
+    results["queries"] = 40
+    claims = A.ablation_claims(results, per_query).set_index("change")
+    assert claims.loc["+ contrastive learning", "verdict"] == "undecided"
+    assert claims.loc["+ multi-scale features", "verdict"] == "undecided"
+    assert claims.loc["+ both (full model)", "verdict"] == "same direction"
+    assert claims.loc["+ both (full model)", "ours ΔR@1 lo"] > 0
+    assert claims.loc["f4+f3+f2 -> all four stages", "verdict"] == "same direction"
 
 
 def _mcgf_results() -> pd.DataFrame:

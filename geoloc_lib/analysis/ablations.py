@@ -120,7 +120,9 @@ def geoviewmatch_variants(
     labels: tuple[str, ...] = TABLE5 + TABLE6, preset: str = "default"
 ) -> list[Variant]:
     """GeoViewMatch ablations; labels with the same effective configuration share one run,
-    named after the first such label in ``ABLATIONS`` (f4 -> BS+CL, whatever ``labels`` holds)."""
+    named after the first such label in ``ABLATIONS`` (f4 -> BS+CL, whatever ``labels`` holds).
+    The labels that are the preset's own model (BS+CL+MF, f4+f3) carry no overrides, so at 01's
+    budget they reuse 01's ``geoviewmatch`` run (:func:`ensure_run`) instead of training it again."""
     from geoloc_lib.models.geoviewmatch import ABLATIONS, GeoViewMatchConfig
 
     def key(label: str) -> tuple:
@@ -131,6 +133,8 @@ def geoviewmatch_variants(
     canonical: dict[tuple, str] = {}
     for label in ABLATIONS:
         canonical.setdefault(key(label), label)
+    base = GeoViewMatchConfig.preset(preset)
+    full = (base.contrastive, base.used_stages, base.share_backbone)
     out: list[Variant] = []
     for label in labels:
         if label not in ABLATIONS:
@@ -138,7 +142,8 @@ def geoviewmatch_variants(
                 f"GeoViewMatch ablations: {choices_message('variant', label, ABLATIONS)}"
             )
         run = canonical[key(label)]
-        out.append(Variant(label, "geoviewmatch", {"ablation": run}, run))
+        overrides = {} if key(label) == full else {"ablation": run}
+        out.append(Variant(label, "geoviewmatch", overrides, run))
     return out
 
 
@@ -531,7 +536,9 @@ def ablation_claims(results: pd.DataFrame, per_query: pd.DataFrame | None = None
 
     ``resolution`` is one query in percent: a difference below it is no difference at all. With
     ``per_query`` (from ``run_street_ablations(..., per_query=True)``) the difference gets its
-    paired 95 % bootstrap interval over the queries (``ours ΔR@1 lo`` / ``hi``, last).
+    paired 95 % bootstrap interval over the queries (``ours ΔR@1 lo`` / ``hi``, last), and a
+    difference whose interval holds 0 is ``undecided``: inside the noise of the queries (one
+    seed; notebook 05 adds the seeds).
     """
     r1 = results.set_index("variant")["R@1"]
     queries = int(results["queries"].iloc[0])
@@ -543,8 +550,13 @@ def ablation_claims(results: pd.DataFrame, per_query: pd.DataFrame | None = None
         pa, pb = _paper_r1(a), _paper_r1(b)
         paper = {ds: round(pb[ds] - pa[ds], 2) for ds in pa}
         signs = {np.sign(v) for v in paper.values()}
+        lo = hi = None
+        if per_query is not None:
+            _, lo, hi = _paired(per_query, b, a, "R@1")
         if ours == 0:
             verdict = "no change"
+        elif lo is not None and lo <= 0 <= hi:
+            verdict = "undecided"
         elif len(signs) == 1 and np.sign(ours) in signs:
             verdict = "same direction"
         else:
@@ -560,7 +572,6 @@ def ablation_claims(results: pd.DataFrame, per_query: pd.DataFrame | None = None
             "verdict": verdict,
         }
         if per_query is not None:
-            _, lo, hi = _paired(per_query, b, a, "R@1")
             row.update({"ours ΔR@1 lo": lo, "ours ΔR@1 hi": hi})
         rows.append(row)
     return pd.DataFrame(rows)
