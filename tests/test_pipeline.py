@@ -75,6 +75,29 @@ def test_failure_names_notebook_and_cell(notebooks, tmp_path, monkeypatch):
         run_pipeline("p", notebooks_dir=notebooks, out_dir=tmp_path / "o", progress=False)
 
 
+def test_executed_notebooks_go_beside_the_profiles_reports(notebooks, tmp_path, monkeypatch):
+    import geoloc_lib.pipeline.runner as pipeline
+    from geoloc_lib.core.errors import ConfigError
+
+    profiles = _profiles()
+    for params in profiles["p"]["notebooks"].values():
+        params["reports_dir"] = "../reports/p"
+    (notebooks / "00_first.ipynb").unlink()
+    _notebook(notebooks / "00_first.ipynb", "print(x)")
+    for name in ("00_first", "01_second"):  # the notebooks take reports_dir as a parameter
+        nb = nbformat.read(notebooks / f"{name}.ipynb", as_version=4)
+        nb.cells[1].source += "\nreports_dir = ''"
+        nbformat.write(nb, notebooks / f"{name}.ipynb")
+    monkeypatch.setattr(pipeline, "resolve_profile", _resolver(profiles))
+    outputs = run_pipeline("p", notebooks_dir=notebooks, progress=False)
+    executed = (tmp_path / "reports" / "p" / "executed").resolve()
+    assert [p.parent for p in outputs] == [executed, executed]
+    assert (tmp_path / "reports" / "p" / "README.md").exists()
+    profiles["p"]["notebooks"]["01_second"]["reports_dir"] = "../reports/q"
+    with pytest.raises(ConfigError, match="several reports_dir.*pass --out"):
+        run_pipeline("p", notebooks_dir=notebooks, progress=False)
+
+
 def _resolver(profiles):
     from geoloc_lib.pipeline.profiles import resolve_profile
 

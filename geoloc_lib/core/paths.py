@@ -7,6 +7,5 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 REPORTS_DIR = REPO_ROOT / "reports"
-EXECUTED_DIR = REPORTS_DIR / "executed"
 PROFILES_FILE = REPO_ROOT / "configs" / "profiles.yaml"
 MANIFEST_FILE = REPO_ROOT / "data_manifest.yaml"

@@ -1,6 +1,8 @@
 """``geoloc run``: execute the numbered notebooks with papermill for a profile.
 
-Executed copies go to ``reports/executed/``; ``notebooks/`` is never written.
+Executed copies go to the profile's ``reports_dir``/``executed/`` (``reports/executed/`` for
+``default`` and ``claims``, ``reports/smoke/executed/`` for ``smoke``) unless ``--out`` names
+another folder; ``notebooks/`` is never written.
 On failure the command exits non-zero naming the notebook and the cell.
 """
 
@@ -13,7 +15,7 @@ import time
 from pathlib import Path
 
 from geoloc_lib.core.errors import ConfigError, GeolocError
-from geoloc_lib.core.paths import EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
+from geoloc_lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT
 from geoloc_lib.pipeline.profiles import ResolvedRun, resolve_profile
 from geoloc_lib.pipeline.reports_index import write_reports_index
 
@@ -108,10 +110,15 @@ def run_pipeline(
     overrides: list[str] | None = None,
     dry_run: bool = False,
     notebooks_dir: Path = NOTEBOOKS_DIR,
-    out_dir: Path = EXECUTED_DIR,
+    out_dir: Path | None = None,
     progress: bool = True,
 ) -> list[Path]:
     runs = resolve_profile(profile, only=only, overrides=overrides, notebooks_dir=notebooks_dir)
+    reports_dirs = sorted(
+        {r.parameters["reports_dir"] for r in runs if "reports_dir" in r.parameters}
+    )
+    if out_dir is None:
+        out_dir = _executed_dir(profile, reports_dirs, notebooks_dir)
     if dry_run:
         from geoloc_lib.pipeline.dry_run import check_run
 
@@ -133,12 +140,27 @@ def run_pipeline(
         outputs.append(execute(run, out_dir, progress=progress))
         print(f"[{i}/{len(runs)}] {run.notebook.name} done in {time.perf_counter() - start:.1f} s")
     print(f"all {len(runs)} notebook(s) done in {time.perf_counter() - total:.1f} s; see {out_dir}")
-    for reports_dir in sorted(
-        {r.parameters["reports_dir"] for r in runs if "reports_dir" in r.parameters}
-    ):
-        index = write_reports_index(notebooks_dir / reports_dir, profile)
+    for reports_dir in reports_dirs:
+        ran = [r.notebook.name[:2] for r in runs if r.parameters.get("reports_dir") == reports_dir]
+        index = write_reports_index(notebooks_dir / reports_dir, profile, notebooks=ran)
         print(f"reports index: {os.path.relpath(index, REPO_ROOT)}")
     return outputs
+
+
+def _executed_dir(profile: str, reports_dirs: list[str], notebooks_dir: Path) -> Path:
+    """The executed notebooks go beside the profile's reports, so one profile never overwrites
+    another's (``smoke`` would otherwise replace the committed ``reports/executed/``)."""
+    if len(reports_dirs) > 1:
+        raise ConfigError(
+            f"profile {profile!r} writes to several reports_dir ({', '.join(reports_dirs)}); "
+            "pass --out to say where the executed notebooks go"
+        )
+    if not reports_dirs:
+        raise ConfigError(
+            f"profile {profile!r} sets no reports_dir for the notebooks it runs; "
+            "pass --out to say where the executed notebooks go"
+        )
+    return (notebooks_dir / reports_dirs[0] / "executed").resolve()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -157,7 +179,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a parameter (all notebooks that have it, or one with NN.)",
     )
     parser.add_argument("--dry-run", action="store_true", help="resolve and check; execute nothing")
-    parser.add_argument("--out", default=str(EXECUTED_DIR), help="folder for executed notebooks")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder for executed notebooks (default: the profile's reports_dir/executed)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
 
 
@@ -175,7 +201,7 @@ def main(args: argparse.Namespace) -> int:
         only=only,
         overrides=args.overrides,
         dry_run=args.dry_run,
-        out_dir=Path(args.out),
+        out_dir=Path(args.out) if args.out else None,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     return 0
