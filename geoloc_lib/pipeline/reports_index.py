@@ -168,7 +168,11 @@ def write_reports_index(
         "notebooks in `notebooks/`; the executed notebooks are in `executed/`.",
         "",
         f"- last run: profile `{profile}`"
-        + (f" (notebooks {', '.join(sorted(notebooks))})" if notebooks else ""),
+        + (
+            f" (notebook{'s' * (len(notebooks) > 1)} {', '.join(sorted(notebooks))})"
+            if notebooks
+            else ""
+        ),
         f"- commit: `{commit}`",
         "- each section names the profile and commit that wrote it",
         "",
