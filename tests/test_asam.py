@@ -179,3 +179,38 @@ def test_weight_tensor_ids_skip_biases_norms_and_temperatures() -> None:
     assert not any(n.endswith(("bias", "logit_scale")) for n in picked)
     assert not any(named[n].ndim < 2 for n in picked)  # norm gains are 1-d
     assert any(n.endswith("logit_scale") for n in named)  # SwinV2's [heads, 1, 1] temperature
+
+
+def test_ascent_moves_each_parameter_by_its_formula_exactly() -> None:
+    """On a model with weights, biases, norm gains and a temperature (GeoViewMatch at its smoke
+    size): weight tensors move by T·(T g)·rho/‖T g‖ with T = |w| + eta, the others by
+    g·rho/‖T g‖, bit for bit, and restore puts every parameter back."""
+    from geoloc_lib.models import create_model
+    from geoloc_lib.training.optim import weight_tensor_ids
+
+    torch.manual_seed(0)
+    model = create_model("geoviewmatch", preset="smoke")
+    params = [p for p in model.parameters() if p.requires_grad]
+    g = torch.Generator().manual_seed(3)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g) * 1e-2
+    weights = weight_tensor_ids(model.named_parameters())
+    assert 0 < len(weights) < len(params)  # both kinds of parameter are present
+    rho, eta = 0.5, 0.01
+    before = [p.detach().clone() for p in params]
+    with torch.no_grad():  # the per-parameter loop
+        scaled = [(p.abs() + eta) * p.grad if id(p) in weights else p.grad for p in params]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(s) for s in scaled]))
+        factor = rho / (norm + 1e-12)
+        want = [
+            b + ((p.abs() + eta) * s if id(p) in weights else s) * factor
+            for p, b, s in zip(params, before, scaled, strict=True)
+        ]
+    opt = ASAM(torch.optim.SGD(params, lr=0.1), rho=rho, eta=eta, weights=weights)
+    moved = opt.ascent()
+    assert [id(p) for p, _ in moved] == [id(p) for p in params]
+    for p, w in zip(params, want, strict=True):
+        assert torch.equal(p.detach(), w)
+    opt.restore(moved)
+    for p, b in zip(params, before, strict=True):
+        torch.testing.assert_close(p.detach(), b, rtol=0, atol=1e-7)

@@ -98,6 +98,25 @@ def test_loss_terms():
     torch.testing.assert_close(out["res"], ((batch["drone"] - 0.5) ** 2).mean())
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_one_content_pass_over_the_views_gives_each_view_its_own_features(train):
+    """match_features_per_view runs E_content once over the concatenated views; each view's
+    features equal a pass of its own (BatchNorm statistics per view in training), and do not
+    depend on the other views' images."""
+    torch.manual_seed(0)
+    model = create_model("mcgf", preset="smoke", num_classes=5).train(train)
+    batch = _batch(model.cfg.img_size, b=6)
+    views = (batch["satellite"], batch["drone"], batch["drone_weather"])
+    with torch.no_grad():
+        together = model.match_features_per_view(*views)
+        alone = [model.match_features(v) for v in views]
+        other = model.match_features_per_view(views[0], torch.rand_like(views[1]), views[2])
+    for got, want in zip(together, alone, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(other[0], together[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(other[2], together[2], rtol=1e-5, atol=1e-5)
+
+
 def test_matching_loss_stops_gradient_at_the_clean_target():
     torch.manual_seed(0)
     model = create_model(
