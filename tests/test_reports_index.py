@@ -63,3 +63,28 @@ def test_each_section_names_the_profile_and_commit_that_wrote_it(tmp_path):
     (tmp_path / "provenance.json").write_text("{not json")
     with pytest.raises(ConfigError, match="provenance.json is not valid JSON"):
         write_reports_index(tmp_path, "claims", commit="c", notebooks=["05"])
+
+
+def test_a_malformed_provenance_entry_is_named_and_an_index_only_run_writes_nothing(tmp_path):
+    import json
+
+    import pytest
+
+    from geoloc_lib.core.errors import ConfigError
+    from geoloc_lib.pipeline.reports_index import update_provenance
+
+    path = tmp_path / "provenance.json"
+    update_provenance(tmp_path, [], "default", commit="aaa111")
+    assert not path.exists()  # no notebook executed: nothing to record, no file written
+    update_provenance(tmp_path, ["01"], "default", commit="aaa111")
+    before = path.stat().st_mtime_ns
+    assert update_provenance(tmp_path, [], "claims", commit="bbb222") == {
+        "01": {"profile": "default", "commit": "aaa111"}
+    }
+    assert path.stat().st_mtime_ns == before
+    path.write_text(json.dumps({"01": {"profile": "default"}}))  # hand-edited, commit missing
+    with pytest.raises(ConfigError, match=r"provenance.json: entry '01' must be an object"):
+        write_reports_index(tmp_path, "default", commit="c", notebooks=["02"])
+    path.write_text("[]")
+    with pytest.raises(ConfigError, match="must hold a JSON object"):
+        update_provenance(tmp_path, ["02"], "default", commit="c")

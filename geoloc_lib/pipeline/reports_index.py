@@ -122,15 +122,34 @@ def _provenance_line(entry: dict | None) -> str:
 def update_provenance(
     reports_dir: str | Path, notebooks: list[str], profile: str, commit: str | None = None
 ) -> dict[str, dict[str, str]]:
-    """Record that ``profile`` at ``commit`` wrote the outputs of ``notebooks`` (``NN`` prefixes)."""
+    """Record that ``profile`` at ``commit`` wrote the outputs of ``notebooks`` (``NN`` prefixes).
+
+    The file is read and checked (an object of ``{"NN": {"profile": ..., "commit": ...}}``;
+    anything else is a :class:`ConfigError` naming the file and the entry) and written only
+    when ``notebooks`` is not empty.
+    """
     path = Path(reports_dir) / PROVENANCE
+    fix = (
+        "fix it or delete it (the index then shows 'profile and commit unknown' for the "
+        "notebooks not run since)"
+    )
     try:
         entries = json.loads(path.read_text()) if path.exists() else {}
     except json.JSONDecodeError as err:
-        raise ConfigError(
-            f"{path} is not valid JSON ({err}); fix it or delete it (the index then shows "
-            "'profile and commit unknown' for the notebooks not run since)"
-        ) from err
+        raise ConfigError(f"{path} is not valid JSON ({err}); {fix}") from err
+    if not isinstance(entries, dict):
+        raise ConfigError(f"{path} must hold a JSON object keyed by notebook number; {fix}")
+    for prefix, entry in entries.items():
+        if not (
+            isinstance(entry, dict)
+            and all(isinstance(entry.get(key), str) for key in ("profile", "commit"))
+        ):
+            raise ConfigError(
+                f"{path}: entry {prefix!r} must be an object with string fields 'profile' and "
+                f"'commit', got {entry!r}; {fix}"
+            )
+    if not notebooks:
+        return entries
     commit = commit or _commit()
     for prefix in notebooks:
         entries[prefix] = {"profile": profile, "commit": commit}
