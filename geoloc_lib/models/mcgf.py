@@ -509,10 +509,10 @@ class MCGF(GeolocModel):
 
         E_content (a ViT: per-image normalisation, LayerNorm, attention within an image) treats
         every image alone, so one pass over the concatenation gives each image the features of a
-        pass of its own, in a third of the kernel launches. The head's BatchNorm keeps one call
-        per view: its batch statistics stay per view, as University-1652 models train, and a
-        view's features do not depend on the other views' images (the stop-gradient of eq. 10
-        stays exact).
+        pass of its own, with one set of kernel launches instead of one per view. The head's
+        BatchNorm keeps one call per view: its batch statistics stay per view, as University-1652
+        models train, and a view's features do not depend on the other views' images (the
+        stop-gradient of eq. 10 stays exact).
         """
         tokens = self.content(self.content_norm(torch.cat(views)))
         return [self.head.features(t) for t in tokens.split([v.shape[0] for v in views])]
