@@ -110,3 +110,5 @@ def test_train_run_passes_compile_and_records_it(tmp_path):
     assert info["compile"] == "aot_eager" and info["overrides"]["compile"] == "aot_eager"
     assert torch.isfinite(torch.tensor(float(run.history["loss"].iloc[0])))
     assert "compile" not in info["config"]["model"]  # a run option, not a model setting
+    assert info["machine"]["cpu_threads"] == 1  # num_threads=1: what the numbers were trained with
+    assert info["machine"]["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()

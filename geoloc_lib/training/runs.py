@@ -171,6 +171,13 @@ def train_run(
         "train_time_s": round(train_time, 1),
         "amp": getattr(res, "amp", None),
         "compile": getattr(res, "compile", None),
+        # A trained model's numbers differ in their last bits with the CPU kernel set and the
+        # thread count (reductions split otherwise): recorded so that a rerun can match them.
+        "machine": {
+            "cpu_threads": torch.get_num_threads(),
+            "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__,
+        },
     }
     if resumed is not None:
         info["resumed_from_epoch"] = resumed["epoch"]
