@@ -492,3 +492,63 @@ def test_mcgf_seeds_pair_queries_and_draw_a_sample_per_seed(tiny_sources, monkey
         "variant", "run", "trained_now", "epochs", "condition",
     ]  # fmt: skip
     assert len(per_query) == 5 * 10 * 3  # 5 variants, 10 conditions, 3 queries
+
+
+def test_train_grid_trains_runs_side_by_side_in_worker_processes(tiny_sources, tmp_path):
+    """Two seeds of one variant, two at a time: each run is trained in a spawned worker with
+    cores // 2 threads (recorded in run.json), reported as trained now, then found as finished;
+    the same models as training them one at a time with that thread count."""
+    v = _variant()
+    kw = dict(preset="smoke", epochs=1, device="cpu")
+    trained = A.train_grid([v, v], [0, 3], tiny_sources, tmp_path, parallel_runs=2, **kw)
+    assert trained == {("matching", 0): True, ("matching", 3): True}  # one job per run
+    threads = max(1, torch.get_num_threads() // 2)
+    for seed, name in ((0, "matching"), (3, "matching_seed3")):
+        info = json.loads((tmp_path / A.ABLATION_DIR / name / "run.json").read_text())
+        assert info["seed"] == seed and info["machine"]["cpu_threads"] == threads
+    again = A.train_grid([v], [0, 3], tiny_sources, tmp_path, parallel_runs=2, **kw)
+    assert again == {("matching", 0): False, ("matching", 3): False}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        alone, _ = A.ensure_seed_run(
+            v, tiny_sources, tmp_path / "alone", seed=3, progress=False, **kw
+        )
+    finally:
+        torch.set_num_threads(before)
+    side, trained_now = A.ensure_seed_run(v, tiny_sources, tmp_path, seed=3, progress=False, **kw)
+    assert not trained_now
+    for a, b in zip(
+        alone.model.state_dict().values(), side.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    for bad in (0, True, 1.5):
+        with pytest.raises(ConfigError, match="parallel_runs: expected an integer >= 1"):
+            A.train_grid([v], [0], tiny_sources, tmp_path, parallel_runs=bad, **kw)
+
+
+def test_train_grid_names_the_likely_cause_when_a_worker_dies(tiny_sources, tmp_path, monkeypatch):
+    from concurrent import futures
+    from concurrent.futures.process import BrokenProcessPool
+
+    class DyingPool:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            return None
+
+        def map(self, *args, **kwargs):
+            raise BrokenProcessPool("a child process terminated abruptly")
+
+    monkeypatch.setattr(futures, "ProcessPoolExecutor", DyingPool)
+    with pytest.raises(
+        ConfigError, match=r'parallel_runs=2: a worker .*if __name__ == "__main__"'
+    ):
+        A.train_grid(
+            [_variant()], [0], tiny_sources, tmp_path, preset="smoke", epochs=1, device="cpu",
+            parallel_runs=2,
+        )  # fmt: skip

@@ -244,6 +244,89 @@ def ensure_seed_run(
     )  # fmt: skip
 
 
+def check_parallel_runs(value: object) -> int:
+    """``parallel_runs`` as an integer >= 1 (a clear error otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"parameter parallel_runs: expected an integer >= 1, got {value!r}")
+    return value
+
+
+def _train_one(job: tuple) -> tuple[str, int, bool]:
+    """A worker process of :func:`train_grid`: one run on ``threads`` CPU threads."""
+    import torch
+
+    variant, sources, runs_dir, preset, epochs, seed, device, threads = job
+    torch.set_num_threads(threads)
+    run, trained = ensure_seed_run(
+        variant, sources, runs_dir, preset=preset, epochs=epochs, seed=seed, device=device,
+        progress=False,
+    )  # fmt: skip
+    return variant.run_name, seed, trained
+
+
+def train_grid(
+    variants: Sequence[Variant],
+    seeds: Sequence[int],
+    sources: DataSources,
+    runs_dir: str | Path,
+    *,
+    preset: str,
+    epochs: int,
+    device: str = "auto",
+    parallel_runs: int = 1,
+) -> dict[tuple[str, int], bool]:
+    """Train (or find) the run of every (variant, seed), ``parallel_runs`` at a time.
+
+    On a CPU each run trains in a worker process of its own (spawned: a clean torch per process)
+    with ``cores // parallel_runs`` threads; on a GPU the runs train one at a time (a warning
+    says so). On 2 cores two one-thread runs train ≈ 1.4× the images of
+    one two-thread run (README, benchmarks): between small operators the threads of one run wait
+    on each other, two runs keep both cores busy. A run's numbers depend in their last bits on
+    its thread count (``run.json`` records it). Returns ``{(run_name, seed): trained_now}``;
+    the runs are then loaded from their folders by :func:`ensure_seed_run`.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    import torch
+
+    from geoloc_lib.core.device import resolve_device
+
+    parallel_runs = check_parallel_runs(parallel_runs)
+    dev = resolve_device(device)
+    if parallel_runs > 1 and dev.type != "cpu":
+        warnings.warn(
+            f"parallel_runs={parallel_runs} shares a CPU's cores between runs; on {dev} the "
+            "runs train one at a time",
+            UserWarning,
+            stacklevel=2,
+        )
+        parallel_runs = 1
+    jobs: dict[tuple[str, int], tuple] = {}
+    threads = max(1, torch.get_num_threads() // parallel_runs)
+    for seed in seeds:
+        for v in variants:
+            jobs.setdefault(
+                (v.run_name, seed), (v, sources, runs_dir, preset, epochs, seed, device, threads)
+            )
+    if parallel_runs == 1:
+        return {key: _train_one(job)[2] for key, job in jobs.items()}
+    context = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(max_workers=parallel_runs, mp_context=context) as pool:
+            done = list(pool.map(_train_one, jobs.values()))
+    except BrokenProcessPool as err:
+        raise ConfigError(
+            f"parameter parallel_runs={parallel_runs}: a worker process training a run stopped "
+            "abruptly. Called from a Python script, put the call under "
+            '`if __name__ == "__main__":` (the workers are spawned and import the script '
+            "again); a worker killed for lack of memory stops it too. parallel_runs=1 trains "
+            "the runs one at a time in this process"
+        ) from err
+    return {(name, seed): trained for name, seed, trained in done}
+
+
 def check_seeds(seeds: object) -> list[int]:
     """``seeds`` as a list of distinct non-negative integers (a clear error otherwise)."""
     ok = (
@@ -290,6 +373,7 @@ def run_street_seeds(
     split: str | None = None,
     device: str = "auto",
     progress: bool | None = None,
+    parallel_runs: int = 1,
 ) -> SeedResults:
     """Train (or load) and evaluate each GeoViewMatch variant on street->aerial retrieval, once
     per seed; ``baselines=True`` adds :data:`INFONCE_BASELINE` at the same budget.
@@ -304,6 +388,11 @@ def run_street_seeds(
     split = split or street_eval_split(sources)
     pairs = sources.street(split)
     variants = geoviewmatch_variants(labels, preset) + ([INFONCE_BASELINE] if baselines else [])
+    trained_apart = (
+        train_grid(variants, seeds, sources, runs_dir, preset=preset, epochs=epochs,
+                   device=device, parallel_runs=parallel_runs)
+        if check_parallel_runs(parallel_runs) > 1 else {}
+    )  # fmt: skip
     rows, frames = [], []
     for seed in seeds:
         done: dict[str, tuple[dict[str, float], pd.DataFrame, bool, str]] = {}
@@ -313,6 +402,7 @@ def run_street_seeds(
                     v, sources, runs_dir, preset=preset, epochs=epochs, seed=seed,
                     device=device, progress=progress,
                 )  # fmt: skip
+                trained = trained or trained_apart.get((v.run_name, seed), False)
                 with warnings.catch_warnings():
                     # Short ablation runs often leave ties; the table's "tied" column reports
                     # them per variant instead of one warning per run.
@@ -358,6 +448,7 @@ def run_street_ablations(
     split: str | None = None,
     device: str = "auto",
     progress: bool | None = None,
+    parallel_runs: int = 1,
     per_query: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Train (or load) and evaluate each GeoViewMatch variant on street->aerial retrieval.
@@ -369,7 +460,7 @@ def run_street_ablations(
     """
     res = run_street_seeds(
         sources, runs_dir, preset=preset, epochs=epochs, seeds=[int(seed)], labels=labels,
-        split=split, device=device, progress=progress,
+        split=split, device=device, progress=progress, parallel_runs=parallel_runs,
     )  # fmt: skip
     table = res.summary.drop(columns="seed")
     return (table, res.per_query.drop(columns="seed")) if per_query else table
@@ -388,6 +479,7 @@ def run_mcgf_seeds(
     max_queries: int | None = None,
     device: str = "auto",
     progress: bool | None = None,
+    parallel_runs: int = 1,
 ) -> SeedResults:
     """Train (or load) and evaluate the MCGF variants per weather (drone->satellite), per seed.
 
@@ -413,6 +505,11 @@ def run_mcgf_seeds(
         variants = [v for v in variants if v.label in labels]
     conditions = tuple(CONDITIONS if conditions is None else conditions)
     bounds = [c for m in MCGF_METRICS for c in bound_columns(m)]
+    trained_apart = (
+        train_grid(variants, seeds, sources, runs_dir, preset=preset, epochs=epochs,
+                   device=device, parallel_runs=parallel_runs)
+        if check_parallel_runs(parallel_runs) > 1 else {}
+    )  # fmt: skip
     frames, per_query = [], []
     for seed in seeds:
         models: list[tuple[str, str, bool, int, object]] = []
@@ -422,6 +519,7 @@ def run_mcgf_seeds(
                 v, sources, runs_dir, preset=preset, epochs=epochs, seed=seed,
                 device=device, progress=progress,
             )  # fmt: skip
+            trained = trained or trained_apart.get((v.run_name, seed), False)
             model = run.model
             img_size = model.input_size("drone")[0]
             if v.eval_overrides:
@@ -470,6 +568,7 @@ def run_mcgf_ablations(
     max_queries: int | None = None,
     device: str = "auto",
     progress: bool | None = None,
+    parallel_runs: int = 1,
     per_query: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Train (or load) and evaluate the MCGF variants per weather (drone->satellite).
@@ -481,7 +580,7 @@ def run_mcgf_ablations(
     """
     res = run_mcgf_seeds(
         sources, runs_dir, preset=preset, epochs=epochs, seeds=[int(seed)],
-        max_queries=max_queries, device=device, progress=progress,
+        max_queries=max_queries, device=device, progress=progress, parallel_runs=parallel_runs,
     )  # fmt: skip
     table = res.summary.drop(columns="seed")
     return (table, res.per_query.drop(columns="seed")) if per_query else table
