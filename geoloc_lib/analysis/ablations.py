@@ -279,10 +279,10 @@ def train_grid(
 
     On a CPU each run trains in a worker process of its own (spawned: a clean torch per process)
     with ``cores // parallel_runs`` threads; on a GPU the runs train one at a time (a warning
-    says so). On 2 cores two one-thread runs train ≈ 1.4× the images of
-    one two-thread run (README, benchmarks): between small operators the threads of one run wait
-    on each other, two runs keep both cores busy. A run's numbers depend in their last bits on
-    its thread count (``run.json`` records it). Returns ``{(run_name, seed): trained_now}``;
+    says so). Between small operators the threads of one run wait on each other; two runs keep
+    both cores busy: on 2 cores notebook 04's street grid trained ≈ 1.25× faster (README,
+    benchmarks). A run's numbers depend in their last bits on its thread count (``run.json``
+    records it). Returns ``{(run_name, seed): trained_now}``;
     the runs are then loaded from their folders by :func:`ensure_seed_run`.
     """
     import multiprocessing
