@@ -61,3 +61,39 @@ def test_main_names_a_missing_root(tmp_path):
     args = parser.parse_args(["--root", str(tmp_path / "nowhere")])
     with pytest.raises(ConfigError, match="--root .*nowhere.*geoloc data generate"):
         B.main(args)
+
+
+def test_side_by_side_runs_add_their_throughputs(monkeypatch):
+    """Runs trained at once: images/s summed, the per-epoch parts averaged, one job per seed."""
+    calls = []
+
+    def fake_map(fn, jobs, parallel_runs):
+        calls.append((fn, jobs, parallel_runs))
+        return [
+            {"model": "m", "device": "cpu", "amp": "off", "wall_s": 9.0, "images/s": 40.0,
+             "epoch_s": 2.0, "data_s per epoch": 0.2},
+            {"model": "m", "device": "cpu", "amp": "bf16", "wall_s": 9.5, "images/s": 44.0,
+             "epoch_s": 4.0, "data_s per epoch": 0.4},
+        ]  # fmt: skip
+
+    monkeypatch.setattr(B, "map_side_by_side", fake_map)
+    row = B.measure_side_by_side("m", None, epochs=3, preset="smoke", parallel_runs=2, seed=5)
+    ((fn, jobs, n),) = calls
+    assert fn is B._measure_fit_job and n == 2
+    assert [job[-1] for job in jobs] == [5, 6]  # seeds
+    assert row["images/s"] == pytest.approx(84.0)
+    assert row["epoch_s"] == pytest.approx(3.0) and row["data_s per epoch"] == pytest.approx(0.3)
+    assert row["amp"] == "bf16/off" and row["device"] == "cpu" and row["epochs"] == 3
+
+
+def test_run_benchmark_adds_runs_side_by_side(tmp_path):
+    root = make_university1652(tmp_path / "u", train_ids=range(1, 9), test_ids=(10, 11), views=2)
+    sources = DataSources("geosynth", root, None, "cvact")
+    table = B.run_benchmark(
+        sources, ["mcgf_matching_only"], [], epochs=2, preset="smoke", parallel_runs=2
+    )
+    assert list(table["lever"]) == ["baseline", "parallel_runs=2"]
+    assert table["images/s"].gt(0).all() and set(table["device"]) == {"cpu"}
+    assert table["speed-up"].iloc[1] == pytest.approx(
+        table["images/s"].iloc[1] / table["images/s"].iloc[0]
+    )

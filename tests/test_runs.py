@@ -18,6 +18,7 @@ from geoloc_lib.training.runs import (
     load_run,
     load_runs,
     train_run,
+    train_runs,
     training_summary,
 )
 from geoloc_lib.viz.training import loss_columns, training_curves_figure, val_columns
@@ -198,3 +199,36 @@ def test_resume_with_the_same_settings_keeps_the_training_time(trained):
         **_RUN_KW,
     )  # fmt: skip
     assert run.info["train_time_s"] > 1000.0 and run.info["resumed_from_epoch"] == 1
+
+
+def test_train_runs_side_by_side_gives_the_models_of_one_at_a_time(trained, tmp_path):
+    """train_runs with parallel_runs=2 trains each model in a spawned worker with cores // 2
+    threads (run.json records it) and loads it from its folder: the same weights as train_run
+    with that thread count here; parallel_runs=1 is train_run in this process."""
+    tmp, _ = trained
+    root = tmp / "u"
+    sources = DataSources("real", university_root=root, street_root=None, street_format="cvact")
+    spec = {"epochs": 1, "val_queries": 2, "max_steps_per_epoch": 2}
+    side = train_runs(
+        {"mcgf_matching_only": spec}, sources, tmp_path / "side", preset="smoke", seed=3,
+        device="cpu", parallel_runs=2,
+    )  # fmt: skip
+    threads = max(1, torch.get_num_threads() // 2)
+    run = side["mcgf_matching_only"]
+    assert run.info["machine"]["cpu_threads"] == threads and run.info["seed"] == 3
+    assert list(run.history["epoch"]) == [1]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        alone = train_runs(
+            {"mcgf_matching_only": spec}, sources, tmp_path / "alone", preset="smoke", seed=3,
+            device="cpu", parallel_runs=1, progress=False,
+        )["mcgf_matching_only"]  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(
+        alone.model.state_dict().values(), run.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="parallel_runs: expected an integer >= 1"):
+        train_runs({"mcgf": spec}, sources, tmp_path / "bad", preset="smoke", parallel_runs=0)

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.parallel import check_parallel_runs, map_side_by_side, runs_at_once
 from geoloc_lib.data.sources import DataSources
 from geoloc_lib.eval.uncertainty import bound_columns, interval_table, paired_interval
 from geoloc_lib.training import runs
@@ -244,19 +245,11 @@ def ensure_seed_run(
     )  # fmt: skip
 
 
-def check_parallel_runs(value: object) -> int:
-    """``parallel_runs`` as an integer >= 1 (a clear error otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"parameter parallel_runs: expected an integer >= 1, got {value!r}")
-    return value
-
-
-def _train_one(job: tuple) -> tuple[str, int, bool]:
-    """A worker process of :func:`train_grid`: one run on ``threads`` CPU threads."""
-    import torch
-
-    variant, sources, runs_dir, preset, epochs, seed, device, threads = job
-    torch.set_num_threads(threads)
+def _train_one(
+    variant: Variant, sources: DataSources, runs_dir: str | Path, preset: str, epochs: int,
+    seed: int, device: str,
+) -> tuple[str, int, bool]:  # fmt: skip
+    """One run of :func:`train_grid` (in a worker process when runs train side by side)."""
     run, trained = ensure_seed_run(
         variant, sources, runs_dir, preset=preset, epochs=epochs, seed=seed, device=device,
         progress=False,
@@ -285,45 +278,14 @@ def train_grid(
     records it). Returns ``{(run_name, seed): trained_now}``;
     the runs are then loaded from their folders by :func:`ensure_seed_run`.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    import torch
-
-    from geoloc_lib.core.device import resolve_device
-
-    parallel_runs = check_parallel_runs(parallel_runs)
-    dev = resolve_device(device)
-    if parallel_runs > 1 and dev.type != "cpu":
-        warnings.warn(
-            f"parallel_runs={parallel_runs} shares a CPU's cores between runs; on {dev} the "
-            "runs train one at a time",
-            UserWarning,
-            stacklevel=2,
-        )
-        parallel_runs = 1
+    n = runs_at_once(parallel_runs, device)
     jobs: dict[tuple[str, int], tuple] = {}
-    threads = max(1, torch.get_num_threads() // parallel_runs)
     for seed in seeds:
         for v in variants:
             jobs.setdefault(
-                (v.run_name, seed), (v, sources, runs_dir, preset, epochs, seed, device, threads)
+                (v.run_name, seed), (v, sources, runs_dir, preset, epochs, seed, device)
             )
-    if parallel_runs == 1:
-        return {key: _train_one(job)[2] for key, job in jobs.items()}
-    context = multiprocessing.get_context("spawn")
-    try:
-        with ProcessPoolExecutor(max_workers=parallel_runs, mp_context=context) as pool:
-            done = list(pool.map(_train_one, jobs.values()))
-    except BrokenProcessPool as err:
-        raise ConfigError(
-            f"parameter parallel_runs={parallel_runs}: a worker process training a run stopped "
-            "abruptly. Called from a Python script, put the call under "
-            '`if __name__ == "__main__":` (the workers are spawned and import the script '
-            "again); a worker killed for lack of memory stops it too. parallel_runs=1 trains "
-            "the runs one at a time in this process"
-        ) from err
+    done = map_side_by_side(_train_one, list(jobs.values()), n)
     return {(name, seed): trained for name, seed, trained in done}
 
 

@@ -15,7 +15,9 @@ first (the first also decodes every image once into the cache; it is reported ap
 (``--lever val_every=5``, ``--lever amp='"bf16"'``, ``--lever batch_size=64``,
 ``--lever compile=inductor`` or ``compile=aot_eager``: any override ``train_run`` takes, the
 value parsed as JSON) reruns the same epochs with that change; its ``speed-up`` is its end-to-end
-images/s over the baseline's, on the same machine and data.
+images/s over the baseline's, on the same machine and data. ``--parallel-runs 2`` adds the lever
+that changes no run: two baseline runs trained at once on a CPU, one thread each on 2 cores (as
+the notebooks train their grids), their summed images/s against one run on every core.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import pandas as pd
 import torch
 
 from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.parallel import map_side_by_side, runs_at_once
 from geoloc_lib.data.sources import resolve_sources
 from geoloc_lib.training.recipes import recipe_for
 from geoloc_lib.training.runs import train_run
@@ -89,10 +92,40 @@ def measure_fit(
         wall = time.perf_counter() - start
     history = run.history
     row: dict[str, Any] = {"model": model, "epochs": epochs, "wall_s": wall}
+    # Where it trained and in what precision: `amp="auto"` decides per model and machine.
+    row["device"] = next(run.model.parameters()).device.type
+    row["amp"] = (run.info.get("amp") or {}).get("mode", "off")
     row["first epoch_s"] = float(history["time_s"].iloc[0]) + float(
         history.get("validate_s", pd.Series([0.0])).fillna(0.0).iloc[0]
     )
     row.update(epoch_breakdown(history))
+    return row
+
+
+def _measure_fit_job(
+    model: str, sources: Any, epochs: int, preset: str, seed: int
+) -> dict[str, Any]:
+    return measure_fit(model, sources, epochs=epochs, preset=preset, overrides={}, seed=seed)
+
+
+def measure_side_by_side(
+    model: str, sources: Any, *, epochs: int, preset: str, parallel_runs: int, seed: int = 0
+) -> dict[str, Any]:
+    """``parallel_runs`` runs of ``model`` at once (seeds ``seed``, ``seed + 1``, ...), each in a
+    worker with cores // ``parallel_runs`` threads (as notebooks 01, 04 and 05 train them).
+
+    They train the same epochs side by side, so their throughput is the sum of their end-to-end
+    images/s; the per-epoch parts are their means; ``wall_s`` is the whole group's."""
+    jobs = [(model, sources, epochs, preset, seed + i) for i in range(parallel_runs)]
+    start = time.perf_counter()
+    rows = map_side_by_side(_measure_fit_job, jobs, parallel_runs)
+    wall = time.perf_counter() - start
+    numeric = [k for k, v in rows[0].items() if isinstance(v, float) and k != "wall_s"]
+    row: dict[str, Any] = {"model": model, "epochs": epochs, "wall_s": wall}
+    row["device"] = rows[0]["device"]
+    row["amp"] = "/".join(sorted({r["amp"] for r in rows}))
+    row.update({k: sum(r[k] for r in rows) / len(rows) for k in numeric})
+    row["images/s"] = sum(r["images/s"] for r in rows)
     return row
 
 
@@ -104,10 +137,14 @@ def run_benchmark(
     epochs: int = 3,
     preset: str = "default",
     seed: int = 0,
+    parallel_runs: int = 1,
 ) -> pd.DataFrame:
-    """One baseline row per model, then one row per lever with its speed-up over the baseline."""
+    """One baseline row per model, then one row per lever with its speed-up over the baseline;
+    ``parallel_runs`` > 1 adds a row of that many baseline runs trained at once on a CPU
+    (:func:`measure_side_by_side`; skipped on a GPU, where runs train one at a time)."""
     if epochs < 2:
         raise ConfigError("parameter epochs: at least 2 (the first epoch decodes the images)")
+    side_by_side = runs_at_once(parallel_runs)
     rows = []
     for model in models:
         base = measure_fit(model, sources, epochs=epochs, preset=preset, overrides={}, seed=seed)
@@ -120,8 +157,16 @@ def run_benchmark(
             row.update(lever=f"{key}={json.dumps(value)}")
             row["speed-up"] = row["images/s"] / base["images/s"]
             rows.append(row)
+        if side_by_side > 1:
+            row = measure_side_by_side(
+                model, sources, epochs=epochs, preset=preset, parallel_runs=side_by_side,
+                seed=seed,
+            )  # fmt: skip
+            row.update(lever=f"parallel_runs={side_by_side}")
+            row["speed-up"] = row["images/s"] / base["images/s"]
+            rows.append(row)
     table = pd.DataFrame(rows)
-    first = ["model", "lever", "images/s", "speed-up", "epoch_s"]
+    first = ["model", "lever", "device", "amp", "images/s", "speed-up", "epoch_s"]
     return table[first + [c for c in table.columns if c not in first]]
 
 
@@ -140,6 +185,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an override to compare with the baseline (repeatable), e.g. val_every=5",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--parallel-runs",
+        type=int,
+        default=1,
+        help="also train N baseline runs at once, cores // N threads each (their summed images/s)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
 
@@ -156,8 +207,9 @@ def main(args: argparse.Namespace) -> int:
     sources = resolve_sources("geosynth", str(root), "", "", "cvact")
     levers = [parse_lever(text) for text in args.lever]
     table = run_benchmark(
-        sources, args.models, levers, epochs=args.epochs, preset=args.preset, seed=args.seed
-    )
+        sources, args.models, levers, epochs=args.epochs, preset=args.preset, seed=args.seed,
+        parallel_runs=args.parallel_runs,
+    )  # fmt: skip
     print(
         f"end-to-end training on {root} ({args.preset} preset, {args.epochs} epochs per run, "
         f"{torch.get_num_threads()} CPU threads; per-epoch figures exclude the first epoch)"

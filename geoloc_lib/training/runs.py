@@ -25,6 +25,7 @@ from torch import nn
 
 from geoloc_lib.core.checkpoints import load_checkpoint
 from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.parallel import map_side_by_side, runs_at_once
 from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.data.sources import DataSources
 from geoloc_lib.models import create_model, load_model
@@ -183,6 +184,41 @@ def train_run(
         info["resumed_from_epoch"] = resumed["epoch"]
     (out_dir / RUN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
     return Run(name, model, out_dir, info, history, net)
+
+
+def _train_run_job(
+    model: str, sources: DataSources, runs_dir: str | Path, kwargs: dict[str, Any]
+) -> str:
+    """One run of :func:`train_runs` in a worker process; the parent loads it from its folder."""
+    return train_run(model, sources, runs_dir, progress=False, **kwargs).name
+
+
+def train_runs(
+    models: dict[str, dict[str, Any]],
+    sources: DataSources,
+    runs_dir: str | Path,
+    *,
+    preset: str = "default",
+    seed: int = 0,
+    device: str = "auto",
+    resume: bool = False,
+    parallel_runs: int = 1,
+    progress: bool | None = None,
+) -> dict[str, Run]:
+    """:func:`train_run` for each model of ``models`` (``{model: {epochs, overrides...}}``),
+    ``parallel_runs`` at a time on a CPU (:func:`geoloc_lib.core.parallel.map_side_by_side`:
+    spawned workers with cores // ``parallel_runs`` threads, then each run loaded from its
+    folder); one at a time in this process when ``parallel_runs`` is 1 or on a GPU."""
+    n = runs_at_once(parallel_runs, device)
+    common = {"preset": preset, "seed": seed, "device": device, "resume": resume}
+    if n == 1:
+        return {
+            m: train_run(m, sources, runs_dir, progress=progress, **common, **kw)
+            for m, kw in models.items()
+        }
+    jobs = [(m, sources, runs_dir, {**common, **kw}) for m, kw in models.items()]
+    names = map_side_by_side(_train_run_job, jobs, n)
+    return {m: load_run(Path(runs_dir) / name) for m, name in zip(models, names, strict=True)}
 
 
 def _read_info(out_dir: Path) -> dict[str, Any]:
