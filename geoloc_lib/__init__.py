@@ -5,7 +5,7 @@ layer or below (``tests/test_layers.py`` checks every import; training may also 
 metrics for validation). See README.md for the repository map.
 
 - ``core/``      errors, paths, config presets, runtime (progress), seeding, distributed,
-  device/AMP, checkpoint reading, portable float ops
+  device/AMP, checkpoint reading, portable float ops, parallel (runs side by side on a CPU)
 - ``data/``      dataset loaders (University-1652, CVUSA, CVACT), torch datasets, pair
   augmentation, the GeoSynth generator, manifest checks (``data/sources.py``: which folders a
   run reads)
@@ -15,7 +15,7 @@ metrics for validation). See README.md for the repository map.
   GeoViewMatch, the InfoNCE baseline, the raw-pixel matchers, ``losses.py``, ``diffusion.py``
 - ``training/``  ``engine.py`` (``fit``, checkpoints), ``optim.py`` (optimisers, schedules),
   ``recipes.py`` (one recipe per model), ``mcgf.py`` and ``geoviewmatch.py`` (the papers'
-  recipes), ``runs.py`` (``train_run`` / ``load_run``)
+  recipes), ``runs.py`` (``train_run`` / ``train_runs`` / ``load_run``)
 - ``eval/``      features, ranking, metrics, ``university.py`` (drone/satellite per weather),
   ``street.py`` (street/aerial per split), ``uncertainty.py`` (bootstrap intervals over queries
   and seeds, verdicts), ``examples.py`` (seeded draws of queries for the top-k figures), tables,

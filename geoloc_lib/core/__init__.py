@@ -8,4 +8,5 @@
 - ``distributed``  torchrun helpers (rank, barrier, broadcast)
 - ``device``       ``device``/``amp`` resolution, moving batches to a device
 - ``portable_ops`` ISA-independent float ops for the data and weather generators
+- ``parallel``     independent jobs side by side in spawned workers (``parallel_runs``)
 """
