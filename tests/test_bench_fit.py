@@ -6,6 +6,7 @@ import argparse
 
 import pandas as pd
 import pytest
+import torch
 from layouts import make_university1652
 
 from geoloc_lib.bench import fit as B
@@ -89,6 +90,13 @@ def test_side_by_side_runs_add_their_throughputs(monkeypatch):
 def test_run_benchmark_adds_runs_side_by_side(tmp_path):
     root = make_university1652(tmp_path / "u", train_ids=range(1, 9), test_ids=(10, 11), views=2)
     sources = DataSources("geosynth", root, None, "cvact")
+    if torch.cuda.is_available():  # runs train one at a time on a GPU: no side-by-side row
+        with pytest.warns(UserWarning, match="one at a time"):
+            table = B.run_benchmark(
+                sources, ["mcgf_matching_only"], [], epochs=2, preset="smoke", parallel_runs=2
+            )
+        assert list(table["lever"]) == ["baseline"] and set(table["device"]) == {"cuda"}
+        return
     table = B.run_benchmark(
         sources, ["mcgf_matching_only"], [], epochs=2, preset="smoke", parallel_runs=2
     )

@@ -16,6 +16,8 @@ from geoloc_lib.training.engine import (
     CHECKPOINT_LAST,
     FitConfig,
     NonFiniteLossError,
+    _loader_state,
+    _set_loader_state,
     fit,
     load_checkpoint,
 )
@@ -304,3 +306,28 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="lr of group backbone: 0.05 -> 0.5"):
         fit(model, loader, opt, FitConfig(out_dir=tmp_path, resume=True, **cfg))
     assert (tmp_path / CHECKPOINT_LAST).read_bytes() == saved
+
+
+def test_rng_state_is_restored_from_tensors_on_another_device():
+    """Resuming on a GPU loads the checkpoint with map_location="cuda": the saved generator
+    states arrive on the GPU, and torch only takes CPU byte tensors. set_rng_state moves them."""
+    from geoloc_lib.core.seeding import rng_state, set_rng_state
+
+    class OnAnotherDevice:  # what a GPU tensor offers here: .cpu() gives the CPU tensor
+        def __init__(self, cpu_tensor: torch.Tensor) -> None:
+            self.cpu_tensor = cpu_tensor
+
+        def cpu(self) -> torch.Tensor:
+            return self.cpu_tensor
+
+    saved = rng_state()
+    expected = torch.rand(3)
+    torch.rand(5)  # move on
+    set_rng_state({**saved, "torch": OnAnotherDevice(saved["torch"])})
+    assert torch.equal(torch.rand(3), expected)
+    # the loader's own generator likewise
+    loader = DataLoader(list(range(8)), batch_size=2, shuffle=True, generator=make_generator(0))
+    state = _loader_state(loader)
+    order = [b.tolist() for b in loader]
+    _set_loader_state(loader, {**state, "generator": OnAnotherDevice(state["generator"])})
+    assert [b.tolist() for b in loader] == order

@@ -51,6 +51,8 @@ def test_train_run_writes_a_loadable_run(trained):
     assert info["overrides"]["w_nce"] == 0.5 and info["task"] == "drone->satellite"
     assert "nce" in run.history.columns  # the override reached the model config
     loaded = load_run(tmp / "runs" / "baseline")
+    # train_run trains on a GPU when there is one; load_run rebuilds on the CPU.
+    run.model.cpu()
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         run.model.eval()

@@ -286,7 +286,8 @@ def _loader_state(loader: Any) -> dict[str, Any]:
 
 def _set_loader_state(loader: Any, state: Mapping[str, Any]) -> None:
     if "generator" in state and isinstance(getattr(loader, "generator", None), torch.Generator):
-        loader.generator.set_state(state["generator"])
+        # a CPU generator takes a CPU byte tensor; resuming on a GPU maps the checkpoint there
+        loader.generator.set_state(state["generator"].cpu())
     sampler = getattr(loader, "sampler", None)
     if "sampler" in state and sampler is not None and hasattr(sampler, "load_state_dict"):
         sampler.load_state_dict(state["sampler"])
