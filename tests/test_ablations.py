@@ -547,6 +547,6 @@ def test_train_grid_names_the_likely_cause_when_a_worker_dies(tiny_sources, tmp_
     monkeypatch.setattr(futures, "ProcessPoolExecutor", DyingPool)
     with pytest.raises(ConfigError, match=r'parallel_runs=2: a worker .*if __name__ == "__main__"'):
         A.train_grid(
-            [_variant()], [0], tiny_sources, tmp_path, preset="smoke", epochs=1, device="cpu",
+            [_variant()], [0, 1], tiny_sources, tmp_path, preset="smoke", epochs=1, device="cpu",
             parallel_runs=2,
         )  # fmt: skip

@@ -28,3 +28,10 @@ def test_one_run_at_a_time_calls_in_this_process_in_order():
     seen = []
     out = P.map_side_by_side(lambda a, b: seen.append(a) or a + b, [(1, 2), (3, 4)], 1)
     assert out == [3, 7] and seen == [1, 3]
+
+
+def test_fewer_jobs_than_parallel_runs_run_here_on_every_core():
+    """One job left with parallel_runs=2 runs in this process with all its threads, not in a
+    worker with half of them."""
+    assert P.map_side_by_side(torch.get_num_threads, [()], 2) == [torch.get_num_threads()]
+    assert P.map_side_by_side(torch.get_num_threads, [], 2) == []

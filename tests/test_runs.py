@@ -212,9 +212,10 @@ def test_train_runs_side_by_side_gives_the_models_of_one_at_a_time(trained, tmp_
     sources = DataSources("real", university_root=root, street_root=None, street_format="cvact")
     spec = {"epochs": 1, "val_queries": 2, "max_steps_per_epoch": 2}
     side = train_runs(
-        {"mcgf_matching_only": spec}, sources, tmp_path / "side", preset="smoke", seed=3,
-        device="cpu", parallel_runs=2,
+        {"mcgf_matching_only": spec, "mcgf": spec}, sources, tmp_path / "side",
+        preset="smoke", seed=3, device="cpu", parallel_runs=2,
     )  # fmt: skip
+    assert side["mcgf"].info["machine"]["cpu_threads"] == max(1, torch.get_num_threads() // 2)
     threads = max(1, torch.get_num_threads() // 2)
     run = side["mcgf_matching_only"]
     assert run.info["machine"]["cpu_threads"] == threads and run.info["seed"] == 3

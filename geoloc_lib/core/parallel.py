@@ -56,7 +56,8 @@ def map_side_by_side(
 ) -> list[Any]:
     """``[fn(*job) for job in jobs]``, ``parallel_runs`` jobs at a time, each in a spawned worker
     with ``cores // parallel_runs`` torch threads (``fn``, its arguments and results are pickled:
-    a module-level function). ``parallel_runs == 1`` calls ``fn`` here, on this process's threads.
+    a module-level function). ``parallel_runs`` is capped at the number of jobs; at 1 ``fn`` is
+    called here, on this process's threads.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -64,7 +65,9 @@ def map_side_by_side(
 
     import torch
 
-    parallel_runs = check_parallel_runs(parallel_runs)
+    # Fewer jobs than parallel_runs: each gets the cores the others would have had (a grid with
+    # one run left to train trains it on every core, here).
+    parallel_runs = min(check_parallel_runs(parallel_runs), max(1, len(jobs)))
     if parallel_runs == 1:
         return [fn(*job) for job in jobs]
     threads = max(1, torch.get_num_threads() // parallel_runs)
