@@ -18,6 +18,7 @@ def test_parallel_runs_must_be_a_positive_integer(bad):
 
 def test_runs_share_a_cpu_but_train_one_at_a_time_on_an_accelerator(monkeypatch):
     assert P.runs_at_once(2, "cpu") == 2
+    assert P.runs_at_once(2, "cpu", jobs=1) == 1 and P.runs_at_once(2, "cpu", jobs=5) == 2
     monkeypatch.setattr(D, "resolve_device", lambda device="auto": torch.device("cuda"))
     with pytest.warns(UserWarning, match="on cuda the runs train one at a time"):
         assert P.runs_at_once(2, "auto") == 1

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from geoloc_lib.core.errors import ConfigError, choices_message
-from geoloc_lib.core.parallel import check_parallel_runs, map_side_by_side, runs_at_once
+from geoloc_lib.core.parallel import map_side_by_side, runs_at_once
 from geoloc_lib.data.sources import DataSources
 from geoloc_lib.eval.uncertainty import bound_columns, interval_table, paired_interval
 from geoloc_lib.training import runs
@@ -275,16 +275,19 @@ def train_grid(
     says so). Between small operators the threads of one run wait on each other; two runs keep
     both cores busy: on 2 cores notebook 04's street grid trained ≈ 1.25× faster (README,
     benchmarks). A run's numbers depend in their last bits on its thread count (``run.json``
-    records it). Returns ``{(run_name, seed): trained_now}``;
-    the runs are then loaded from their folders by :func:`ensure_seed_run`.
+    records it). Returns ``{(run_name, seed): trained_now}``, empty when the runs would train
+    one at a time (``parallel_runs`` 1, one run, or a GPU): the caller's :func:`ensure_seed_run`
+    then trains them; otherwise it loads them from their folders.
     """
-    n = runs_at_once(parallel_runs, device)
     jobs: dict[tuple[str, int], tuple] = {}
     for seed in seeds:
         for v in variants:
             jobs.setdefault(
                 (v.run_name, seed), (v, sources, runs_dir, preset, epochs, seed, device)
             )
+    n = runs_at_once(parallel_runs, device, jobs=len(jobs))
+    if n == 1:
+        return {}  # the caller's loop trains them one at a time here, with its progress bars
     done = map_side_by_side(_train_one, list(jobs.values()), n)
     return {(name, seed): trained for name, seed, trained in done}
 
@@ -350,10 +353,9 @@ def run_street_seeds(
     split = split or street_eval_split(sources)
     pairs = sources.street(split)
     variants = geoviewmatch_variants(labels, preset) + ([INFONCE_BASELINE] if baselines else [])
-    trained_apart = (
-        train_grid(variants, seeds, sources, runs_dir, preset=preset, epochs=epochs,
-                   device=device, parallel_runs=parallel_runs)
-        if check_parallel_runs(parallel_runs) > 1 else {}
+    trained_apart = train_grid(
+        variants, seeds, sources, runs_dir, preset=preset, epochs=epochs, device=device,
+        parallel_runs=parallel_runs,
     )  # fmt: skip
     rows, frames = [], []
     for seed in seeds:
@@ -467,10 +469,9 @@ def run_mcgf_seeds(
         variants = [v for v in variants if v.label in labels]
     conditions = tuple(CONDITIONS if conditions is None else conditions)
     bounds = [c for m in MCGF_METRICS for c in bound_columns(m)]
-    trained_apart = (
-        train_grid(variants, seeds, sources, runs_dir, preset=preset, epochs=epochs,
-                   device=device, parallel_runs=parallel_runs)
-        if check_parallel_runs(parallel_runs) > 1 else {}
+    trained_apart = train_grid(
+        variants, seeds, sources, runs_dir, preset=preset, epochs=epochs, device=device,
+        parallel_runs=parallel_runs,
     )  # fmt: skip
     frames, per_query = [], []
     for seed in seeds:

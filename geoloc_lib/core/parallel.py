@@ -24,12 +24,15 @@ def check_parallel_runs(value: object) -> int:
     return value
 
 
-def runs_at_once(parallel_runs: object, device: str = "auto") -> int:
-    """How many runs train at once: ``parallel_runs`` on a CPU; 1 on an accelerator (a warning
-    says so), where the runs would share one device instead of cores."""
+def runs_at_once(parallel_runs: object, device: str = "auto", jobs: int | None = None) -> int:
+    """How many runs train at once: ``parallel_runs`` on a CPU, at most ``jobs`` (the runs to
+    train); 1 on an accelerator (a warning says so), where the runs would share one device
+    instead of cores. At 1 a caller trains its runs in this process, on every core."""
     from geoloc_lib.core.device import resolve_device
 
     n = check_parallel_runs(parallel_runs)
+    if jobs is not None:
+        n = min(n, max(1, jobs))
     dev = resolve_device(device)
     if n > 1 and dev.type != "cpu":
         warnings.warn(

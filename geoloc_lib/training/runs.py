@@ -208,8 +208,9 @@ def train_runs(
     """:func:`train_run` for each model of ``models`` (``{model: {epochs, overrides...}}``),
     ``parallel_runs`` at a time on a CPU (:func:`geoloc_lib.core.parallel.map_side_by_side`:
     spawned workers with cores // ``parallel_runs`` threads, then each run loaded from its
-    folder); one at a time in this process when ``parallel_runs`` is 1 or on a GPU."""
-    n = runs_at_once(parallel_runs, device)
+    folder); one at a time in this process when ``parallel_runs`` or the number of models is 1,
+    or on a GPU."""
+    n = runs_at_once(parallel_runs, device, jobs=len(models))
     common = {"preset": preset, "seed": seed, "device": device, "resume": resume}
     if n == 1:
         return {
