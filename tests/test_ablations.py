@@ -48,12 +48,52 @@ def test_geoviewmatch_variants_share_runs_of_equal_configurations():
         A.geoviewmatch_variants(("BS", "BS+XX"))
 
 
-def test_no_diffusion_variant_trains_at_t0_and_restores_in_one_pass():
+def test_each_mcgf_variant_changes_one_thing():
     from geoloc_lib.models.mcgf import MCGFConfig
 
-    v = {x.label: x for x in A.mcgf_variants()}["w/o diffusion"]
-    cfg = MCGFConfig.preset("smoke", **v.overrides)
-    assert (cfg.t_max, cfg.t_start, cfg.infer_steps) == (1, 0, 1) and cfg.restoration
+    v = {x.label: x for x in A.mcgf_variants()}
+    full = MCGFConfig.preset("default")
+    # the full model is the paper's method: joint optimisation, InfoNCE on what it matches
+    assert full.mat_to_restorer and full.nce_drone == "restored" and full.train_noise
+    no_noise = MCGFConfig.preset("default", **v[A.NO_NOISE].overrides)
+    changed = {k for k, x in no_noise.to_dict().items() if full.to_dict()[k] != x}
+    assert changed == {"train_noise"} and not v[A.NO_NOISE].eval_overrides
+    # the two halves of "w/o diffusion": the no-noise run at one pass; the full run at one pass
+    assert v[A.NO_NOISE_ONE_PASS].run_name == v[A.NO_NOISE].run_name
+    assert v[A.NO_NOISE_ONE_PASS].eval_overrides == {"infer_steps": 1}
+    assert v[A.ONE_PASS].run_name == v[A.FULL].run_name
+    assert v[A.ONE_PASS].eval_overrides == {"infer_steps": 1}
+    assert v[A.CLEAN_QUERY].run_name == v[A.FULL].run_name
+    for dev in A.DEVIATIONS:  # each deviation trains its own run with one change of the preset
+        cfg = MCGFConfig.preset("default", **dev.overrides)
+        changed = {k for k, x in cfg.to_dict().items() if full.to_dict()[k] != x}
+        assert changed == set(dev.overrides), dev.label
+        assert dev.run_name not in {x.run_name for x in A.mcgf_variants(deviations=False)}
+    assert {x.label for x in A.mcgf_variants(deviations=False)} == set(v) - {
+        d.label for d in A.DEVIATIONS
+    }
+
+
+def test_no_training_noise_feeds_the_restorer_the_weathered_image():
+    import torch
+
+    from geoloc_lib.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mcgf", preset="smoke", num_classes=4, train_noise=False)
+    seen = []
+    model.denoise = lambda z_t, t: seen.append(z_t) or torch.zeros_like(z_t)
+    x = torch.rand(2, 3, 32, 32)
+    batch = {"drone": x, "drone_weather": x * 0.5, "satellite": x, "label": torch.tensor([0, 1])}
+    try:
+        model.training_losses(batch)
+    except Exception:  # noqa: BLE001 - only the restorer's input is under test
+        pass
+    (z_t,) = seen
+    # z_t = sqrt(ab_t) y: per sample a constant multiple of the weathered image, no noise
+    y = x * 0.5 * 2 - 1
+    ratio = z_t / y
+    assert torch.allclose(ratio, ratio[:, :1, :1, :1].expand_as(ratio), atol=1e-5)
 
 
 def test_queries_not_restored_reuses_the_full_run_and_skips_restoration_at_test():
@@ -239,7 +279,7 @@ def test_ablation_claims_inside_the_query_noise_are_undecided():
 
 def _mcgf_results() -> pd.DataFrame:
     conds = ["normal", "fog", "mean"]
-    r1 = {"MCGF (full)": [50.0, 30.0], "w/o restoration": [40.0, 35.0], "w/o diffusion": [50.0, 20]}
+    r1 = {"MCGF (full)": [50.0, 30.0], "w/o restoration": [40.0, 35.0], A.NO_NOISE: [50.0, 20]}
     rows = []
     for v, vals in r1.items():
         vals = [*vals, sum(vals) / 2]
@@ -260,9 +300,11 @@ def test_mcgf_weather_table_and_deltas():
     assert d.loc["restoration branch", "mean ΔR@1"] == pytest.approx(2.5)
     assert d.loc["restoration branch", "conditions better"] == "1/2"
     assert d.loc["restoration branch", "conditions worse"] == "1/2"
-    assert d.loc["diffusion", "mean ΔAP"] == pytest.approx(5.0)
-    assert d.loc["diffusion", "conditions better"] == "1/2"
-    assert d.loc["diffusion", "conditions worse"] == "0/2"
+    assert d.loc["training noise", "mean ΔAP"] == pytest.approx(5.0)
+    assert d.loc["training noise", "conditions better"] == "1/2"
+    assert d.loc["training noise", "conditions worse"] == "0/2"
+    assert (d.loc["training noise", "a"], d.loc["training noise", "b"]) == (A.FULL, A.NO_NOISE)
+    assert "pooling the DDIM steps" not in d.index  # its variant is not in these results
 
 
 def test_figures_have_one_panel_per_group():
@@ -390,7 +432,7 @@ def test_tables_and_figures_carry_the_intervals():
     mcgf = _with_bounds(_mcgf_results(), ("R@1", "AP"))
     wide = A.mcgf_weather_table(mcgf)
     assert list(wide.columns)[1:3] == ["MCGF (full) R@1", "MCGF (full) AP"]
-    assert "w/o diffusion AP hi" in wide.columns
+    assert "no training noise AP hi" in wide.columns
     assert wide.loc[0, "MCGF (full) R@1 lo"] == 49.0
     assert len(weather_recall_figure(mcgf).axes) == 2
     assert "MCGF (full) R@1 lo" not in A.mcgf_weather_table(_mcgf_results()).columns
@@ -462,23 +504,34 @@ def test_mcgf_seeds_pair_queries_and_draw_a_sample_per_seed(tiny_sources, monkey
             torch.manual_seed(seed)
             self.model = RawPixelMatcher(4, img_size=16)
             self.model.cfg = SimpleNamespace()  # test-time variants set fields on it
+            self.info = {"train_time_s": 10.0 + seed}
 
     monkeypatch.setattr(
         A, "ensure_run", lambda v, *a, seed, **k: (FakeRun(v.run_name, seed), False)
     )
     res = A.run_mcgf_seeds(
         tiny_sources, "runs", preset="smoke", epochs=1, seeds=[0, 1],
-        labels=("MCGF (full)", "w/o restoration"), conditions=("normal", "fog", "mixed"),
+        labels=("MCGF (full)", "w/o restoration", A.CLEAN_QUERY),
+        conditions=("normal", "fog", "mixed"),
         raw_pixels=True, max_queries=3, device="cpu", progress=False,
     )  # fmt: skip
     s = res.summary
-    assert list(s.columns[:6]) == ["seed", "variant", "run", "trained_now", "epochs", "condition"]
-    assert set(s["variant"]) == {"MCGF (full)", "w/o restoration", A.RAW_PIXELS}
+    assert list(s.columns[:7]) == [
+        "seed", "variant", "run", "trained_now", "epochs", "train_s", "condition",
+    ]  # fmt: skip
+    assert set(s["variant"]) == {"MCGF (full)", "w/o restoration", A.CLEAN_QUERY, A.RAW_PIXELS}
     assert set(s.loc[s["seed"] == 1, "run"]) == {"mcgf_seed1", "mcgf_matching_only_seed1", ""}
+    assert set(s.loc[s["variant"] == "MCGF (full)", "train_s"]) == {10.0, 11.0}
+    assert s.loc[s["variant"] == A.CLEAN_QUERY, "train_s"].isna().all()  # test time only
     assert {"R@1 lo", "AP hi"} <= set(s.columns)
     pq = res.per_query
-    assert list(pq.columns[:5]) == ["seed", "variant", "condition", "query", "rank"]
+    assert list(pq.columns[:6]) == ["seed", "variant", "condition", "query", "location", "rank"]
     assert (pq.groupby(["seed", "variant", "condition"]).size() == 3).all()
+    # the oracle: the full run's clean queries, the same under every condition's name
+    oracle = pq[pq["variant"] == A.CLEAN_QUERY].set_index(["seed", "condition", "query"])
+    full = pq[pq["variant"] == "MCGF (full)"].set_index(["seed", "condition", "query"])
+    for c in ("fog", "mixed"):
+        assert (oracle.xs(c, level=1)["rank"] == full.xs("normal", level=1)["rank"]).all()
     # each seed's mean row is the mean of its queries over the fixed conditions
     one = pq[(pq["seed"] == 1) & (pq["variant"] == A.RAW_PIXELS)]
     mean_row = s[(s["seed"] == 1) & (s["variant"] == A.RAW_PIXELS) & (s["condition"] == "mean")]
@@ -488,10 +541,11 @@ def test_mcgf_seeds_pair_queries_and_draw_a_sample_per_seed(tiny_sources, monkey
         tiny_sources, "runs", preset="smoke", epochs=1, max_queries=3, device="cpu",
         progress=False, per_query=True,
     )  # fmt: skip
-    assert "seed" not in table.columns and list(table.columns[:5]) == [
-        "variant", "run", "trained_now", "epochs", "condition",
+    assert "seed" not in table.columns and list(table.columns[:6]) == [
+        "variant", "run", "trained_now", "epochs", "train_s", "condition",
     ]  # fmt: skip
-    assert len(per_query) == 5 * 10 * 3  # 5 variants, 10 conditions, 3 queries
+    n_variants = len(A.mcgf_variants())
+    assert len(per_query) == n_variants * 10 * 3  # every variant, 10 conditions, 3 queries
 
 
 def test_train_grid_trains_runs_side_by_side_in_worker_processes(tiny_sources, tmp_path):

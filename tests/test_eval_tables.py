@@ -186,7 +186,7 @@ def test_evaluate_mcgf_mixed_and_views_per_location_feed_the_tables(tmp_path):
         gallery_views_per_location=1, device="cpu", progress=False, per_query=True,
     )  # fmt: skip
     pd.testing.assert_frame_equal(again, df)
-    assert list(per_query.columns[:4]) == ["task", "condition", "query", "rank"]
+    assert list(per_query.columns[:5]) == ["task", "condition", "query", "location", "rank"]
     d2s = per_query[(per_query["task"] == "drone->satellite") & (per_query["condition"] == "rain")]
     row = df[(df["task"] == "drone->satellite") & (df["condition"] == "rain")].iloc[0]
     assert d2s["R@1"].mean() == pytest.approx(row["R@1"])

@@ -49,14 +49,6 @@ MCGF_METRICS = ("R@1", "R@5", "R@10", "AP")
 TABLE5 = ("BS", "BS+CL", "BS+MF", "BS+CL+MF")
 TABLE6 = ("f4", "f4+f3", "f4+f3+f2", "f4+f3+f2+f1")
 
-# "w/o diffusion": our reading of models/mcgf.py. Training draws t ~ U[0, t_max), so t_max = 1
-# always uses t = 0, where z_0 = sqrt(ab_0) y + sqrt(1 - ab_0) eps with 1 - ab_0 = beta_1 = 1e-4
-# (noise std 0.01 on [-1, 1] pixels, about 1/400 of the range): the noising is off in all but
-# name. Inference starts DDIM at t_start = 0 with one step: a single deterministic pass of the
-# restoration network on the weathered query. Everything else (encoder, restoration module,
-# L_res, L_mat, the matching branch) is unchanged.
-NO_DIFFUSION: dict[str, Any] = {"t_max": 1, "t_start": 0, "infer_steps": 1}
-
 # GeoViewMatch (Remote Sens. 2024) Tables 5 and 6: R@1, R@5, R@10, R@1%. The text's Table 5 prints
 # "9853" for BS's CVUSA R@5 (a lost decimal point): 98.53.
 PAPER_TABLE5: dict[str, dict[str, tuple[float, float, float, float]]] = {
@@ -148,25 +140,64 @@ def geoviewmatch_variants(
     return out
 
 
-def mcgf_variants() -> list[Variant]:
-    """MCGF full, w/o restoration (the matching branch alone), w/o diffusion (:data:`NO_DIFFUSION`)
-    and two test-time variants of the full model's run: queries not restored (what the
-    restoration pass adds) and the last DDIM step's features only (what pooling the steps,
-    the paper's "multiple granularities", adds)."""
-    return [
-        Variant("MCGF (full)", "mcgf", {}, "mcgf"),
-        Variant("w/o restoration", "mcgf_matching_only", {}, "mcgf_matching_only"),
-        Variant("w/o diffusion", "mcgf", dict(NO_DIFFUSION), "mcgf_no_diffusion"),
-        # the full model's run, its drone queries matched without the restoration pass
-        Variant("queries not restored", "mcgf", {}, "mcgf", {"restore_queries": False}),
-        Variant("last step only", "mcgf", {}, "mcgf", {"pool_steps": False}),
-    ]
+# The MCGF grid's labels. Each comparison of the claims changes one thing: a training variant
+# changes one setting of the full model's training; a test-time variant evaluates the full
+# model's own run (or the no-noise run) differently.
+FULL = "MCGF (full)"  # the paper's method at CPU size (joint L_res + L_mat + L_cls, eq. 11)
+WITHOUT_RESTORATION = "w/o restoration"  # the matching branch alone, on the weathered drone
+NO_NOISE = "no training noise"  # the restorer trained without the forward process's noise
+NO_NOISE_ONE_PASS = "w/o diffusion (no noise, one pass)"  # the no-noise run, one pass at test
+ONE_PASS = "one restoration pass"  # the full run, one DDIM step at test
+LAST_STEP = "last step only"  # the full run, the last DDIM step's features (no pooling)
+NOT_RESTORED = "queries not restored"  # the full run, weathered queries matched as they are
+CLEAN_QUERY = "clean query (oracle)"  # the full run's matcher on the clean query: a ceiling
+CLEAN = "clean_queries"  # an eval override: evaluate the queries without weather (the oracle)
+
+# CPU-size departures from the paper's method and their alternatives, each a training variant
+# measured against FULL (claims role "measured"): what each choice of the CPU presets costs
+# or buys.
+DEVIATIONS: tuple[Variant, ...] = (
+    Variant("detached restorer", "mcgf", {"mat_to_restorer": False}, "mcgf_detached"),
+    Variant("InfoNCE on the clean drone", "mcgf", {"nce_drone": "clean"}, "mcgf_nce_clean"),
+    Variant("without InfoNCE", "mcgf", {"w_nce": 0.0}, "mcgf_no_nce"),
+    Variant(
+        "paper noise levels", "mcgf", {"t_max": 200, "t_start": 100, "infer_start": "noise"},
+        "mcgf_paper_noise",
+    ),
+)  # fmt: skip
+
+
+def mcgf_variants(deviations: bool = True) -> list[Variant]:
+    """The MCGF grid: the full model, w/o restoration (the matching branch alone), no training
+    noise, and test-time variants of those runs: one restoration pass, the last DDIM step only,
+    queries not restored, the clean query (an oracle ceiling), and the no-noise run with one
+    pass (the two halves of "w/o diffusion"); ``deviations`` adds :data:`DEVIATIONS`."""
+    out = [
+        Variant(FULL, "mcgf", {}, "mcgf"),
+        Variant(WITHOUT_RESTORATION, "mcgf_matching_only", {}, "mcgf_matching_only"),
+        Variant(NO_NOISE, "mcgf", {"train_noise": False}, "mcgf_no_noise"),
+        Variant(
+            NO_NOISE_ONE_PASS, "mcgf", {"train_noise": False}, "mcgf_no_noise",
+            {"infer_steps": 1},
+        ),
+        Variant(ONE_PASS, "mcgf", {}, "mcgf", {"infer_steps": 1}),
+        Variant(LAST_STEP, "mcgf", {}, "mcgf", {"pool_steps": False}),
+        Variant(NOT_RESTORED, "mcgf", {}, "mcgf", {"restore_queries": False}),
+        Variant(CLEAN_QUERY, "mcgf", {}, "mcgf", {"restore_queries": False, CLEAN: True}),
+    ]  # fmt: skip
+    return out + (list(DEVIATIONS) if deviations else [])
 
 
 # The baselines the papers compare with, as variants of the seeded grids: GeoViewMatch against
 # the InfoNCE baseline at the same budget; MCGF against raw pixels (untrained, evaluation only).
 INFONCE_BASELINE = Variant("InfoNCE baseline", "infonce_baseline", {}, "infonce_baseline")
 RAW_PIXELS = "raw pixels 16x16"
+# GeoViewMatch trained on geographic-neighbour batches (Sample4Geo's hard negatives) instead of
+# the paper's random batches: a measured variant of the full model.
+GEO_NEIGHBOURS = Variant(
+    "geographic-neighbour batches", "geoviewmatch", {"geo_neighbours": True},
+    "geoviewmatch_geo_neighbours",
+)  # fmt: skip
 
 
 def run_settings(variant: Variant, preset: str, epochs: int, seed: int) -> dict[str, Any]:
@@ -292,6 +323,12 @@ def train_grid(
     return {(name, seed): trained for name, seed, trained in done}
 
 
+def _train_seconds(run: Run) -> float:
+    """The run's recorded training time (``run.json``), NaN where it has none."""
+    value = run.info.get("train_time_s")
+    return float(value) if value is not None else float("nan")
+
+
 def check_seeds(seeds: object) -> list[int]:
     """``seeds`` as a list of distinct non-negative integers (a clear error otherwise)."""
     ok = (
@@ -335,13 +372,15 @@ def run_street_seeds(
     seeds: Sequence[int] = (0,),
     labels: tuple[str, ...] = TABLE5 + TABLE6,
     baselines: bool = False,
+    deviations: bool = False,
     split: str | None = None,
     device: str = "auto",
     progress: bool | None = None,
     parallel_runs: int = 1,
 ) -> SeedResults:
     """Train (or load) and evaluate each GeoViewMatch variant on street->aerial retrieval, once
-    per seed; ``baselines=True`` adds :data:`INFONCE_BASELINE` at the same budget.
+    per seed; ``baselines=True`` adds :data:`INFONCE_BASELINE` at the same budget,
+    ``deviations=True`` the geographic-neighbour batches (:data:`GEO_NEIGHBOURS`).
 
     ``summary`` columns: ``seed, variant, run, trained_now, epochs, queries``, R@1/R@5/R@10/R@1%
     in percent, ``tied`` (queries whose true match ties another tile), then the metrics' bounds.
@@ -353,13 +392,14 @@ def run_street_seeds(
     split = split or street_eval_split(sources)
     pairs = sources.street(split)
     variants = geoviewmatch_variants(labels, preset) + ([INFONCE_BASELINE] if baselines else [])
+    variants += [GEO_NEIGHBOURS] if deviations else []
     trained_apart = train_grid(
         variants, seeds, sources, runs_dir, preset=preset, epochs=epochs, device=device,
         parallel_runs=parallel_runs,
     )  # fmt: skip
     rows, frames = [], []
     for seed in seeds:
-        done: dict[str, tuple[dict[str, float], pd.DataFrame, bool, str]] = {}
+        done: dict[str, tuple[dict[str, float], pd.DataFrame, bool, str, float]] = {}
         for v in variants:
             if v.run_name not in done:
                 run, trained = ensure_seed_run(
@@ -374,8 +414,9 @@ def run_street_seeds(
                     metrics, table = evaluate_street_model(
                         run.model, pairs, device=device, per_query=True
                     )
-                done[v.run_name] = (metrics, table, trained, run.out_dir.name)
-            metrics, table, trained, folder = done[v.run_name]
+                train_s = _train_seconds(run)
+                done[v.run_name] = (metrics, table, trained, run.out_dir.name, train_s)
+            metrics, table, trained, folder, train_s = done[v.run_name]
             rows.append(
                 {
                     "seed": seed,
@@ -383,12 +424,14 @@ def run_street_seeds(
                     "run": folder,
                     "trained_now": trained,
                     "epochs": int(epochs),
+                    "train_s": train_s,
                     "queries": len(pairs),
                     **{m: float(metrics[m]) for m in STREET_METRICS},
                     "tied": int(metrics["n_tied"]),
                 }
             )
-            frame = table[["rank", *STREET_METRICS]].copy()
+            meters = [c for c in table.columns if c.startswith("top1_within_")]
+            frame = table[["rank", *STREET_METRICS, *meters]].copy()
             frame.insert(0, "query", np.arange(len(frame)))
             frame.insert(0, "variant", v.label)
             frame.insert(0, "seed", seed)
@@ -475,7 +518,7 @@ def run_mcgf_seeds(
     )  # fmt: skip
     frames, per_query = [], []
     for seed in seeds:
-        models: list[tuple[str, str, bool, int, object]] = []
+        models: list[tuple[str, str, bool, int, float, bool, object]] = []
         img_size = None
         for v in variants:
             run, trained = ensure_seed_run(
@@ -485,20 +528,25 @@ def run_mcgf_seeds(
             trained = trained or trained_apart.get((v.run_name, seed), False)
             model = run.model
             img_size = model.input_size("drone")[0]
-            if v.eval_overrides:
+            overrides = dict(v.eval_overrides)
+            clean = bool(overrides.pop(CLEAN, False))
+            if overrides:
                 model = copy.deepcopy(model)
-                for key, value in v.eval_overrides.items():
+                for key, value in overrides.items():
                     setattr(model.cfg, key, value)
-            models.append((v.label, run.out_dir.name, trained, int(epochs), model))
+            # a test-time variant trains nothing of its own: no training time (compute ratios)
+            train_s = np.nan if v.eval_overrides else _train_seconds(run)
+            models.append((v.label, run.out_dir.name, trained, int(epochs), train_s, clean, model))
         if raw_pixels:
             if img_size is None:
                 raise ConfigError("run_mcgf_seeds: raw_pixels needs an MCGF variant for its size")
-            models.append((RAW_PIXELS, "", False, 0, RawPixelMatcher(16, img_size=img_size)))
-        for label, folder, trained, n_epochs, model in models:
+            raw = RawPixelMatcher(16, img_size=img_size)
+            models.append((RAW_PIXELS, "", False, 0, np.nan, False, raw))
+        for label, folder, trained, n_epochs, train_s, clean, model in models:
             res, pq = evaluate_mcgf(
                 model,
                 sources,
-                conditions,
+                (CLEAN_CONDITION,) if clean else conditions,
                 tasks=("drone->satellite",),
                 seed=EVAL_WEATHER_SEED + seed,
                 max_queries=max_queries,
@@ -506,10 +554,12 @@ def run_mcgf_seeds(
                 progress=progress,
                 per_query=True,
             )
+            if clean:  # the clean queries' results stand for every condition's
+                res, pq = _as_every_condition(res, pq, conditions)
             res = res[["condition", *MCGF_METRICS, *bounds]].copy()
             for i, (key, value) in enumerate(
                 (("seed", seed), ("variant", label), ("run", folder), ("trained_now", trained),
-                 ("epochs", n_epochs))
+                 ("epochs", n_epochs), ("train_s", train_s))
             ):  # fmt: skip
                 res.insert(i, key, value)
             frames.append(res)
@@ -519,6 +569,22 @@ def run_mcgf_seeds(
             per_query.append(pq)
     summary = pd.concat(frames, ignore_index=True)
     return SeedResults(summary, pd.concat(per_query, ignore_index=True))
+
+
+CLEAN_CONDITION = "normal"  # no weather: the clean query
+
+
+def _as_every_condition(
+    res: pd.DataFrame, pq: pd.DataFrame, conditions: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One evaluation of the clean queries repeated under every condition's name (and the
+    ``mean`` row), so the oracle pairs query by query with any variant under any condition."""
+    clean_row = res[res["condition"] == CLEAN_CONDITION].iloc[0]
+    named = [*conditions, *(["mean"] if any(c != "mixed" for c in conditions) else [])]
+    rows = pd.DataFrame([clean_row] * len(named)).assign(condition=named)
+    clean_pq = pq[pq["condition"] == CLEAN_CONDITION]
+    frames = [clean_pq.assign(condition=c) for c in conditions]
+    return rows.reset_index(drop=True), pd.concat(frames, ignore_index=True)
 
 
 def run_mcgf_ablations(
@@ -586,11 +652,13 @@ def _paper_r1(label: str) -> dict[str, float]:
 def _paired(
     per_query: pd.DataFrame, a: str, b: str, metric: str, by: Sequence[str] = ()
 ) -> tuple[float, float, float]:
-    """Paired bootstrap of ``a - b`` (variants) over the queries both evaluated."""
-    keys = [*by, "query"]
+    """Paired bootstrap of ``a - b`` (variants) over the queries both evaluated; whole
+    locations are resampled when the table has a ``location`` column."""
+    keys = [*by, "query", *(["location"] if "location" in per_query.columns else [])]
     wide = per_query.pivot_table(index=keys, columns="variant", values=metric, dropna=False)
     pair = wide[[a, b]].dropna()
-    return paired_interval(pair[a].to_numpy(), pair[b].to_numpy())
+    clusters = pair.index.get_level_values("location") if "location" in keys else None
+    return paired_interval(pair[a].to_numpy(), pair[b].to_numpy(), clusters=clusters)
 
 
 def ablation_claims(results: pd.DataFrame, per_query: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -655,49 +723,56 @@ def mcgf_weather_table(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(cols).loc[order].reset_index()
 
 
-MCGF_PARTS = (
-    ("restoration branch", "w/o restoration"),
-    ("diffusion", "w/o diffusion"),
-    ("restoration pass at test", "queries not restored"),
-    ("pooling the DDIM steps", "last step only"),
+# What each part adds: (part, a, b), each a single-factor comparison a - b.
+MCGF_PARTS: tuple[tuple[str, str, str], ...] = (
+    ("restoration branch", FULL, WITHOUT_RESTORATION),
+    ("training noise", FULL, NO_NOISE),
+    ("training noise at one pass", ONE_PASS, NO_NOISE_ONE_PASS),
+    ("DDIM steps (pooled) vs one pass", FULL, ONE_PASS),
+    ("pooling the DDIM steps", FULL, LAST_STEP),
+    ("restoration pass at test", FULL, NOT_RESTORED),
+    ("clean query (oracle) vs restored", CLEAN_QUERY, FULL),
+    *((f"deviation: {d.label}", d.label, FULL) for d in DEVIATIONS),
 )
 
 
 def mcgf_ablation_deltas(
     results: pd.DataFrame, per_query: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """What each MCGF part adds: full minus the ablated variant, mean R@1/AP and the number of
-    weather conditions (of ten) where the full model's R@1 is higher.
+    """What each MCGF part adds (:data:`MCGF_PARTS`, each a single-factor comparison a - b):
+    mean R@1/AP difference and the number of weather conditions (of ten) where a's R@1 is
+    higher. Parts whose variants are not in ``results`` are left out.
 
     With ``per_query`` (from ``run_mcgf_ablations(..., per_query=True)``) each mean difference
     gets its paired 95 % bootstrap interval (``mean ΔR@1 lo`` ... last): per query, the
-    difference averaged over the ten conditions, resampled over the queries.
+    difference averaged over the ten conditions, resampled by location (all views of a location
+    together) when the per-query table has a ``location`` column.
     """
     from geoloc_lib.weather.synth import CONDITIONS
 
     per = results.pivot(index="condition", columns="variant", values=["R@1", "AP"])
     weather = [c for c in per.index if c != "mean"]
-    full = "MCGF (full)"
     if per_query is not None:
         fixed = per_query[per_query["condition"].isin(CONDITIONS)]
-        per_q_mean = fixed.groupby(["variant", "query"], sort=False)[["R@1", "AP"]].mean()
-        per_q_mean = per_q_mean.reset_index()
+        keys = ["variant", "query", *(["location"] if "location" in fixed.columns else [])]
+        per_q_mean = fixed.groupby(keys, sort=False)[["R@1", "AP"]].mean().reset_index()
     rows = []
-    for part, ablated in MCGF_PARTS:
-        if ablated not in per["R@1"].columns:
+    for part, a, b in MCGF_PARTS:
+        if a not in per["R@1"].columns or b not in per["R@1"].columns:
             continue
-        d = per["R@1"][full] - per["R@1"][ablated]
+        d = per["R@1"][a] - per["R@1"][b]
         row = {
             "part": part,
-            "compared with": ablated,
+            "a": a,
+            "b": b,
             "mean ΔR@1": float(d["mean"]),
-            "mean ΔAP": float(per["AP"][full]["mean"] - per["AP"][ablated]["mean"]),
+            "mean ΔAP": float(per["AP"][a]["mean"] - per["AP"][b]["mean"]),
             "conditions better": f"{int((d[weather] > 0).sum())}/{len(weather)}",
             "conditions worse": f"{int((d[weather] < 0).sum())}/{len(weather)}",
         }
         if per_query is not None:
             for metric in ("R@1", "AP"):
-                _, lo, hi = _paired(per_q_mean, full, ablated, metric)
+                _, lo, hi = _paired(per_q_mean, a, b, metric)
                 row.update({f"mean Δ{metric} lo": lo, f"mean Δ{metric} hi": hi})
         rows.append(row)
     return pd.DataFrame(rows)

@@ -100,11 +100,12 @@ def evaluate_mcgf(
     averages the fixed conditions (not ``"mixed"``); ``n_queries``/``n_gallery`` give the sizes
     (``n_skipped``: queries without a true match in the gallery, left out by the protocol).
 
-    Each metric has its 95 % bootstrap interval over the queries (``"R@1 lo"``, ``"R@1 hi"``, ...,
+    Each metric has its 95 % cluster-bootstrap interval over the query locations (``"R@1 lo"``, ``"R@1 hi"``, ...,
     after the other columns; :mod:`geoloc_lib.eval.uncertainty`); the ``mean`` row's interval
     resamples the queries once for all conditions (every condition weathers the same queries).
     ``per_query=True`` returns ``(table, per_query)`` as well: one row per (task, condition,
-    query) with ``query`` (row in the evaluated query set), ``rank`` (1-based rank of the best
+    query) with ``query`` (row in the evaluated query set), ``location`` (the query's location
+    label; intervals resample whole locations), ``rank`` (1-based rank of the best
     true match; NaN for a skipped query) and the per-query metrics, for paired comparisons.
     """
     progress = resolve_progress(progress)
@@ -159,6 +160,7 @@ def evaluate_mcgf(
             rows.append({"task": task, "condition": name, **summarize(pq), "n_gallery": len(gf)})
             rank = result.first_rank.to(torch.float64).numpy() + 1
             pq.insert(0, "rank", np.where(result.n_good.numpy() > 0, rank, np.nan))
+            pq.insert(0, "location", np.asarray(ql).reshape(-1))
             pq.insert(0, "query", np.arange(len(pq)))
             pq.insert(0, "condition", name)
             pq.insert(0, "task", task)
@@ -171,12 +173,15 @@ def evaluate_mcgf(
     table = pd.concat([df, means], ignore_index=True)
     long = pd.concat(per_query_frames, ignore_index=True)
     keys = ["task", "condition"]
-    bounds = interval_table(long, MCGF_METRICS, by=keys)
+    # the views of one location move together: resample locations (cluster bootstrap)
+    bounds = interval_table(long, MCGF_METRICS, by=keys, cluster="location")
     fixed_pq = long[long["condition"] != MIXED]
     if len(fixed_pq):
         # a query's mean over the fixed conditions; the mean row's interval resamples those
-        per_q = fixed_pq.groupby(["task", "query"], sort=False)[list(MCGF_METRICS)].mean()
-        mean_bounds = interval_table(per_q.reset_index(), MCGF_METRICS, by=["task"])
+        per_q = fixed_pq.groupby(["task", "query", "location"], sort=False)[list(MCGF_METRICS)]
+        mean_bounds = interval_table(
+            per_q.mean().reset_index(), MCGF_METRICS, by=["task"], cluster="location"
+        )
         mean_bounds.insert(1, "condition", "mean")
         bounds = pd.concat([bounds, mean_bounds], ignore_index=True)
     bound_cols = [c for m in MCGF_METRICS for c in bound_columns(m)]
