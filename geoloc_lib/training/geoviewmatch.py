@@ -2,9 +2,12 @@
 
 ``train_street_model`` wires a :class:`PairSet` (CVACT or CVUSA layout, GeoSynth by default)
 into the engine: datasets at the model's input sizes, random or geographic-neighbour batches
-(``geo_neighbours``), AdamW (+ ASAM for GeoViewMatch), a per-step warmup + cosine schedule, validation R@1 each epoch, and the
-augmentations as the engine's ``batch_transform`` (once per step, so ASAM's second pass sees the
-same views). The whole training step — the engine's loop calls exactly this::
+(``geo_neighbours``), AdamW (+ ASAM for GeoViewMatch), a per-step warmup + cosine schedule,
+validation R@1 each epoch on pairs held out of the training split
+(:func:`geoloc_lib.data.street.split_train_pairs`; the dataset's val and test splits are for
+evaluation only), and the augmentations as the engine's ``batch_transform`` (once per step, so
+ASAM's second pass sees the same views). The whole training step — the engine's loop calls
+exactly this::
 
     batch = model.augment_batch(batch)                  # strong + weak views (GeoViewMatch)
     loss = model.training_losses(batch)["loss"]         # 0.5 L_con + 0.25 L_ret1 + 0.25 L_ret2
@@ -31,6 +34,7 @@ from torch.utils.data import DataLoader
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.core.seeding import make_generator, seed_everything
 from geoloc_lib.data.sources import DataSources, street_pairs
+from geoloc_lib.data.street import STREET_VAL_SPLIT, split_train_pairs
 from geoloc_lib.data.street_torch import GeoNeighbourSampler, StreetPairDataset
 from geoloc_lib.eval.street import evaluate_pair_dataset, subset_pairs
 from geoloc_lib.models import create_model
@@ -61,7 +65,9 @@ class StreetTrainSettings:
     grad_clip: float | None = None
     amp: str = "auto"
     val_every: int = 1
-    max_val_pairs: int | None = 1000  # validation subset (the test split is evaluated in full)
+    # validation subset of the pairs held out of the training split (evaluation splits are
+    # evaluated in full, after training)
+    max_val_pairs: int | None = 1000
     eval_batch_size: int = 64
     # Not fields (run.json keeps the fields only): both street recipes train with AdamW and a
     # per-step warm-up + cosine to 0 (GeoViewMatch §4.3; Sample4Geo's recipe for the baseline).
@@ -174,8 +180,9 @@ def train_street_model(
             raise ConfigError("parameter ablation: only GeoViewMatch has ablations")
         model_over["ablation"] = ablation
 
-    train_pairs = street_pairs(sources_or_root, "train")
-    val_pairs = subset_pairs(street_pairs(sources_or_root, "val"), settings.max_val_pairs)
+    # The monitor reads pairs held out of the training split, never an evaluation split.
+    train_pairs, val_pairs = split_train_pairs(street_pairs(sources_or_root, "train"))
+    val_pairs = subset_pairs(val_pairs, settings.max_val_pairs)
     seed_everything(seed)
     net = create_model(model, preset=preset, **model_over)
     cfg = net.cfg
@@ -251,5 +258,6 @@ for _model in MODELS:
             settings=StreetTrainSettings,
             presets={p: s for (m, p), s in TRAIN_PRESETS.items() if m == _model},
             train=train_street_model,
+            val_split=STREET_VAL_SPLIT,
         )
     )
