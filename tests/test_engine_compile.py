@@ -92,7 +92,8 @@ def test_inductor_without_a_cpp_compiler_names_the_alternatives(tmp_path):
 
 
 def test_train_run_passes_compile_and_records_it(tmp_path):
-    root = make_university1652(tmp_path / "u", train_ids=range(1, 5), test_ids=(10,), views=2)
+    # 8 training locations: 3 held out for validation, 5 for a batch of 4
+    root = make_university1652(tmp_path / "u", train_ids=range(1, 9), test_ids=(10,), views=2)
     sources = DataSources("real", university_root=root, street_root=None, street_format="cvact")
     run = train_run(
         "mcgf_matching_only",

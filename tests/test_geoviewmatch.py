@@ -392,16 +392,18 @@ def test_paper_parameter_count_is_two_backbones_within_3_percent_of_table4() -> 
     assert shared.backbone.shared and count_parameters(shared) - head < 0.65 * inference
 
 
-def test_geo_neighbour_batches_are_an_option_off_in_paper() -> None:
+def test_geo_neighbour_batches_are_an_option_off_for_geoviewmatch() -> None:
     from geoloc_lib.training.geoviewmatch import make_street_sampler, resolve_street_settings
 
-    coords = np.random.default_rng(0).normal(size=(64, 2)) * 100
-    paper = resolve_street_settings("geoviewmatch", "paper")
-    default = resolve_street_settings("geoviewmatch", "default")
-    assert make_street_sampler(64, coords, paper).neighbours is None
-    assert make_street_sampler(64, coords, default).neighbours is not None
-    on = resolve_street_settings("geoviewmatch", "paper", geo_neighbours=True)
-    assert make_street_sampler(64, coords, on).neighbours is not None
+    coords = np.random.default_rng(0).normal(size=(256, 2)) * 100
+    for preset in ("paper", "default", "smoke"):  # random batches, as the paper trains
+        settings = resolve_street_settings("geoviewmatch", preset)
+        assert make_street_sampler(256, coords, settings).neighbours is None
+        # the baseline keeps Sample4Geo's neighbour batches
+        baseline = resolve_street_settings("infonce_baseline", preset)
+        assert make_street_sampler(256, coords, baseline).neighbours is not None
+    on = resolve_street_settings("geoviewmatch", "default", geo_neighbours=True)
+    assert make_street_sampler(256, coords, on).neighbours is not None
 
 
 def test_paper_tables_are_evaluated_on_val_and_test_is_labelled_apart(tmp_path) -> None:

@@ -22,7 +22,16 @@ def test_university1652_sets_and_labels(tmp_path):
         "test/gallery_satellite",
     }
     assert len(data.sets["train/drone"]) == 9
-    assert data.train_classes.tolist() == [1, 2, 3]
+    assert data.all_train_classes.tolist() == [1, 2, 3]
+    # 3 training locations: one held out for validation (at most half), two to train on
+    train, val = data.train_val_split()
+    assert len(val) == 1 and sorted([*train, *val]) == [1, 2, 3]
+    assert data.train_classes.tolist() == train.tolist() and data.val_classes.tolist() == val
+    drone, satellite = data.train_sets()
+    assert set(drone.labels) == set(satellite.labels) == set(train) and len(drone) == 6
+    q, g = data.task("drone->satellite", split="val")
+    assert set(q.labels) == set(val) and len(q) == 3
+    assert g.names == ["0001", "0002", "0003"]  # held-out tiles + the training ones
     q, g = data.task("drone->satellite")
     assert len(q) == 6 and len(g) == 5  # 2 test locations + 3 distractors
     assert set(q.labels.tolist()) == {10, 11}
@@ -51,6 +60,11 @@ def test_university1652_missing_root_and_bad_task(tmp_path):
         data.task("drone->street")
     with pytest.raises(DatasetError, match="needs .*query_street"):
         data.task("street->satellite")
+    with pytest.raises(DatasetError, match="valid choices: test, val"):
+        data.task("drone->satellite", split="train")
+    one = load_university1652(make_university1652(tmp_path / "one", train_ids=(1,)))
+    with pytest.raises(DatasetError, match="too few to hold any out.*val_queries=0"):
+        one.task("drone->satellite", split="val")
 
 
 def test_university1652_stray_file_is_an_error(tmp_path):

@@ -235,3 +235,30 @@ def test_train_runs_side_by_side_gives_the_models_of_one_at_a_time(trained, tmp_
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="parallel_runs: expected an integer >= 1"):
         train_runs({"mcgf": spec}, sources, tmp_path / "bad", preset="smoke", parallel_runs=0)
+
+
+def test_a_run_from_before_the_validation_hold_out_is_not_reused(trained):
+    from geoloc_lib.data.street import STREET_VAL_SPLIT
+    from geoloc_lib.data.university import VAL_SPLIT
+    from geoloc_lib.training.runs import finished_run, resolved_config, run_settings
+
+    tmp, out = _copy_run(trained, "before_holdout")
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"]["training"]["val_split"] == VAL_SPLIT
+    assert resolved_config("geoviewmatch", "smoke")["training"]["val_split"] == STREET_VAL_SPLIT
+    overrides = {k: v for k, v in _RUN_KW.items() if k not in ("preset", "progress")}
+    want = run_settings("mcgf_matching_only", "smoke", 2, 0, overrides)
+    assert finished_run(out, want) is not None
+    # The same run as recorded before training held validation locations out of the training
+    # split: it trained on other data, so it is neither reused nor resumed.
+    del info["config"]["training"]["val_split"]
+    (out / "run.json").write_text(json.dumps(info))
+    assert finished_run(out, want) is None
+    sources = DataSources(
+        "real", university_root=tmp / "u", street_root=None, street_format="cvact"
+    )
+    with pytest.raises(ConfigError, match="cannot resume run .*val_split: None -> University"):
+        train_run(
+            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
+            **_RUN_KW,
+        )  # fmt: skip

@@ -358,8 +358,10 @@ class SeedResults:
 
 
 def street_eval_split(sources: DataSources) -> str:
-    """The split the paper's Tables 5/6 use: CVACT val / CVUSA val on real data; GeoSynth's
-    larger ``test`` split (its val split only monitors training)."""
+    """The evaluation split of the street ablations: on real data the split the paper's Tables
+    5/6 report (CVACT val / CVUSA val); on GeoSynth its larger ``test`` split. Training reads
+    neither: its monitor uses pairs held out of the train split
+    (:func:`geoloc_lib.data.street.split_train_pairs`)."""
     return "test" if sources.dataset == "geosynth" else "val"
 
 

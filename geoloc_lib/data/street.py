@@ -15,6 +15,10 @@ CVACT::
 CVACT lists some pairs whose images are absent on disk; every public codebase
 skips them. We skip them too, but count them: ``PairSet.missing`` holds their
 ids, and the loader can raise instead (``on_missing="error"``).
+
+Validation: the datasets' ``val`` split is what the papers report on (GeoViewMatch Table 5:
+CVUSA val, CVACT val), so it is an evaluation split. Training monitors pairs held out of the
+``train`` split instead (:func:`split_train_pairs`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,138 @@ CVACT_SPLITS = {
     "val": ("valSet", "valInd", "ANU_data_small"),
     "test": ("valSetAll", "valInd", "ANU_data_test"),
 }
+
+
+# Validation pairs held out of the training split: a tenth of the pairs (CVACT: ~3,500; GeoSynth
+# default: ~64), in whole spatial blocks where coordinates exist. A block is 4 tiles on a side:
+# large enough that the guard band around it (below) costs fewer training pairs than the block
+# holds, small enough that CVACT's training area has hundreds of blocks to draw from. The tile
+# is CVACT's (~144 m; GeoSynth's is 128 m, so the guard also covers it). The seed is fixed,
+# independent of the training seed: every run on one dataset holds out the same pairs.
+STREET_VAL_FRACTION = 0.1
+STREET_TILE_M = 144.0
+STREET_VAL_BLOCK_M = 4 * STREET_TILE_M
+STREET_VAL_SPLIT_SEED = 1652
+# Random block draws compared: in a small area (a GeoSynth smoke district is ~512 m across)
+# the guard band of one unlucky draw can take most training pairs; the kept draw drops fewest.
+STREET_VAL_DRAWS = 8
+STREET_VAL_SPLIT = (
+    f"street training pairs: {STREET_VAL_FRACTION:.0%} held out in {STREET_VAL_BLOCK_M:.0f} m "
+    f"UTM blocks (halved while one block exceeds twice that share), training pairs whose "
+    f"{STREET_TILE_M:.0f} m tile overlaps a validation tile dropped, fewest dropped of "
+    f"{STREET_VAL_DRAWS} draws; without coordinates a permutation; seed {STREET_VAL_SPLIT_SEED}"
+)
+
+
+def _take_pairs(pairs: PairSet, index: np.ndarray, name: str) -> PairSet:
+    index = np.asarray(index, dtype=np.int64)
+    return PairSet(
+        name=name,
+        ground=[pairs.ground[i] for i in index],
+        aerial=[pairs.aerial[i] for i in index],
+        ids=[pairs.ids[i] for i in index],
+        coords=None if pairs.coords is None else pairs.coords[index],
+    )
+
+
+def _blocks(coords: np.ndarray, target: int, block_m: float, min_block_m: float) -> np.ndarray:
+    """Block index of each pair: squares of ``block_m``, halved (down to ``min_block_m``) while
+    one block holds more than twice ``target`` pairs (a small area, e.g. a smoke dataset)."""
+    while True:
+        cell = np.floor((coords - coords.min(0)) / block_m).astype(np.int64)
+        _, block, counts = np.unique(cell, axis=0, return_inverse=True, return_counts=True)
+        if counts.max() <= 2 * target or block_m / 2 < min_block_m:
+            return block.reshape(-1)
+        block_m /= 2
+
+
+def split_train_pairs(
+    pairs: PairSet,
+    fraction: float = STREET_VAL_FRACTION,
+    *,
+    seed: int = STREET_VAL_SPLIT_SEED,
+    block_m: float = STREET_VAL_BLOCK_M,
+    tile_m: float = STREET_TILE_M,
+    draws: int = STREET_VAL_DRAWS,
+) -> tuple[PairSet, PairSet]:
+    """``(train, val)``: a training split cut into the pairs training uses and validation pairs.
+
+    With coordinates (CVACT, GeoSynth's CVACT layout) validation takes whole square blocks of
+    ``block_m`` metres of UTM coordinates (the side halved, down to ``tile_m``, while a block
+    holds more than twice the target), drawn in a seeded random order until they hold
+    ``round(fraction * n)`` pairs. Training pairs whose ``tile_m`` tile (square, centred on
+    the pair, north-aligned) overlaps a validation pair's tile are dropped from both, so no
+    validation tile shares ground with a tile training sees (GeoSynth's panoramas are 12 m
+    apart along a street). Of ``draws`` such random draws (all from ``seed``) the one dropping
+    the fewest pairs is kept. Without coordinates (CVUSA) validation is the first pairs of a
+    permutation seeded with ``seed``. Each part keeps the order of ``pairs``; validation holds
+    at most half the pairs.
+    """
+    n = len(pairs)
+    target = min(max(1, int(round(fraction * n))), n // 2)
+    if target == 0:
+        raise DatasetError(f"{pairs.name} has {n} pair(s): too few to hold any out for validation")
+    rng = np.random.default_rng(seed)
+    if pairs.coords is None:
+        val = np.sort(rng.permutation(n)[:target])
+        train = np.setdiff1d(np.arange(n), val)
+    else:
+        from scipy.spatial import cKDTree
+
+        coords = np.asarray(pairs.coords, dtype=np.float64)
+        block = _blocks(coords, target, block_m, tile_m)
+        counts = np.bincount(block)
+        best: tuple[np.ndarray, np.ndarray] | None = None
+        for _ in range(max(1, draws)):
+            order = rng.permutation(len(counts))
+            chosen = order[: int(np.searchsorted(np.cumsum(counts[order]), target)) + 1]
+            val = np.flatnonzero(np.isin(block, chosen))
+            if len(val) > n // 2:  # one block holds most pairs: a random share of it
+                val = np.sort(rng.permutation(val)[:target])
+            rest = np.setdiff1d(np.arange(n), val)
+            # Chebyshev distance < tile: the two north-aligned square tiles overlap
+            gap, _ = cKDTree(coords[val]).query(coords[rest], k=1, p=np.inf)
+            kept = rest[gap >= tile_m]
+            if best is None or len(kept) + len(val) > len(best[0]) + len(best[1]):
+                best = (kept, val)
+        train, val = best
+    return (
+        _take_pairs(pairs, train, f"{pairs.name}[fit]"),
+        _take_pairs(pairs, val, f"{pairs.name}[val]"),
+    )
+
+
+def near_duplicate_rate(pairs: PairSet | np.ndarray, tile_size_m: float) -> float:
+    """Fraction of gallery tiles that overlap another gallery tile by more than half their area.
+
+    Tiles are axis-aligned squares of side ``tile_size_m`` centred on the pairs' UTM
+    coordinates (``pairs.coords``, or an ``[N, 2]`` array); two tiles offset by (dx, dy)
+    overlap on ``max(0, s - |dx|) * max(0, s - |dy|)``. Candidate pairs come from a k-d tree
+    (Chebyshev radius ``s``), so the cost grows with the number of overlapping pairs, not N².
+    """
+    from scipy.spatial import cKDTree
+
+    coords = pairs.coords if isinstance(pairs, PairSet) else pairs
+    if coords is None:
+        raise DatasetError(
+            f"near_duplicate_rate: {pairs.name} has no coordinates (CVUSA has none; CVACT and "
+            "GeoSynth's CVACT layout have UTM coordinates)"
+        )
+    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    if tile_size_m <= 0:
+        raise DatasetError(f"near_duplicate_rate: tile_size_m must be > 0, got {tile_size_m}")
+    if len(coords) < 2:
+        return 0.0
+    s = float(tile_size_m)
+    close = cKDTree(coords).query_pairs(s, p=np.inf, output_type="ndarray")
+    if not len(close):
+        return 0.0
+    d = np.abs(coords[close[:, 0]] - coords[close[:, 1]])
+    overlap = np.clip(s - d[:, 0], 0, None) * np.clip(s - d[:, 1], 0, None)
+    dup = close[overlap > s * s / 2]
+    flagged = np.zeros(len(coords), dtype=bool)
+    flagged[dup.reshape(-1)] = True
+    return float(flagged.mean())
 
 
 def _root_exists(root: Path, entry: str) -> None:

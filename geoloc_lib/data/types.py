@@ -56,6 +56,18 @@ class ImageSet:
     def num_classes(self) -> int:
         return len(np.unique(self.labels[self.labels >= 0]))
 
+    def select(self, index: np.ndarray, name: str | None = None) -> ImageSet:
+        """The images at ``index`` (integer positions, in that order), their attributes with them."""
+        index = np.asarray(index, dtype=np.int64)
+        return ImageSet(
+            name=self.name if name is None else name,
+            paths=[self.paths[i] for i in index],
+            labels=self.labels[index],
+            names=[self.names[i] for i in index],
+            attrs=None if self.attrs is None else self.attrs.iloc[index].reset_index(drop=True),
+            coords=None if self.coords is None else self.coords[index],
+        )
+
 
 @dataclass
 class PairSet:

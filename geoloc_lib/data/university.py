@@ -9,6 +9,11 @@ Layout (University-1652)::
 Ids are 4-digit strings; the integer value of the id is the class label, so
 labels agree across views and across query/gallery sets. Loaders index files
 only; pixels are decoded later.
+
+Validation: the dataset has no validation split, and the test split is for the final
+evaluation of a trained model only. :func:`split_train_locations` holds a fixed share of the
+*training* locations out as validation (:meth:`University1652.train_val_split`); training uses
+the rest (:meth:`University1652.train_sets`) and monitors ``task(..., split="val")``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,45 @@ TASKS = {
     "satellite->drone": ("test/query_satellite", "test/gallery_drone"),
     "street->satellite": ("test/query_street", "test/gallery_satellite"),
 }
+# The same tasks on the validation locations: queries of the held-out training locations,
+# the gallery every training location's images of the other view.
+VAL_TASKS = {
+    "drone->satellite": ("train/drone", "train/satellite"),
+    "satellite->drone": ("train/satellite", "train/drone"),
+    "street->satellite": ("train/street", "train/satellite"),
+}
+SPLITS = ("test", "val")
+
+# Validation locations held out of the training split. About a tenth of the training
+# locations (70 of University-1652's 701, 70 of GeoSynth default's 704) gives the monitor
+# ~3,800 (real) or ~840 (GeoSynth) drone views to subsample; at least VAL_MIN_LOCATIONS so a
+# small copy still has a few true matches to rank, and at most half the locations so training
+# keeps the larger part. The permutation's seed is fixed, independent of the training seed:
+# every run on one dataset holds out the same locations (seeds and variants stay comparable).
+VAL_FRACTION = 0.1
+VAL_MIN_LOCATIONS = 3
+VAL_SPLIT_SEED = 1652
+VAL_SPLIT = (
+    f"University-1652 training locations: {VAL_FRACTION:.0%} (at least {VAL_MIN_LOCATIONS}) "
+    f"held out, seeded permutation {VAL_SPLIT_SEED} of the sorted ids"
+)
+
+
+def split_train_locations(
+    locations: np.ndarray,
+    fraction: float = VAL_FRACTION,
+    min_locations: int = VAL_MIN_LOCATIONS,
+    seed: int = VAL_SPLIT_SEED,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, val)``: sorted location ids, the validation ones the first
+    ``clip(round(fraction * n), min_locations, n // 2)`` of a permutation of the sorted unique
+    ids drawn with ``seed``. Deterministic in the set of ids only (not in their order)."""
+    ids = np.unique(np.asarray(locations, dtype=np.int64))
+    n = len(ids)
+    n_val = min(max(min_locations, int(round(fraction * n))), n // 2)
+    order = np.random.default_rng(seed).permutation(n)
+    val = np.sort(ids[order[:n_val]])
+    return np.setdiff1d(ids, val), val
 
 
 def _label_of(location_id: str, folder: Path) -> int:
@@ -92,22 +136,66 @@ class University1652:
     root: Path
     sets: dict[str, ImageSet] = field(default_factory=dict)
 
-    def task(self, task: str) -> tuple[ImageSet, ImageSet]:
-        """(query, gallery) for ``drone->satellite``, ``satellite->drone`` or ``street->satellite``."""
+    def task(self, task: str, split: str = "test") -> tuple[ImageSet, ImageSet]:
+        """(query, gallery) for ``drone->satellite``, ``satellite->drone`` or ``street->satellite``.
+
+        ``split="test"``: the dataset's test sets (evaluation of a trained model).
+        ``split="val"``: the validation locations held out of the training split
+        (:meth:`train_val_split`); the queries are their images of the query view, the gallery
+        holds the other view's images of *every* training location: the held-out locations'
+        true matches plus the locations training uses as distractors.
+        """
         if task not in TASKS:
             raise DatasetError(choices_message("University-1652 task", task, TASKS))
-        q, g = TASKS[task]
+        if split not in SPLITS:
+            raise DatasetError(choices_message("University-1652 split", split, SPLITS))
+        q, g = (TASKS if split == "test" else VAL_TASKS)[task]
         for key in (q, g):
             if key not in self.sets:
                 raise DatasetError(
-                    f"task {task!r} needs {self.root / key}, which this copy of the dataset lacks"
+                    f"task {task!r} ({split}) needs {self.root / key}, which this copy of the "
+                    "dataset lacks"
                 )
-        return self.sets[q], self.sets[g]
+        if split == "test":
+            return self.sets[q], self.sets[g]
+        _, val = self.train_val_split()
+        if not len(val):
+            raise DatasetError(
+                f"{self.root / 'train'} has {len(self.all_train_classes)} training location(s): "
+                "too few to hold any out for validation; pass val_queries=0 to train without "
+                "validation"
+            )
+        query = self.sets[q]
+        return query.select(np.flatnonzero(np.isin(query.labels, val)), f"{q}[val]"), self.sets[g]
+
+    @property
+    def all_train_classes(self) -> np.ndarray:
+        """Sorted location labels of the dataset's training split (validation ones included)."""
+        return np.unique(self.sets["train/satellite"].labels)
+
+    def train_val_split(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(train, val)`` location labels of the training split (:func:`split_train_locations`)."""
+        return split_train_locations(self.all_train_classes)
 
     @property
     def train_classes(self) -> np.ndarray:
-        """Sorted location labels of the training split (the classifier's classes)."""
-        return np.unique(self.sets["train/satellite"].labels)
+        """Sorted labels of the locations training uses (the classifier's classes): the training
+        split without the validation locations."""
+        return self.train_val_split()[0]
+
+    @property
+    def val_classes(self) -> np.ndarray:
+        """Sorted labels of the validation locations (held out of the training split)."""
+        return self.train_val_split()[1]
+
+    def train_sets(self) -> tuple[ImageSet, ImageSet]:
+        """``(drone, satellite)`` images of the locations training uses (:attr:`train_classes`)."""
+        keep = self.train_classes
+        out = []
+        for key in ("train/drone", "train/satellite"):
+            images = self.sets[key]
+            out.append(images.select(np.flatnonzero(np.isin(images.labels, keep)), f"{key}[fit]"))
+        return out[0], out[1]
 
 
 def load_university1652(

@@ -211,19 +211,20 @@ def train_loader(
     num_workers: int = 0,
     cache: bool = False,
 ) -> DataLoader:
-    """Seeded per-location training loader over ``train/drone`` + ``train/satellite``.
+    """Seeded per-location training loader over ``train/drone`` + ``train/satellite`` of the
+    locations training uses (:meth:`University1652.train_sets`: the validation ones held out).
 
     ``augment``: a :data:`~geoloc_lib.data.augment.PAIR_AUGMENTS` name, a ``PairAugConfig`` or None.
     Sharded over ranks when torch.distributed is initialised (``drop_last`` keeps BatchNorm
     batches full and every rank at the same number of steps).
     """
-    dataset = UniversityTrainSet(
-        data.sets["train/drone"], data.sets["train/satellite"], size, augment=augment, cache=cache
-    )
+    drone, satellite = data.train_sets()
+    dataset = UniversityTrainSet(drone, satellite, size, augment=augment, cache=cache)
     if len(dataset) < batch_size:
         raise DatasetError(
             f"batch_size {batch_size} exceeds the {len(dataset)} training locations of "
-            f"{data.root}; lower batch_size"
+            f"{data.root} ({len(data.val_classes)} more are held out for validation); "
+            "lower batch_size"
         )
     sampler = ShardedSampler(len(dataset), seed=seed, repeats=repeats, views=dataset.views)
     return DataLoader(

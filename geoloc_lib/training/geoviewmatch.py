@@ -2,9 +2,12 @@
 
 ``train_street_model`` wires a :class:`PairSet` (CVACT or CVUSA layout, GeoSynth by default)
 into the engine: datasets at the model's input sizes, random or geographic-neighbour batches
-(``geo_neighbours``), AdamW (+ ASAM for GeoViewMatch), a per-step warmup + cosine schedule, validation R@1 each epoch, and the
-augmentations as the engine's ``batch_transform`` (once per step, so ASAM's second pass sees the
-same views). The whole training step — the engine's loop calls exactly this::
+(``geo_neighbours``), AdamW (+ ASAM for GeoViewMatch), a per-step warmup + cosine schedule,
+validation R@1 each epoch on pairs held out of the training split
+(:func:`geoloc_lib.data.street.split_train_pairs`; the dataset's val and test splits are for
+evaluation only), and the augmentations as the engine's ``batch_transform`` (once per step, so
+ASAM's second pass sees the same views). The whole training step — the engine's loop calls
+exactly this::
 
     batch = model.augment_batch(batch)                  # strong + weak views (GeoViewMatch)
     loss = model.training_losses(batch)["loss"]         # 0.5 L_con + 0.25 L_ret1 + 0.25 L_ret2
@@ -31,6 +34,7 @@ from torch.utils.data import DataLoader
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.core.seeding import make_generator, seed_everything
 from geoloc_lib.data.sources import DataSources, street_pairs
+from geoloc_lib.data.street import STREET_VAL_SPLIT, split_train_pairs
 from geoloc_lib.data.street_torch import GeoNeighbourSampler, StreetPairDataset
 from geoloc_lib.eval.street import evaluate_pair_dataset, subset_pairs
 from geoloc_lib.models import create_model
@@ -55,13 +59,15 @@ class StreetTrainSettings:
     eta: float = 0.01
     warmup_epochs: float = 0.0
     group_size: int = 4  # geographic neighbours per group in a batch (coords only)
-    # Batches of geographic neighbours (Sample4Geo's hard negatives) where coordinates exist;
-    # False: a seeded random order.
-    geo_neighbours: bool = True
+    # True: batches of geographic neighbours (Sample4Geo's hard negatives) where coordinates
+    # exist; False: a seeded random order (GeoViewMatch §4.3 trains on random batches).
+    geo_neighbours: bool = False
     grad_clip: float | None = None
     amp: str = "auto"
     val_every: int = 1
-    max_val_pairs: int | None = 1000  # validation subset (the test split is evaluated in full)
+    # validation subset of the pairs held out of the training split (evaluation splits are
+    # evaluated in full, after training)
+    max_val_pairs: int | None = 1000
     eval_batch_size: int = 64
     # Not fields (run.json keeps the fields only): both street recipes train with AdamW and a
     # per-step warm-up + cosine to 0 (GeoViewMatch §4.3; Sample4Geo's recipe for the baseline).
@@ -78,11 +84,10 @@ TRAIN_PRESETS: dict[tuple[str, str], StreetTrainSettings] = {
     # Paper §4.3: batch 32, 200 epochs, AdamW (0.9, 0.999), cosine, lr 1e-4 Swin / 2e-4 FA+head,
     # ASAM. rho and eta are not given: GeoViewMatch follows TransGeo, which used rho = 2.5 with
     # AdamW; eta = 0.01 is ASAM's default. Weight decay is not given: 0.03 (TransGeo's).
-    # Random batches: the paper does not use geographic-neighbour batches, and with a triplet
-    # loss over in-batch negatives neighbours metres apart would be false negatives.
-    ("geoviewmatch", "paper"): StreetTrainSettings(
-        200, 32, 1e-4, 2e-4, asam=True, geo_neighbours=False
-    ),
+    # Random batches (every GeoViewMatch preset, the field's default): the paper does not use
+    # geographic-neighbour batches, and with a triplet loss over in-batch negatives neighbours
+    # metres apart would be false negatives. geo_neighbours=True remains an explicit override.
+    ("geoviewmatch", "paper"): StreetTrainSettings(200, 32, 1e-4, 2e-4, asam=True),
     # CPU: random-init tiny SwinV2 needs larger steps than fine-tuning. Validation recall takes
     # off only after ~10 epochs (measured: 8 epochs R@1 0.6 %, 60 epochs 6.7 %); 40 epochs is
     # ~8 min on 2 cores, inside the 15 min budget.
@@ -90,12 +95,17 @@ TRAIN_PRESETS: dict[tuple[str, str], StreetTrainSettings] = {
         40, 32, 1e-3, 2e-3, asam=True, rho=0.5, warmup_epochs=0.5, grad_clip=5.0
     ),
     ("geoviewmatch", "smoke"): StreetTrainSettings(1, 4, 1e-3, 2e-3, asam=True, rho=0.5),
-    # Sample4Geo's recipe: AdamW lr 1e-3, 1 warmup epoch, cosine, batch 128, 40 epochs.
-    ("infonce_baseline", "paper"): StreetTrainSettings(40, 128, 1e-3, 1e-3, warmup_epochs=1.0),
-    ("infonce_baseline", "default"): StreetTrainSettings(
-        40, 32, 2e-3, 2e-3, warmup_epochs=0.5, grad_clip=5.0
+    # Sample4Geo's recipe: AdamW lr 1e-3, 1 warmup epoch, cosine, batch 128, 40 epochs, and
+    # batches of geographic neighbours as hard negatives, which is part of that recipe (the
+    # baseline stands for Sample4Geo, so it keeps them in every preset). Its InfoNCE targets
+    # carry label smoothing 0.1, so a near-duplicate negative is not pushed to probability 0.
+    ("infonce_baseline", "paper"): StreetTrainSettings(
+        40, 128, 1e-3, 1e-3, warmup_epochs=1.0, geo_neighbours=True
     ),
-    ("infonce_baseline", "smoke"): StreetTrainSettings(1, 4, 1e-3, 1e-3),
+    ("infonce_baseline", "default"): StreetTrainSettings(
+        40, 32, 2e-3, 2e-3, warmup_epochs=0.5, grad_clip=5.0, geo_neighbours=True
+    ),
+    ("infonce_baseline", "smoke"): StreetTrainSettings(1, 4, 1e-3, 1e-3, geo_neighbours=True),
 }
 
 
@@ -174,8 +184,9 @@ def train_street_model(
             raise ConfigError("parameter ablation: only GeoViewMatch has ablations")
         model_over["ablation"] = ablation
 
-    train_pairs = street_pairs(sources_or_root, "train")
-    val_pairs = subset_pairs(street_pairs(sources_or_root, "val"), settings.max_val_pairs)
+    # The monitor reads pairs held out of the training split, never an evaluation split.
+    train_pairs, val_pairs = split_train_pairs(street_pairs(sources_or_root, "train"))
+    val_pairs = subset_pairs(val_pairs, settings.max_val_pairs)
     seed_everything(seed)
     net = create_model(model, preset=preset, **model_over)
     cfg = net.cfg
@@ -251,5 +262,6 @@ for _model in MODELS:
             settings=StreetTrainSettings,
             presets={p: s for (m, p), s in TRAIN_PRESETS.items() if m == _model},
             train=train_street_model,
+            val_split=STREET_VAL_SPLIT,
         )
     )

@@ -34,7 +34,7 @@ from geoloc_lib.core.distributed import setup_distributed
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.data.sources import DataSources, university
-from geoloc_lib.data.university import University1652
+from geoloc_lib.data.university import VAL_SPLIT, University1652
 from geoloc_lib.data.university_torch import eval_loader, train_loader
 from geoloc_lib.eval import evaluate_university1652
 from geoloc_lib.eval.features import extract_features
@@ -196,10 +196,11 @@ def train_mcgf(
         num_threads: CPU threads (``FitConfig.num_threads``); 1 on a CPU shared with other jobs.
         compile: ``torch.compile`` of the training step (``FitConfig.compile``).
         val_queries: monitoring (every ``val_every`` epochs, a ``TrainSettings`` field) on this
-            many test drone queries, each under a random (seeded) weather condition, against the
-            full satellite gallery (``val_r1``). It is a subset of the test split (GeoSynth has
-            no validation split): it is reported, never used to pick a checkpoint. None = all
-            queries, 0 = no validation.
+            many drone views of the validation locations (held out of the training split,
+            :meth:`University1652.train_val_split`; training never sees them), each under a
+            random (seeded) weather condition, against the satellite tiles of every training
+            location (``val_r1``, ``val_ap``). The test split is never read here. None = all
+            views, 0 = no validation (the locations stay held out all the same).
         **overrides: ``TrainSettings`` fields (``optimizer``, ``val_every``...) or
             ``MCGFConfig`` fields (``pool_steps``, ``w_mat``, ``w_nce``, ``img_size``...).
     """
@@ -237,7 +238,7 @@ def train_mcgf(
     scheduler = build_scheduler(optimizer, settings, steps_per_epoch=len(loader))
     validate = None
     if val_queries != 0:
-        query, gallery = data.task("drone->satellite")
+        query, gallery = data.task("drone->satellite", split="val")
         query = subset_images(query, val_queries, seed)
         # Each query under its own seeded condition (University160k-WX's mixed setting), the
         # transform evaluation uses: keys and conditions follow the images to any device.
@@ -300,5 +301,6 @@ for _model in MODELS:
             presets=TRAIN_PRESETS,
             train=train_mcgf,
             data_config={"num_classes": 256},  # a stand-in: the training set sets it
+            val_split=VAL_SPLIT,
         )
     )

@@ -39,7 +39,10 @@ class Recipe:
     dataclass; ``presets``: its preset values by preset name; ``train``: the function
     ``train_run`` calls (``train(sources, preset=, model=, epochs=, out_dir=, seed=, device=,
     progress=, resume=, **overrides)``); ``data_config``: the model config the training data
-    sets (e.g. ``num_classes``), as stand-in values for building the model without data.
+    sets (e.g. ``num_classes``), as stand-in values for building the model without data;
+    ``val_split``: how the training data is split into the part training uses and the
+    validation part its monitor reads (``run.json`` records it with the training settings, so
+    a run trained on another split is not reused).
     """
 
     model: str
@@ -48,6 +51,7 @@ class Recipe:
     presets: Mapping[str, Any]
     train: Callable[..., Any]
     data_config: Mapping[str, Any] = field(default_factory=dict)
+    val_split: str = ""
 
     def split_overrides(self, overrides: Mapping[str, Any]) -> tuple[dict, dict]:
         return split_overrides(self.settings, overrides)

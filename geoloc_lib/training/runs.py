@@ -71,7 +71,9 @@ def resolved_config(
 
     An unknown model, preset or config key fails here with the valid choices. ``run.json``
     stores it, so a run folder can be reused only by a run that would train the same thing
-    (a changed preset changes it).
+    (a changed preset changes it). ``training["val_split"]`` is the recipe's description of the
+    validation hold-out (:attr:`Recipe.val_split`): a run from before the hold-out, or with
+    another one, trained on other data and is not reused.
     """
     recipe = recipe_for(model)
     run_options = set(inspect.signature(recipe.train).parameters)  # val_queries, batch_size...
@@ -84,7 +86,14 @@ def resolved_config(
     cfg = {k: v for k, v in net.config_dict().items() if k != "num_classes"}  # set by the data
     params = sum(p.numel() for p in net.parameters())
     return json.loads(
-        json.dumps({"model": cfg, "training": asdict(settings), "parameters": params}, default=str)
+        json.dumps(
+            {
+                "model": cfg,
+                "training": {**asdict(settings), "val_split": recipe.val_split},
+                "parameters": params,
+            },
+            default=str,
+        )
     )
 
 
