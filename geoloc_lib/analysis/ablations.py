@@ -573,6 +573,42 @@ def run_mcgf_seeds(
     return SeedResults(summary, pd.concat(per_query, ignore_index=True))
 
 
+def run_restoration_seeds(
+    sources: DataSources,
+    runs_dir: str | Path,
+    *,
+    preset: str,
+    epochs: int,
+    seeds: Sequence[int] = (0,),
+    max_queries: int | None = None,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """The full MCGF run's restorer, measured per seed (MCGF §2.3): PSNR, SSIM and per-image
+    correlation with the clean image of the weathered query and of every DDIM step's output
+    (:func:`geoloc_lib.eval.restoration.restoration_quality`), under the ten conditions, on the
+    queries and weather of that seed's retrieval evaluation. One row per (seed, condition,
+    query, step); the run is :func:`run_mcgf_seeds`'s (trained here if it is not yet)."""
+    from geoloc_lib.eval.restoration import restoration_quality
+    from geoloc_lib.weather.sets import EVAL_WEATHER_SEED
+    from geoloc_lib.weather.synth import CONDITIONS
+
+    full = next(v for v in mcgf_variants(deviations=False) if v.label == FULL)
+    frames = []
+    for seed in check_seeds(seeds):
+        run, _ = ensure_seed_run(
+            full, sources, runs_dir, preset=preset, epochs=epochs, seed=seed, device=device,
+            progress=progress,
+        )  # fmt: skip
+        pq = restoration_quality(
+            run.model, sources, CONDITIONS, max_queries=max_queries,
+            seed=EVAL_WEATHER_SEED + seed, device=device, progress=progress,
+        )  # fmt: skip
+        pq.insert(0, "seed", seed)
+        frames.append(pq)
+    return pd.concat(frames, ignore_index=True)
+
+
 CLEAN_CONDITION = "normal"  # no weather: the clean query
 
 

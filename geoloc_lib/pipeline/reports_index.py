@@ -61,26 +61,29 @@ CAPTIONS = {
     "04_geoviewmatch_ablations": "All GeoViewMatch ablation variants, one row each.",
     "04_ablation_claims": "The paper's ablation claims and whether this run supports them.",
     "04_mcgf_ablations": (
-        "MCGF with/without restoration and diffusion, with queries not restored at test and "
-        "with the last DDIM step's features only, per weather (long form)."
+        "MCGF's single-factor variants (w/o restoration, no training noise, one restoration pass, "
+        "last step only, queries not restored, the clean-query oracle, the CPU-size deviations), "
+        "per weather (long form)."
     ),
     "04_mcgf_weather": "MCGF variants: drone→satellite R@1 and AP per weather condition.",
     "04_mcgf_ablation_deltas": (
-        "What the restoration branch, the diffusion, the restoration pass at test and pooling "
-        "the DDIM steps add, per condition."
+        "What each MCGF part adds, one change at a time (a - b), with location-cluster intervals."
     ),
     "04_cost": "GeoViewMatch Table 4 format: parameters, GFLOPs, memory, latency per model and size.",
     "02_street_recall_test": "Street→aerial R@1/5/10/1% on the test split (reported apart from the paper's val).",
     "02_recall_at_k_drone_to_satellite": "Drone→satellite recall@k per weather condition with 95 % intervals.",
     "02_recall_at_k_by_weather": "Recall@k curves per weather condition; bands: 95 % bootstrap intervals over queries.",
     "claims": (
-        "One row per claim of the papers that GeoSynth can test: the effect (mean paired difference "
-        "over seeds, points), its 95 % interval over seeds and queries, and the verdict."
+        "One row per claim of the papers that GeoSynth can test (primary, secondary, measured): the "
+        "effect (mean paired difference over seeds), its 95 % seed-level t interval, raw and "
+        "Holm-adjusted p-values, the verdict and what was tested."
     ),
     "05_claims": "Each claim's effect with its 95 % interval (zero: no effect).",
     "05_geoviewmatch_per_seed": "Every GeoViewMatch variant's recall per seed, with intervals over queries.",
     "05_mcgf_per_seed": "Every MCGF variant's recall per weather condition and seed, with intervals.",
     "05_per_seed_r1": "R@1 of every compared variant per seed (the data the claims rest on).",
+    "05_restoration_per_seed": "The restorer's PSNR, SSIM and correlation with the clean image, per seed and step.",
+    "04_restoration_quality": "The restorer's PSNR, SSIM and correlation with the clean image per condition and DDIM step.",
 }
 
 # Tables that open the index, before the per-notebook sections.
