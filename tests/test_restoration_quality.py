@@ -231,6 +231,10 @@ def test_summary_means_intervals_and_the_mean_condition(table):
         assert (summary[f"{m} lo"] <= summary[m] + 1e-12).all()
         assert (summary[m] <= summary[f"{m} hi"] + 1e-12).all()
     assert (summary["n_queries"] == 9).all() and (summary["n_locations"] == 4).all()
+    # the share of capped PSNR values in each mean: the clean "normal" input, 1 of 3 in the mean
+    capped = summary.set_index(["condition", "step"])["psnr_capped"]
+    assert capped[("normal", 0)] == 1.0 and capped[("mean", 0)] == pytest.approx(1 / 3)
+    assert capped.drop([("normal", 0), ("mean", 0)]).eq(0).all()
     row = summary[(summary["condition"] == "mean") & (summary["step"] == 2)]
     by_condition = table[table["step"] == 2].groupby("condition")["corr"].mean()
     assert float(row["corr"].iloc[0]) == pytest.approx(by_condition.mean())
@@ -276,3 +280,5 @@ def test_figure_draws_the_summary(table):
     assert texts[0].startswith("weathered") and texts[1].startswith("step 1")
     assert "step k" in legend.get_title().get_text()
     assert fig._suptitle is not None
+    notes = " ".join(t.get_text() for t in axes[1].texts)
+    assert "capped at 100 dB" in notes and "includes values at the cap" in notes

@@ -12,8 +12,8 @@ Metrics, per image, on pixels in [0, 1]:
 - ``psnr``: ``10 log10(1 / MSE)`` in dB over all pixels and channels. An image identical to the
   clean one (MSE 0: the weathered input of ``"normal"``) has infinite PSNR; it is capped at
   :data:`PSNR_CAP_DB` (100 dB), and so is any finite PSNR above it. Means over conditions that
-  include ``"normal"`` therefore carry the cap (``restoration_summary(..., mean_over=...)``
-  chooses the conditions of the ``"mean"`` row).
+  include ``"normal"`` therefore carry the cap: the summary's ``psnr_capped`` gives the share
+  of capped values in each mean, and ``mean_over`` chooses the conditions of the ``"mean"`` row.
 - ``ssim``: the Gaussian-window SSIM of Wang et al. (2004): an 11x11 window of sigma 1.5,
   ``C1 = 0.01²``, ``C2 = 0.03²`` (dynamic range 1), computed on each RGB channel separately over
   the "valid" window positions (no padding) and averaged over positions and channels.
@@ -253,11 +253,10 @@ def restoration_quality(
                         f"restore_query returned {len(preds)} steps; the DDIM schedule has "
                         f"{n_steps} timesteps {ts}"
                     )
-                stack = torch.stack([weathered, *preds])  # [S + 1, B, C, H, W]
-                ref = clean.expand_as(stack)
-                per = image_metrics(stack.flatten(0, 1), ref.flatten(0, 1))
+                # one step at a time: a stack of every step would multiply the peak memory
+                per = [image_metrics(image, clean) for image in (weathered, *preds)]
                 for m in METRICS:
-                    values[m].append(per[m].view(n_steps + 1, -1))
+                    values[m].append(torch.stack([p[m] for p in per]))  # [S + 1, B]
                 bar.update(1)
             cols = {m: torch.cat(values[m], dim=1).T.numpy() for m in METRICS}  # [N, S + 1]
             step = np.tile(np.arange(n_steps + 1), n)
@@ -358,9 +357,11 @@ def _check_per_query(per_query: pd.DataFrame, name: str) -> None:
         )
 
 
-def _with_mean(per_query: pd.DataFrame, mean_over: Sequence[str] | None) -> pd.DataFrame:
-    """``per_query`` plus ``"mean"`` rows: per (query, step) the mean over ``mean_over`` (every
-    fixed condition of the table when None; never ``"mixed"``)."""
+def _with_mean(
+    per_query: pd.DataFrame, mean_over: Sequence[str] | None, columns: Sequence[str] = METRICS
+) -> pd.DataFrame:
+    """``per_query`` plus ``"mean"`` rows: per (query, step) the mean of ``columns`` over
+    ``mean_over`` (every fixed condition of the table when None; never ``"mixed"``)."""
     present = list(dict.fromkeys(per_query["condition"]))
     fixed = [c for c in present if c != MIXED] if mean_over is None else list(mean_over)
     missing = [c for c in fixed if c not in present]
@@ -371,12 +372,12 @@ def _with_mean(per_query: pd.DataFrame, mean_over: Sequence[str] | None) -> pd.D
     part = per_query[per_query["condition"].isin(fixed)]
     keys = ["query", "location", "step", "stage", "t"]
     # a query's metric is averaged over the conditions where it is defined (NaN corr skipped)
-    mean = part.groupby(keys, sort=False, dropna=False)[list(METRICS)].mean().reset_index()
+    mean = part.groupby(keys, sort=False, dropna=False)[list(columns)].mean().reset_index()
     counts = part.groupby(keys, sort=False, dropna=False).size().to_numpy()
     if (counts != len(fixed)).any():
         raise ConfigError("mean_over: every query needs one row per condition and step")
     mean.insert(0, "condition", MEAN)
-    return pd.concat([per_query, mean[list(PER_QUERY_COLUMNS)]], ignore_index=True)
+    return pd.concat([per_query, mean[list(per_query.columns)]], ignore_index=True)
 
 
 def _interval_rows(
@@ -431,13 +432,17 @@ def restoration_summary(
     is NaN (a constant image) is left out of that metric's mean and interval.
 
     Columns: ``condition, step, stage, t, psnr, ssim, corr``, then ``"<metric> lo"`` and
-    ``"<metric> hi"`` for each, ``n_queries, n_locations``.
+    ``"<metric> hi"`` for each, ``n_queries, n_locations``, ``psnr_capped`` (the share, 0 to 1, of
+    the PSNR values averaged into the row that sit at the cap: 1 for the weathered ``"normal"``
+    query, 0.1 for the ``"mean"`` row's weathered input over the ten conditions).
     """
     _check_per_query(per_query, "restoration_summary")
-    frame = _with_mean(per_query, mean_over)
-    return _interval_rows(
-        frame, ["condition", "step", "stage", "t"], METRICS, METRICS, confidence, n_resamples, seed
-    )
+    frame = per_query.assign(psnr_capped=(per_query["psnr"] >= PSNR_CAP_DB).astype(np.float64))
+    frame = _with_mean(frame, mean_over, (*METRICS, "psnr_capped"))
+    keys = ["condition", "step", "stage", "t"]
+    table = _interval_rows(frame, keys, METRICS, METRICS, confidence, n_resamples, seed)
+    capped = frame.groupby(keys, sort=False, dropna=False)["psnr_capped"].mean().to_numpy()
+    return table.assign(psnr_capped=capped)  # _interval_rows keeps the groups' order
 
 
 def restoration_deltas(

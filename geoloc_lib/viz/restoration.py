@@ -42,7 +42,9 @@ def restoration_quality_figure(
     is a mean over the queries, its error bar the ``"<metric> lo"``/``"<metric> hi"`` interval.
     The ``"mean"`` condition is set apart by a dashed line. PSNR points at the cap (an input
     identical to the clean image, the weathered ``"normal"`` query) are drawn as an upward
-    triangle at the top of the panel instead of stretching its scale. Saved to ``path`` if given.
+    triangle at the top of the panel instead of stretching its scale; a mean that includes capped
+    values (``psnr_capped`` between 0 and 1, e.g. the ``"mean"`` row's weathered input) is drawn
+    hollow. Saved to ``path`` if given.
     """
     needed = {"condition", "step", "t", *metrics}
     missing = sorted(needed - set(summary.columns))
@@ -64,7 +66,7 @@ def restoration_quality_figure(
     x = np.arange(len(conditions))
     for ax, metric in zip(axes, metrics, strict=True):
         lo_col, hi_col = f"{metric} lo", f"{metric} hi"
-        capped_any = False
+        notes: dict[str, str] = {}
         top = None
         if metric == "psnr":
             finite = summary.loc[summary[metric] < PSNR_CAP_DB, [metric, hi_col]]
@@ -84,17 +86,32 @@ def restoration_quality_figure(
             if capped.any() and top is not None:
                 shown[capped] = np.nan
                 ax.plot(pos[capped], np.full(capped.sum(), top - 0.7), "^", color=color, ms=6)
-                capped_any = True
+                notes["cap"] = f"▲ identical to the clean image (PSNR capped at {PSNR_CAP_DB:g} dB)"
             ax.errorbar(
                 pos, shown, yerr=yerr, fmt="o", ms=4, color=color, capsize=2, elinewidth=0.9,
                 label=_stage_label(int(step), float(t)),
             )  # fmt: skip
+            if metric == "psnr" and "psnr_capped" in rows.columns:
+                share = rows["psnr_capped"].to_numpy(dtype=float)
+                partial = (share > 0) & (share < 1)
+                if partial.any():  # a mean that includes capped values: drawn hollow
+                    ax.plot(
+                        pos[partial],
+                        values[partial],
+                        "o",
+                        ms=6,
+                        mfc="white",
+                        mec=color,
+                        mew=1.2,
+                        zorder=3,
+                    )
+                    notes["partial"] = "○ the mean includes values at the cap (inflated)"
         if top is not None:
             ax.set_ylim(top=top)
-        if capped_any:
+        if notes:
             ax.text(
-                0.995, 0.98, f"▲ identical to the clean image (PSNR capped at {PSNR_CAP_DB:g} dB)",
-                transform=ax.transAxes, ha="right", va="top", fontsize=7,
+                0.995, 0.98, "\n".join(notes.values()), transform=ax.transAxes, ha="right",
+                va="top", fontsize=7,
             )  # fmt: skip
         if MEAN in conditions:  # the mean is no weather condition: set it apart
             ax.axvline(conditions.index(MEAN) - 0.5, color="grey", lw=0.8, ls="--")
