@@ -18,8 +18,9 @@ metrics for validation). See README.md for the repository map.
   recipes), ``runs.py`` (``train_run`` / ``train_runs`` / ``load_run``)
 - ``eval/``      features, ranking, metrics, ``university.py`` (drone/satellite per weather),
   ``street.py`` (street/aerial per split), ``uncertainty.py`` (bootstrap intervals over queries
-  and seeds, verdicts), ``examples.py`` (seeded draws of queries for the top-k figures), tables,
-  submissions, local challenge
+  and seeds, verdicts), ``examples.py`` (seeded draws of queries for the top-k figures),
+  ``restoration.py`` (PSNR/SSIM/correlation of MCGF's restored queries), tables, submissions,
+  local challenge
 - ``analysis/``  ablations (seeded grids), claims (the papers' claims and their verdicts), explain
   (heatmaps, Grad-CAM), cost; ``viz/`` and ``reporting.py`` (report folders, markdown tables)
   draw the results of eval and analysis

@@ -20,6 +20,7 @@ Intervals (95 % percentile bootstrap over queries; over seeds and queries for re
 
 Modules: ``ranking`` (chunked core), ``metrics`` (protocols), ``naive`` (per-query reference),
 ``uncertainty`` (intervals, verdicts), ``examples`` (seeded query draws for the top-k figures),
+``restoration`` (how close MCGF's restorer brings a weathered query to the clean image),
 ``faiss_backend`` (optional), ``submit`` (``geoloc submit``). The benchmark (``geoloc bench
 eval``) is :mod:`geoloc_lib.bench.eval`.
 """
