@@ -51,6 +51,7 @@ from geoloc_lib.eval.uncertainty import (
     BOOTSTRAP_SEED,
     CONFIDENCE,
     N_RESAMPLES,
+    bootstrap_interval,
     bound_columns,
 )
 from geoloc_lib.eval.university import subset_images
@@ -71,8 +72,6 @@ PER_QUERY_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 # Pixels of the channel images one SSIM convolution sees at once (x5 moments, float64).
 _SSIM_CHUNK_PIXELS = 2**22
-# Count-matrix entries per chunk of resamples (bounds memory; results do not depend on it).
-_CHUNK_ENTRIES = 4_000_000
 
 
 # --------------------------------------------------------------------------- image metrics
@@ -282,29 +281,6 @@ def restoration_quality(
 # --------------------------------------------------------------------------- intervals
 
 
-def _resampled_cluster_means(
-    values: np.ndarray, clusters: np.ndarray, n_resamples: int, seed: int
-) -> np.ndarray:
-    """``[n_resamples, M]`` means of ``values`` [Q, M] over resamples of whole clusters."""
-    ids, inverse = np.unique(clusters, return_inverse=True)
-    k = len(ids)
-    sums = np.zeros((k, values.shape[1]))
-    np.add.at(sums, inverse, values)
-    sizes = np.bincount(inverse, minlength=k).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _CHUNK_ENTRIES // k)
-    out = np.empty((n_resamples, values.shape[1]))
-    for start in range(0, n_resamples, chunk):
-        b = min(chunk, n_resamples - start)
-        draws = rng.integers(0, k, size=(b, k))
-        # how often each cluster is drawn in each resample: [b, K]
-        counts = np.bincount((draws + (np.arange(b) * k)[:, None]).ravel(), minlength=b * k)
-        counts = counts.reshape(b, k).astype(np.float64)
-        # every view of a drawn cluster counts: the mean over the resample's queries
-        out[start : start + b] = (counts @ sums) / (counts @ sizes)[:, None]
-    return out
-
-
 def cluster_bootstrap_interval(
     values: object,
     clusters: object,
@@ -313,37 +289,19 @@ def cluster_bootstrap_interval(
     n_resamples: int = N_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float] | tuple[np.ndarray, np.ndarray]:
-    """Percentile cluster-bootstrap interval of the mean over queries: ``(lo, hi)``.
-
-    ``values``: per-query values [Q] (floats returned) or [Q, M] (arrays of M; every column
-    resampled with the same draws). ``clusters``: [Q] cluster ids (e.g. the location of each
-    query). Each resample draws as many clusters as there are, with replacement, and takes the
-    mean over all queries of the drawn clusters (a cluster drawn twice counts twice); the
-    interval is the percentiles of those means. Deterministic for a given ``seed``.
-    """
-    if not isinstance(n_resamples, int | np.integer) or n_resamples < 1:
-        raise ConfigError(f"n_resamples must be a positive integer, got {n_resamples!r}")
-    if not 0 < float(confidence) < 1:
-        raise ConfigError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
-    arr = np.asarray(values, dtype=np.float64)
-    single = arr.ndim == 1
-    arr = arr[:, None] if single else arr
+    """Percentile cluster-bootstrap interval of the mean over queries: ``(lo, hi)``
+    (:func:`geoloc_lib.eval.uncertainty.bootstrap_interval` with ``clusters``: each resample
+    draws whole locations with all their views). ``values``: [Q] (floats returned) or [Q, M]
+    (arrays of M); ``clusters``: [Q] cluster ids. Deterministic for a given ``seed``."""
     groups = np.asarray(clusters)
-    if arr.ndim != 2 or groups.shape != (arr.shape[0],):
+    if np.ndim(values) not in (1, 2) or groups.shape != (np.shape(values)[0],):
         raise ConfigError(
             f"cluster_bootstrap_interval: values [Q] or [Q, M] and clusters [Q], got "
             f"{np.shape(values)} and {np.shape(clusters)}"
         )
-    if not arr.shape[0]:
-        raise ConfigError("cluster_bootstrap_interval: no values to resample")
-    if not np.isfinite(arr).all():
-        raise ConfigError("cluster_bootstrap_interval: values contain NaN or Inf; drop them first")
-    means = _resampled_cluster_means(arr, groups, int(n_resamples), seed)
-    alpha = (1.0 - float(confidence)) / 2.0
-    lo, hi = np.quantile(means, alpha, axis=0), np.quantile(means, 1.0 - alpha, axis=0)
-    const = (arr == arr[:1]).all(axis=0)  # no spread: the interval is the value itself
-    lo, hi = np.where(const, arr[0], lo), np.where(const, arr[0], hi)
-    return (float(lo[0]), float(hi[0])) if single else (lo, hi)
+    return bootstrap_interval(
+        values, confidence=confidence, n_resamples=n_resamples, seed=seed, clusters=groups
+    )
 
 
 # --------------------------------------------------------------------------- summaries

@@ -84,6 +84,7 @@ CAPTIONS = {
     "05_per_seed_r1": "R@1 of every compared variant per seed (the data the claims rest on).",
     "05_restoration_per_seed": "The restorer's PSNR, SSIM and correlation with the clean image, per seed and step.",
     "04_restoration_quality": "The restorer's PSNR, SSIM and correlation with the clean image per condition and DDIM step.",
+    "04_restoration_deltas": "Restored minus weathered PSNR, SSIM and correlation (one pass and last step), per condition.",
 }
 
 # Tables that open the index, before the per-notebook sections.
