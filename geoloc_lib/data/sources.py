@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from geoloc_lib.core.errors import ConfigError, choices_message
-from geoloc_lib.data.street import load_cvact, load_cvusa
+from geoloc_lib.data.geosynth.writer import read_json
+from geoloc_lib.data.street import STREET_TILE_M, load_cvact, load_cvusa
 from geoloc_lib.data.types import PairSet
 from geoloc_lib.data.university import University1652, load_university1652
 
@@ -32,6 +33,16 @@ class DataSources:
         if self.university_root is None:
             raise ConfigError("no University-1652 root configured (parameter university_root)")
         return load_university1652(self.university_root)
+
+    def street_tile_m(self) -> float:
+        """The side of an aerial tile in metres: GeoSynth's from its manifest (``geosynth.json``
+        beside or above the street root), CVACT's 144 m otherwise (reference facts, §1)."""
+        if self.dataset == "geosynth" and self.street_root is not None:
+            for folder in (self.street_root, self.street_root.parent):
+                manifest = folder / "geosynth.json"
+                if manifest.is_file():
+                    return float(read_json(manifest, "GeoSynth manifest")["conventions"]["tile_m"])
+        return STREET_TILE_M
 
     def street(self, split: str) -> PairSet:
         """Street/aerial pairs; for CVUSA the 'test' split is its 'val' split (no other exists)."""

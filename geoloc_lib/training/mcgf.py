@@ -87,12 +87,12 @@ TRAIN_PRESETS: dict[str, TrainSettings] = {
     "paper": TrainSettings(
         120, 16, 0.01, 0.1, scheduler="step", step_size=80, grad_clip=None, lr_restoration=0.01
     ),
-    # CPU profile (measured, see the issue notes): random-init tiny backbones do not learn
+    # CPU profile (measured on the default GeoSynth): random-init tiny backbones do not learn
     # cross-view matching with SGD + cross-entropy (retrieval stays at chance while the classes
     # are memorised); AdamW with the InfoNCE term of the default MCGFConfig does, and joint
-    # flips with any-angle satellite rotations generalise better than quarter turns. 22 epochs x
-    # 704 locations x 4 visits (1,936 steps of 32; the earlier 60 x 256 x 4 was 1,920) at
-    # ~110 img/s (2 threads) ~ 9.5 min of training.
+    # flips with any-angle satellite rotations generalise better than quarter turns. 22 epochs
+    # x 634 training locations (704 less the 70 held out for validation) x 4 visits is about
+    # 1,740 steps of 32.
     "default": TrainSettings(
         22,
         32,

@@ -34,7 +34,7 @@ from geoloc_lib.training.recipes import recipe_for, recipes
 
 TASKS = {name: recipe.task for name, recipe in recipes().items()}
 RUN_FILE = "run.json"
-# settings of a run in progress (resume only if equal); the name predates its use beyond ablations
+# settings of a run in progress, written before its first epoch (resume only if they are equal)
 PENDING_FILE = "ablation_pending.json"
 
 
