@@ -69,6 +69,10 @@ def test_each_mcgf_variant_changes_one_thing():
         changed = {k for k, x in cfg.to_dict().items() if full.to_dict()[k] != x}
         assert changed == set(dev.overrides), dev.label
         assert dev.run_name not in {x.run_name for x in A.mcgf_variants(deviations=False)}
+    # the paper's noise levels scale with the schedule: the smoke preset's T is 100
+    smoke = {x.label: x for x in A.mcgf_variants(preset="smoke")}[A.PAPER_NOISE].overrides
+    assert (smoke["t_max"], smoke["t_start"]) == (20, 10)
+    MCGFConfig.preset("smoke", **smoke)
     assert {x.label for x in A.mcgf_variants(deviations=False)} == set(v) - {
         d.label for d in A.DEVIATIONS
     }

@@ -108,3 +108,34 @@ def test_smoke_table_matches_the_recorded_one(fresh_tables: Path, name: str):
                 bound = f" (tolerance {rule['tolerance']})" if rule else " (exact)"
                 problems.append(f"row {row} {column}: recorded {want}, got {have}{bound}")
     assert not problems, f"{name}:\n" + "\n".join(problems)
+
+
+def _verdict_is_stable(row: pd.Series) -> bool:
+    """Whether a recorded claim's verdict must reproduce: neither bound of its interval lies
+    within the effect's tolerance of 0, and its adjusted p-value is not near the 0.05 line
+    (a change of one query there may move the verdict; everywhere else it may not)."""
+    rule = _rule("claims", "effect lo", str(row["claim"]))
+    tolerance = rule["tolerance"] if rule else 0.0
+    lo, hi = float(row["effect lo"]), float(row["effect hi"])
+    if math.isnan(lo) or min(abs(lo), abs(hi)) <= tolerance:
+        return False
+    p_adj = float(row["p adjusted"])
+    return math.isnan(p_adj) or not 0.01 <= p_adj <= 0.2
+
+
+def test_claims_verdicts_match_where_no_bound_is_near_zero(fresh_tables: Path):
+    ref = pd.read_csv(REFERENCE / "tables" / "claims.csv").set_index("claim")
+    got = pd.read_csv(fresh_tables / "claims.csv").set_index("claim")
+    stable = [c for c, row in ref.iterrows() if _verdict_is_stable(row)]
+    changed = {c: (ref.loc[c, "verdict"], got.loc[c, "verdict"]) for c in stable
+               if ref.loc[c, "verdict"] != got.loc[c, "verdict"]}  # fmt: skip
+    assert not changed, f"verdicts changed (recorded, now): {changed}"
+
+
+def test_verdict_stability_rule():
+    row = pd.Series({"claim": "gvm-x", "effect lo": 6.0, "effect hi": 20.0, "p adjusted": 0.001})
+    assert _verdict_is_stable(row)
+    assert not _verdict_is_stable(row.copy().set_axis(row.index).replace({6.0: 4.0}))
+    near = row.copy()
+    near["p adjusted"] = 0.05
+    assert not _verdict_is_stable(near)

@@ -155,19 +155,34 @@ CLEAN = "clean_queries"  # an eval override: evaluate the queries without weathe
 
 # CPU-size departures from the paper's method and their alternatives, each a training variant
 # measured against FULL (claims role "measured"): what each choice of the CPU presets costs
-# or buys.
+# or buys. "paper noise levels": the paper preset's training noise range and DDIM start as
+# fractions of the schedule (t_max = T/5, t_start = T/10, started from a noise draw), so the
+# smoke preset's shorter schedule scales them (:func:`paper_noise_levels`).
+PAPER_NOISE = "paper noise levels"
+
+
+def paper_noise_levels(preset: str) -> dict[str, Any]:
+    """The paper preset's noise levels on ``preset``'s schedule (see :data:`DEVIATIONS`)."""
+    from geoloc_lib.models.mcgf import MCGFConfig
+
+    paper, here = MCGFConfig.preset("paper"), MCGFConfig.preset(preset)
+    scale = here.timesteps / paper.timesteps
+    return {
+        "t_max": round(paper.t_max * scale),
+        "t_start": round(paper.t_start * scale),
+        "infer_start": paper.infer_start,
+    }
+
+
 DEVIATIONS: tuple[Variant, ...] = (
     Variant("detached restorer", "mcgf", {"mat_to_restorer": False}, "mcgf_detached"),
     Variant("InfoNCE on the clean drone", "mcgf", {"nce_drone": "clean"}, "mcgf_nce_clean"),
     Variant("without InfoNCE", "mcgf", {"w_nce": 0.0}, "mcgf_no_nce"),
-    Variant(
-        "paper noise levels", "mcgf", {"t_max": 200, "t_start": 100, "infer_start": "noise"},
-        "mcgf_paper_noise",
-    ),
-)  # fmt: skip
+    Variant(PAPER_NOISE, "mcgf", paper_noise_levels("default"), "mcgf_paper_noise"),
+)
 
 
-def mcgf_variants(deviations: bool = True) -> list[Variant]:
+def mcgf_variants(deviations: bool = True, preset: str = "default") -> list[Variant]:
     """The MCGF grid: the full model, w/o restoration (the matching branch alone), no training
     noise, and test-time variants of those runs: one restoration pass, the last DDIM step only,
     queries not restored, the clean query (an oracle ceiling), and the no-noise run with one
@@ -185,7 +200,12 @@ def mcgf_variants(deviations: bool = True) -> list[Variant]:
         Variant(NOT_RESTORED, "mcgf", {}, "mcgf", {"restore_queries": False}),
         Variant(CLEAN_QUERY, "mcgf", {}, "mcgf", {"restore_queries": False, CLEAN: True}),
     ]  # fmt: skip
-    return out + (list(DEVIATIONS) if deviations else [])
+    if not deviations:
+        return out
+    scaled = {PAPER_NOISE: paper_noise_levels(preset)}
+    return out + [
+        dataclasses.replace(d, overrides=scaled.get(d.label, d.overrides)) for d in DEVIATIONS
+    ]
 
 
 # The baselines the papers compare with, as variants of the seeded grids: GeoViewMatch against
@@ -365,6 +385,24 @@ def street_eval_split(sources: DataSources) -> str:
     return "test" if sources.dataset == "geosynth" else "val"
 
 
+def street_gallery_overlap(sources: DataSources, split: str | None = None) -> pd.DataFrame:
+    """How many of the evaluated street split's aerial tiles are near-duplicates: one row with
+    ``split, tiles, tile_m`` and ``near-duplicate rate`` (the fraction of tiles overlapping
+    another by more than half, :func:`geoloc_lib.data.street.near_duplicate_rate`; NaN without
+    coordinates, as CVUSA). Neighbouring tiles that overlap make in-batch negatives and
+    top-1 confusions near-duplicates, which is why the claims report the meter-level recall
+    beside R@1 (GeoViewMatch Table 2)."""
+    from geoloc_lib.data.street import near_duplicate_rate
+
+    split = split or street_eval_split(sources)
+    pairs = sources.street(split)
+    tile_m = sources.street_tile_m()
+    rate = near_duplicate_rate(pairs, tile_m) if pairs.coords is not None else float("nan")
+    return pd.DataFrame(
+        [{"split": split, "tiles": len(pairs), "tile_m": tile_m, "near-duplicate rate": rate}]
+    )
+
+
 def run_street_seeds(
     sources: DataSources,
     runs_dir: str | Path,
@@ -505,7 +543,7 @@ def run_mcgf_seeds(
     from geoloc_lib.weather.synth import CONDITIONS
 
     seeds = check_seeds(seeds)
-    variants = mcgf_variants()
+    variants = mcgf_variants(preset=preset)
     if labels is not None:
         known = {v.label for v in variants}
         bad = [lab for lab in labels if lab not in known]

@@ -273,7 +273,8 @@ def restoration_seed_results(per_query: pd.DataFrame) -> SeedResults:
     ):  # fmt: skip
         parts.append(per_query[keep].assign(variant=label))
     frame = pd.concat(parts, ignore_index=True)
-    summary = frame.groupby(["seed", "variant", "condition"], sort=False).mean(numeric_only=True)
+    metrics = [m for m in ("psnr", "ssim", "corr") if m in frame.columns]
+    summary = frame.groupby(["seed", "variant", "condition"], sort=False)[metrics].mean()
     return SeedResults(summary.reset_index(), frame)
 
 

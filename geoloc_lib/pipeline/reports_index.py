@@ -82,6 +82,7 @@ CAPTIONS = {
     "05_geoviewmatch_per_seed": "Every GeoViewMatch variant's recall per seed, with intervals over queries.",
     "05_mcgf_per_seed": "Every MCGF variant's recall per weather condition and seed, with intervals.",
     "05_per_seed_r1": "R@1 of every compared variant per seed (the data the claims rest on).",
+    "05_street_gallery": "Near-duplicate rate of the evaluated street gallery (tiles overlapping another by more than half).",
     "05_restoration_per_seed": "The restorer's PSNR, SSIM and correlation with the clean image, per seed and step.",
     "04_restoration_quality": "The restorer's PSNR, SSIM and correlation with the clean image per condition and DDIM step.",
     "04_restoration_deltas": "Restored minus weathered PSNR, SSIM and correlation (one pass and last step), per condition.",
