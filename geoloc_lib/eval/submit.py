@@ -160,8 +160,12 @@ def write_submission(
     out_zip: str | Path,
     *,
     query_list: Sequence[str] | None = None,
+    force: bool = False,
 ) -> Path:
     """Write ``answer.txt`` into ``out_zip``: the top-k names of each query, tab-separated.
+
+    An existing ``out_zip`` is replaced only when it is an answer archive (a zip holding
+    ``answer.txt`` alone) or ``force`` is set.
 
     ``topk_gallery_names[i]`` are the retrieved gallery names of ``query_names[i]``, best first.
     Lines follow ``query_list`` (the challenge's order; matched by stem) when given, else
@@ -194,16 +198,31 @@ def write_submission(
                 "more than once; every gallery image needs its own name"
             )
         lines.append("\t".join(names))
-    out_zip = Path(out_zip)
-    if out_zip.is_dir():
-        raise ConfigError(
-            f"--out {out_zip} is a folder; pass the zip file to write, e.g. {out_zip / 'answer.zip'}"
-        )
+    out_zip = _check_out(out_zip, force)
     out_zip.parent.mkdir(parents=True, exist_ok=True)
     info = zipfile.ZipInfo("answer.txt", date_time=_ZIP_DATE)
     info.compress_type = zipfile.ZIP_DEFLATED
     with zipfile.ZipFile(out_zip, "w") as archive:
         archive.writestr(info, "\n".join(lines) + "\n")
+    return out_zip
+
+
+def _check_out(out_zip: str | Path, force: bool) -> Path:
+    """``out_zip`` as a path geoloc may write: not a folder, not a file of someone else."""
+    from geoloc_lib.core.outputs import is_answer_zip
+
+    out_zip = Path(out_zip)
+    if str(out_zip).strip() in ("", "."):
+        raise ConfigError("--out is an empty path; name the zip file to write, e.g. answer.zip")
+    if out_zip.is_dir():
+        raise ConfigError(
+            f"--out {out_zip} is a folder; pass the zip file to write, e.g. {out_zip / 'answer.zip'}"
+        )
+    if out_zip.exists() and not force and not is_answer_zip(out_zip):
+        raise ConfigError(
+            f"--out {out_zip} exists and is not an answer archive geoloc wrote (a zip holding "
+            "answer.txt alone); name another file, or pass --force to replace it"
+        )
     return out_zip
 
 
@@ -218,17 +237,14 @@ def make_submission(
     device: str | torch.device | None = None,
     normalize: bool = False,
     progress: bool | None = None,
+    force: bool = False,
 ) -> Path:
     """Rank the gallery for the listed queries and write the challenge's ``answer.zip``.
 
     The gallery must hold at least ``topk`` images, each under its own name (by stem)."""
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
         raise ConfigError(f"--topk: expected a positive integer, got {topk!r}")
-    out_zip = Path(out_zip)
-    if out_zip.is_dir():
-        raise ConfigError(
-            f"--out {out_zip} is a folder; pass the zip file to write, e.g. {out_zip / 'answer.zip'}"
-        )
+    out_zip = _check_out(out_zip, force)
     n_gallery = len(features.gallery_names)
     if n_gallery < topk:
         raise ConfigError(
@@ -251,7 +267,7 @@ def make_submission(
     )
     gallery_names = features.gallery_names
     top_names = [[gallery_names[j] for j in row] for row in result.topk_indices.tolist()]
-    return write_submission(top_names, list(query_list), out_zip)
+    return write_submission(top_names, list(query_list), out_zip, force=force)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -268,6 +284,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--normalize", action="store_true", help="L2-normalise features (else they must be)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--force", action="store_true", help="replace --out even if it is not an answer archive"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -283,6 +302,7 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         normalize=args.normalize,
         progress=terminal_progress(args.quiet),
+        force=args.force,
     )
     print(f"wrote {out} ({len(query_list)} queries, top-{args.topk} each)")
     return 0
