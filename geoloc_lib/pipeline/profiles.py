@@ -193,6 +193,7 @@ def _rules() -> dict[str, Any]:
         "drone_runs": _str_list(),
         "street_runs": _str_list(),
         "seeds": _seeds,
+        "parallel_runs": _int(1),
     }
 
 
