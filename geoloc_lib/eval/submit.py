@@ -27,6 +27,7 @@ import torch
 
 from geoloc_lib.core.errors import ConfigError, DatasetError
 from geoloc_lib.core.runtime import terminal_progress
+from geoloc_lib.data.text import read_name_list
 from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, as_features, rank_gallery
 
 CHALLENGE_TOPK = 10
@@ -119,7 +120,9 @@ def read_query_list(path: str | Path) -> list[str]:
         raise DatasetError(
             f"query list {path} does not exist (query_drone_name.txt of the test set)"
         )
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = read_name_list(
+        path, "query list", "restore query_drone_name.txt from the challenge's test archive"
+    )
     if not names:
         raise DatasetError(f"query list {path} is empty")
     return names
@@ -226,6 +229,43 @@ def _check_out(out_zip: str | Path, force: bool) -> Path:
     return out_zip
 
 
+def _check_device(device: str | torch.device | None) -> str | torch.device | None:
+    """``--device`` as torch reads it; an unknown type or CUDA without a GPU is a ConfigError."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(
+            f"--device {device!r}: not a device torch knows; use cpu, cuda or cuda:N"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device!r}: no CUDA GPU is available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+            "use cuda:0 or cpu"
+        )
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    return device
+
+
+def _refuse_zero_rows(features: torch.Tensor, names: Sequence[str], what: str) -> None:
+    """Rows that cannot be normalised (all zeros, or not finite) would rank the gallery in an
+    arbitrary tie order: a DatasetError naming the first of them."""
+    feats = torch.as_tensor(features).float()
+    norms = feats.norm(dim=1)
+    bad = torch.nonzero(~torch.isfinite(norms) | (norms == 0)).reshape(-1)
+    if len(bad):
+        i = int(bad[0])
+        raise DatasetError(
+            f"{what}: {len(bad)} row(s) are all zeros or not finite, e.g. row {i} "
+            f"({names[i]!r}); they cannot be normalised and would rank the gallery in arbitrary "
+            "order: extract their features again"
+        )
+
+
 def make_submission(
     features: FeatureFile,
     query_list: Sequence[str],
@@ -252,9 +292,13 @@ def make_submission(
             f"{topk} names; pass features of the whole gallery (or a smaller --topk for a local "
             "check)"
         )
+    device = _check_device(device)
     _index_by_stem(features.gallery_names, "gallery names of the feature file")
     rows = order_rows(features.query_names, query_list, "query features")
     query = as_features(features.query_features, "query features")[torch.tensor(rows)]
+    if normalize:
+        _refuse_zero_rows(query, [features.query_names[r] for r in rows], "query_features")
+        _refuse_zero_rows(features.gallery_features, features.gallery_names, "gallery_features")
     result = rank_gallery(
         query,
         features.gallery_features,
