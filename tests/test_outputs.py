@@ -150,3 +150,14 @@ def test_submit_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
     assert cli_main([*args, "--out", str(other)]) == 2
     assert cli_main([*args, "--out", str(notes), "--force"]) == 0
     assert zipfile.is_zipfile(notes)
+
+
+def test_local_challenge_never_writes_into_a_users_folder(tmp_path):
+    from geoloc_lib.eval.local_challenge import write_local_challenge
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "query_drone_name.txt").write_text("my list\n")
+    with pytest.raises(ConfigError, match="local challenge folder .* no .geoloc marker"):
+        write_local_challenge(None, None, None, folder)  # refused before any work
+    assert (folder / "query_drone_name.txt").read_text() == "my list\n"

@@ -28,6 +28,7 @@ import pandas as pd
 from torch import nn
 
 from geoloc_lib.core.errors import ConfigError, DatasetError
+from geoloc_lib.core.outputs import claim_output_dir
 from geoloc_lib.data.images import IMAGE_SUFFIXES
 from geoloc_lib.data.types import ImageSet
 from geoloc_lib.eval.submit import (
@@ -74,7 +75,8 @@ def write_local_challenge(
     batch_size: int = 64,
     device: str = "cpu",
 ) -> LocalChallenge:
-    """Write ``answer.zip``, ``query_drone_name.txt`` and ``truth.csv`` under ``out_dir``.
+    """Write ``answer.zip``, ``query_drone_name.txt`` and ``truth.csv`` under ``out_dir``
+    (geoloc's folder, a new or an empty one: :mod:`geoloc_lib.core.outputs`).
 
     Queries are drone images under ``condition`` (``"mixed"``: a random condition per image,
     as in University160k-WX), weathered exactly as
@@ -86,6 +88,7 @@ def write_local_challenge(
     from geoloc_lib.eval.features import extract_features
     from geoloc_lib.weather.sets import EVAL_WEATHER_SEED, eval_weather
 
+    out_dir = claim_output_dir(out_dir, "local challenge folder", kind="local challenge")
     size = img_size or model.input_size("drone")[0]
     wseed = EVAL_WEATHER_SEED if weather_seed is None else weather_seed
     qf, _ = extract_features(
@@ -102,7 +105,6 @@ def write_local_challenge(
     names = masked_names(queries.paths, seed)
     gallery_names = [p.name for p in gallery.paths]
     query_list = sorted(names)
-    out_dir = Path(out_dir)
     answer = make_submission(
         FeatureFile(qf, names, gf, gallery_names),
         query_list,
