@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from geoloc_lib.core.outputs import LIBRARY_FIX, claim_output_dir
 from geoloc_lib.viz.samples import save_figure
 
 
@@ -59,9 +60,13 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
 
 
 class ReportDir:
-    """``reports_dir/figures/*.png`` and ``reports_dir/tables/*.{csv,md}``."""
+    """``reports_dir/figures/*.png`` and ``reports_dir/tables/*.{csv,md}``.
+
+    ``root`` must be geoloc's, new or empty (:func:`geoloc_lib.core.outputs.claim_output_dir`):
+    a folder of someone else is refused before anything is written."""
 
     def __init__(self, root: str | Path) -> None:
+        claim_output_dir(root, "reports folder", kind="reports", fix=LIBRARY_FIX)
         self.root = Path(root)
         self.figures = self.root / "figures"
         self.tables = self.root / "tables"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -49,8 +50,16 @@ def parse_lever(text: str) -> tuple[str, Any]:
     key, raw = text.split("=", 1)
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
+    except json.JSONDecodeError as err:
+        if not re.fullmatch(r"[A-Za-z_][\w.:-]*", raw.strip()):
+            raise ConfigError(
+                f"--lever {text!r}: value {raw!r} is not valid JSON ({err.msg}, column "
+                f"{err.colno}); write numbers, lists and strings as JSON, e.g. batch_size=64, "
+                "stages='[3, 4]', amp='\"bf16\"'"
+            ) from None
+        value = raw.strip()
+    if not key.strip():
+        raise ConfigError(f"--lever {text!r}: no setting name before '='; e.g. val_every=5")
     return key.strip(), value
 
 
@@ -196,6 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    levers = [parse_lever(text) for text in args.lever]
     if args.threads:
         torch.set_num_threads(args.threads)
     root = Path(args.root)
@@ -205,7 +215,6 @@ def main(args: argparse.Namespace) -> int:
             f"`geoloc data generate geosynth --profile default --out {root}`"
         )
     sources = resolve_sources("geosynth", str(root), "", "", "cvact")
-    levers = [parse_lever(text) for text in args.lever]
     table = run_benchmark(
         sources, args.models, levers, epochs=args.epochs, preset=args.preset, seed=args.seed,
         parallel_runs=args.parallel_runs,

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from geoloc_lib.core.errors import DatasetError, choices_message
+from geoloc_lib.data.text import read_text
 from geoloc_lib.data.types import PairSet
 
 CVUSA_SPLITS = {"train": "splits/train-19zl.csv", "val": "splits/val-19zl.csv"}
@@ -223,14 +224,23 @@ def load_cvusa(root: str | Path, split: str = "train") -> PairSet:
     ground: list[Path] = []
     aerial: list[Path] = []
     ids: list[str] = []
-    with csv_path.open(newline="") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if not row:
-                continue
-            a_rel, g_rel = _cvusa_row(csv_path, lineno, row)
-            aerial.append(root / a_rel)
-            ground.append(root / g_rel)
-            ids.append(Path(g_rel).stem)
+    text = read_text(csv_path, "split file", "restore it from the CVUSA archive")
+    seen: dict[str, int] = {}
+    for lineno, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row:
+            continue
+        a_rel, g_rel = _cvusa_row(csv_path, lineno, row)
+        for rel in (a_rel, g_rel):
+            if rel in seen:
+                raise DatasetError(
+                    f"{csv_path}:{lineno}: {rel} is listed again (first on line {seen[rel]}); "
+                    "each pair appears once: remove the repeated row or restore the split file "
+                    "from the CVUSA archive"
+                )
+            seen[rel] = lineno
+        aerial.append(root / a_rel)
+        ground.append(root / g_rel)
+        ids.append(Path(g_rel).stem)
     if not ids:
         raise DatasetError(f"split file {csv_path} lists no pairs")
     missing = [
@@ -265,6 +275,31 @@ def _mat_field(mat: dict, struct: str, field: str, path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: '{struct}' has no field '{field}'") from err
 
 
+def _mat_indices(values: np.ndarray, name: str, path: Path) -> np.ndarray:
+    """1-based indices of a split as integers: a fractional, non-finite or repeated index is a
+    :class:`DatasetError` naming its position."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "iuf":
+        raise DatasetError(f"{path}: {name} holds {values.dtype} values, expected indices")
+    floats = values.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(floats) | (floats != np.round(floats)))
+    if bad.size:
+        raise DatasetError(
+            f"{path}: {name} entry {bad[0] + 1} is {float(floats[bad[0]])!r}, not a whole number "
+            "(indices are 1-based integers in the CVACT format); restore ACT_data.mat"
+        )
+    ints = floats.astype(np.int64)
+    _, first, counts = np.unique(ints, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = ints[first[np.argmax(counts > 1)]]
+        where = np.flatnonzero(ints == dup)[:2] + 1
+        raise DatasetError(
+            f"{path}: {name} entries {where[0]} and {where[1]} both hold index {dup}; each pair "
+            "appears once in a split: restore ACT_data.mat"
+        )
+    return ints
+
+
 def load_cvact(root: str | Path, split: str = "val", on_missing: str = "skip") -> PairSet:
     """Read CVACT pairs of a split (train, val = ACT_small validation, test = ACT_test).
 
@@ -296,8 +331,25 @@ def load_cvact(root: str | Path, split: str = "val", on_missing: str = "skip") -
             f"{mat_path}: utm has shape {utm.shape}, expected ({len(pano_ids)}, 2) for "
             f"{len(pano_ids)} panoIds"
         )
+    bad = np.flatnonzero(~np.isfinite(utm).all(axis=1))
+    if bad.size:
+        raise DatasetError(
+            f"{mat_path}: utm row {bad[0] + 1} (panoId {pano_ids[bad[0]]!r}) holds "
+            f"{utm[bad[0]].tolist()}; {bad.size} row(s) are not finite coordinates: restore "
+            "ACT_data.mat from the CVACT release"
+        )
+    first: dict[str, int] = {}
+    for k, pid in enumerate(pano_ids, start=1):
+        if pid in first:
+            raise DatasetError(
+                f"{mat_path}: panoIds {k} and {first[pid]} are both {pid!r}; each panorama "
+                "appears once: restore ACT_data.mat from the CVACT release"
+            )
+        first[pid] = k
     struct, field, folder = CVACT_SPLITS[split]
-    one_based = _mat_field(mat, struct, field, mat_path).astype(np.int64)
+    one_based = _mat_indices(
+        _mat_field(mat, struct, field, mat_path), f"{struct}.{field}", mat_path
+    )
     if one_based.size and (one_based.min() < 1 or one_based.max() > len(pano_ids)):
         raise DatasetError(
             f"{mat_path}: {struct}.{field} holds indices outside 1..{len(pano_ids)} "

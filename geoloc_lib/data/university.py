@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from geoloc_lib.core.errors import DatasetError, choices_message
-from geoloc_lib.data.images import IMAGE_SUFFIXES
+from geoloc_lib.data.images import IMAGE_SUFFIXES, not_a_file
+from geoloc_lib.data.text import read_name_list
 from geoloc_lib.data.types import ImageSet
 
 # Folders every University-1652 copy has; the others are optional.
@@ -116,6 +117,12 @@ def index_image_folder(folder: Path, name: str) -> ImageSet:
         for f in sorted(loc_dir.iterdir()):
             if f.name.startswith("."):
                 continue  # .DS_Store and similar OS litter
+            problem = not_a_file(f)
+            if problem:
+                raise DatasetError(
+                    f"{f} is {problem}; every entry of a location folder must be an image file: "
+                    "remove it or re-extract the dataset"
+                )
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DatasetError(
                     f"unexpected file {f} (not an image: {', '.join(IMAGE_SUFFIXES)}); "
@@ -263,7 +270,9 @@ def load_university160k_wx(
                 f"missing {what} {p} (data_manifest.yaml entry 'university160k_wx'); the test "
                 "set comes from the challenge organisers on request"
             )
-    order = [line.strip() for line in qlist.read_text().splitlines() if line.strip()]
+    order = read_name_list(
+        qlist, "query list", "restore query_drone_name.txt from the challenge's test archive"
+    )
     if not order:
         raise DatasetError(f"query list {qlist} is empty")
     qpaths = [qdir / name for name in order]

@@ -23,7 +23,7 @@ from PIL import Image
 
 from geoloc_lib.core.errors import ConfigError, DatasetError, choices_message
 from geoloc_lib.core.paths import MANIFEST_FILE, REPO_ROOT
-from geoloc_lib.data.images import IMAGE_SUFFIXES
+from geoloc_lib.data.images import IMAGE_SUFFIXES, not_a_file
 
 # Bad files named one by one in a report, before "... and N more".
 MAX_NAMED = 50
@@ -43,6 +43,19 @@ def load_manifest(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"manifest {path} is not valid YAML ({first}); fix the file") from None
     if not isinstance(manifest, dict) or not manifest:
         raise ConfigError(f"manifest {path} holds no dataset entries")
+    for name, entry in manifest.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"manifest {path}: entry {name!r} must be a mapping of fields")
+        layout = entry.get("layout", [])
+        if not isinstance(layout, list):
+            raise ConfigError(f"manifest {path}: entry {name!r}: layout must be a list of items")
+        for i, item in enumerate(layout, start=1):
+            if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+                raise ConfigError(
+                    f"manifest {path}: entry {name!r}, layout item {i} ({item!r}) has no "
+                    "'path'; give each item the file or folder it checks under the dataset root, "
+                    "e.g. {path: train/drone, kind: dir}"
+                )
     return manifest
 
 
@@ -136,7 +149,12 @@ def _check_item(root: Path, item: dict[str, Any], report: VerifyReport, full: bo
         if n != item["dirs"]:
             report.problems.append(f"{path}: {n} location folders, expected {item['dirs']}")
     if "glob" in item:
-        files = sorted(p for p in path.glob(item["glob"]) if p.is_file())
+        matches = sorted(path.glob(item["glob"]))
+        files = [p for p in matches if p.is_file()]
+        for p in matches:
+            problem = not_a_file(p)
+            if problem and (p.is_symlink() or p.suffix.lower() in IMAGE_SUFFIXES):
+                report.problems.append(f"{p}: {problem}; the loader would read it as an image")
         n = len(files)
         _check_images(files, report, full)
         expected = item.get("files")

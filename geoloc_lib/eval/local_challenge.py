@@ -17,16 +17,19 @@ can be run and scored locally:
 from __future__ import annotations
 
 import hashlib
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import pandas as pd
 from torch import nn
 
 from geoloc_lib.core.errors import ConfigError, DatasetError
+from geoloc_lib.core.outputs import claim_output_dir
+from geoloc_lib.data.images import IMAGE_SUFFIXES
 from geoloc_lib.data.types import ImageSet
 from geoloc_lib.eval.submit import (
     CHALLENGE_TOPK,
@@ -72,7 +75,8 @@ def write_local_challenge(
     batch_size: int = 64,
     device: str = "cpu",
 ) -> LocalChallenge:
-    """Write ``answer.zip``, ``query_drone_name.txt`` and ``truth.csv`` under ``out_dir``.
+    """Write ``answer.zip``, ``query_drone_name.txt`` and ``truth.csv`` under ``out_dir``
+    (geoloc's folder, a new or an empty one: :mod:`geoloc_lib.core.outputs`).
 
     Queries are drone images under ``condition`` (``"mixed"``: a random condition per image,
     as in University160k-WX), weathered exactly as
@@ -84,6 +88,7 @@ def write_local_challenge(
     from geoloc_lib.eval.features import extract_features
     from geoloc_lib.weather.sets import EVAL_WEATHER_SEED, eval_weather
 
+    out_dir = claim_output_dir(out_dir, "local challenge folder", kind="local challenge")
     size = img_size or model.input_size("drone")[0]
     wseed = EVAL_WEATHER_SEED if weather_seed is None else weather_seed
     qf, _ = extract_features(
@@ -100,7 +105,6 @@ def write_local_challenge(
     names = masked_names(queries.paths, seed)
     gallery_names = [p.name for p in gallery.paths]
     query_list = sorted(names)
-    out_dir = Path(out_dir)
     answer = make_submission(
         FeatureFile(qf, names, gf, gallery_names),
         query_list,
@@ -122,11 +126,29 @@ def read_answer(path: str | Path) -> list[list[str]]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"answer file {path} does not exist")
-    with zipfile.ZipFile(path) as archive:
-        if "answer.txt" not in archive.namelist():
-            raise DatasetError(f"{path} holds no answer.txt (found {archive.namelist()})")
-        text = archive.read("answer.txt").decode()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "answer.txt" not in archive.namelist():
+                raise DatasetError(f"{path} holds no answer.txt (found {archive.namelist()})")
+            data = archive.read("answer.txt")
+    except zipfile.BadZipFile as err:
+        raise DatasetError(
+            f"answer file {path} is not a zip archive ({err}); zip answer.txt into it, e.g. "
+            "with 'geoloc submit'"
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetError(
+            f"answer file {path}: answer.txt is not UTF-8 text (byte offset {err.start}); "
+            "write it again with 'geoloc submit'"
+        ) from None
     return [line.split("\t") for line in text.splitlines()]
+
+
+def _no_ext(name: str) -> str:
+    path = PurePath(name)
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else name
 
 
 def score_answer(
@@ -148,6 +170,15 @@ def score_answer(
     missing = [q for q in query_list if stem(q) not in truth]
     if missing:
         raise DatasetError(f"no truth for {len(missing)} queries, e.g. {missing[:3]}")
+    with_ext = [n for row in rows for n in row if PurePath(n).suffix.lower() in IMAGE_SUFFIXES]
+    if with_ext:
+        warnings.warn(
+            f"{len(with_ext)} answer name(s) keep an image extension, e.g. {with_ext[0]!r}; they "
+            "are scored without it here, but the challenge's answer.txt holds names without "
+            "extension (write it with 'geoloc submit')",
+            stacklevel=2,
+        )
+        rows = [[_no_ext(n) for n in row] for row in rows]
     names = np.asarray(rows, dtype=object)
     true = np.asarray([truth[stem(q)] for q in query_list], dtype=object)[:, None]
     first_hit = np.where((names == true).any(1), (names == true).argmax(1), width)

@@ -27,6 +27,7 @@ import torch
 
 from geoloc_lib.core.errors import ConfigError, DatasetError
 from geoloc_lib.core.runtime import terminal_progress
+from geoloc_lib.data.text import read_name_list
 from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, as_features, rank_gallery
 
 CHALLENGE_TOPK = 10
@@ -119,7 +120,9 @@ def read_query_list(path: str | Path) -> list[str]:
         raise DatasetError(
             f"query list {path} does not exist (query_drone_name.txt of the test set)"
         )
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = read_name_list(
+        path, "query list", "restore query_drone_name.txt from the challenge's test archive"
+    )
     if not names:
         raise DatasetError(f"query list {path} is empty")
     return names
@@ -160,8 +163,12 @@ def write_submission(
     out_zip: str | Path,
     *,
     query_list: Sequence[str] | None = None,
+    force: bool = False,
 ) -> Path:
     """Write ``answer.txt`` into ``out_zip``: the top-k names of each query, tab-separated.
+
+    An existing ``out_zip`` is replaced only when it is an answer archive (a zip holding
+    ``answer.txt`` alone) or ``force`` is set.
 
     ``topk_gallery_names[i]`` are the retrieved gallery names of ``query_names[i]``, best first.
     Lines follow ``query_list`` (the challenge's order; matched by stem) when given, else
@@ -194,17 +201,69 @@ def write_submission(
                 "more than once; every gallery image needs its own name"
             )
         lines.append("\t".join(names))
-    out_zip = Path(out_zip)
-    if out_zip.is_dir():
-        raise ConfigError(
-            f"--out {out_zip} is a folder; pass the zip file to write, e.g. {out_zip / 'answer.zip'}"
-        )
+    out_zip = _check_out(out_zip, force)
     out_zip.parent.mkdir(parents=True, exist_ok=True)
     info = zipfile.ZipInfo("answer.txt", date_time=_ZIP_DATE)
     info.compress_type = zipfile.ZIP_DEFLATED
     with zipfile.ZipFile(out_zip, "w") as archive:
         archive.writestr(info, "\n".join(lines) + "\n")
     return out_zip
+
+
+def _check_out(out_zip: str | Path, force: bool) -> Path:
+    """``out_zip`` as a path geoloc may write: not a folder, not a file of someone else."""
+    from geoloc_lib.core.outputs import is_answer_zip
+
+    out_zip = Path(out_zip)
+    if str(out_zip).strip() in ("", "."):
+        raise ConfigError("--out is an empty path; name the zip file to write, e.g. answer.zip")
+    if out_zip.is_dir():
+        raise ConfigError(
+            f"--out {out_zip} is a folder; pass the zip file to write, e.g. {out_zip / 'answer.zip'}"
+        )
+    if out_zip.exists() and not force and not is_answer_zip(out_zip):
+        raise ConfigError(
+            f"--out {out_zip} exists and is not an answer archive geoloc wrote (a zip holding "
+            "answer.txt alone); name another file, or pass --force to replace it"
+        )
+    return out_zip
+
+
+def _check_device(device: str | torch.device | None) -> str | torch.device | None:
+    """``--device`` as torch reads it; an unknown type or CUDA without a GPU is a ConfigError."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(
+            f"--device {device!r}: not a device torch knows; use cpu, cuda or cuda:N"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device!r}: no CUDA GPU is available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+            "use cuda:0 or cpu"
+        )
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    return device
+
+
+def _refuse_zero_rows(features: torch.Tensor, names: Sequence[str], what: str) -> None:
+    """Rows that cannot be normalised (all zeros, or not finite) would rank the gallery in an
+    arbitrary tie order: a DatasetError naming the first of them."""
+    feats = torch.as_tensor(features).float()
+    norms = feats.norm(dim=1)
+    bad = torch.nonzero(~torch.isfinite(norms) | (norms == 0)).reshape(-1)
+    if len(bad):
+        i = int(bad[0])
+        raise DatasetError(
+            f"{what}: {len(bad)} row(s) are all zeros or not finite, e.g. row {i} "
+            f"({names[i]!r}); they cannot be normalised and would rank the gallery in arbitrary "
+            "order: extract their features again"
+        )
 
 
 def make_submission(
@@ -218,17 +277,14 @@ def make_submission(
     device: str | torch.device | None = None,
     normalize: bool = False,
     progress: bool | None = None,
+    force: bool = False,
 ) -> Path:
     """Rank the gallery for the listed queries and write the challenge's ``answer.zip``.
 
     The gallery must hold at least ``topk`` images, each under its own name (by stem)."""
     if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
         raise ConfigError(f"--topk: expected a positive integer, got {topk!r}")
-    out_zip = Path(out_zip)
-    if out_zip.is_dir():
-        raise ConfigError(
-            f"--out {out_zip} is a folder; pass the zip file to write, e.g. {out_zip / 'answer.zip'}"
-        )
+    out_zip = _check_out(out_zip, force)
     n_gallery = len(features.gallery_names)
     if n_gallery < topk:
         raise ConfigError(
@@ -236,9 +292,13 @@ def make_submission(
             f"{topk} names; pass features of the whole gallery (or a smaller --topk for a local "
             "check)"
         )
+    device = _check_device(device)
     _index_by_stem(features.gallery_names, "gallery names of the feature file")
     rows = order_rows(features.query_names, query_list, "query features")
     query = as_features(features.query_features, "query features")[torch.tensor(rows)]
+    if normalize:
+        _refuse_zero_rows(query, [features.query_names[r] for r in rows], "query_features")
+        _refuse_zero_rows(features.gallery_features, features.gallery_names, "gallery_features")
     result = rank_gallery(
         query,
         features.gallery_features,
@@ -251,7 +311,7 @@ def make_submission(
     )
     gallery_names = features.gallery_names
     top_names = [[gallery_names[j] for j in row] for row in result.topk_indices.tolist()]
-    return write_submission(top_names, list(query_list), out_zip)
+    return write_submission(top_names, list(query_list), out_zip, force=force)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -268,6 +328,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--normalize", action="store_true", help="L2-normalise features (else they must be)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--force", action="store_true", help="replace --out even if it is not an answer archive"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -283,6 +346,7 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         normalize=args.normalize,
         progress=terminal_progress(args.quiet),
+        force=args.force,
     )
     print(f"wrote {out} ({len(query_list)} queries, top-{args.topk} each)")
     return 0

@@ -150,6 +150,29 @@ def _few(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + more
 
 
+def _check_values(
+    state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], path: Path, what: str
+) -> None:
+    """Every tensor the model holds as floating point must be floating point in the file, and
+    finite: integer weights or NaN/Inf would load without error and train nothing useful."""
+    not_float = [
+        f"{k} ({state[k].dtype})"
+        for k in target
+        if target[k].is_floating_point() and not state[k].is_floating_point()
+    ]
+    if not_float:
+        raise ConfigError(
+            f"{what} {path}: {len(not_float)} tensor(s) are not floating point where the model "
+            f"holds weights (e.g. {_few(not_float, 2)}); pass the original float weights file"
+        )
+    bad = [k for k in target if state[k].is_floating_point() and not torch.isfinite(state[k]).all()]
+    if bad:
+        raise ConfigError(
+            f"{what} {path}: {len(bad)} tensor(s) hold NaN or Inf (e.g. {_few(bad)}); the file is "
+            "damaged or from a diverged training run: pass intact weights, or pretrained=False"
+        )
+
+
 def load_checked(
     model: nn.Module, name: str, path: Path, *, what: str = "pretrained_file"
 ) -> tuple[int, int]:
@@ -203,6 +226,7 @@ def load_checked(
             f"{len(target)} tensors, {'; '.join(parts)}. Pass weights of this architecture and "
             "size, or pretrained=False for random weights"
         )
+    _check_values(state, target, path, what)
     if unexpected:
         log.warning(
             "backbone %s: %d tensors of %s are not used (e.g. %s)",

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from geoloc_lib.core.config import resolve_preset
+from geoloc_lib.core.config import check_number, check_size, resolve_preset
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.models import register_model
 from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
@@ -40,6 +40,10 @@ class InfoNCEBaselineConfig:
 
     def __post_init__(self) -> None:
         self.ground_size, self.aerial_size = tuple(self.ground_size), tuple(self.aerial_size)
+        check_size("InfoNCEBaselineConfig", "ground_size", self.ground_size)
+        check_size("InfoNCEBaselineConfig", "aerial_size", self.aerial_size)
+        check_number("InfoNCEBaselineConfig", "temperature", self.temperature, strict=True)
+        check_number("InfoNCEBaselineConfig", "label_smoothing", self.label_smoothing)
 
     @classmethod
     def preset(cls, name: str = "default", **overrides: Any) -> InfoNCEBaselineConfig:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoloc_lib.core.config import resolve_preset
+from geoloc_lib.core.config import check_size, resolve_preset
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.data.augment import (
     StrongAugConfig,
@@ -91,6 +91,8 @@ class GeoViewMatchConfig:
     def __post_init__(self) -> None:
         self.depths, self.num_heads = tuple(self.depths), tuple(self.num_heads)
         self.ground_size, self.aerial_size = tuple(self.ground_size), tuple(self.aerial_size)
+        check_size("GeoViewMatchConfig", "ground_size", self.ground_size)
+        check_size("GeoViewMatchConfig", "aerial_size", self.aerial_size)
         self.stages = tuple(sorted(set(int(s) for s in self.stages)))
         if isinstance(self.strong_aug, dict):
             self.strong_aug = StrongAugConfig(**self.strong_aug)

@@ -103,7 +103,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoloc_lib.core.config import resolve_preset
+from geoloc_lib.core.config import check_int, resolve_preset
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.models import register_model
 from geoloc_lib.models.backbones import create_backbone
@@ -222,6 +222,7 @@ class MCGFConfig:
             raise ConfigError(f"MCGFConfig.infer_steps must be >= 1, got {self.infer_steps}")
         if self.num_classes < 2:
             raise ConfigError(f"MCGFConfig.num_classes must be >= 2, got {self.num_classes}")
+        check_int("MCGFConfig", "img_size", self.img_size, 32)
         if self.img_size % 32:
             raise ConfigError(f"MCGFConfig.img_size must be a multiple of 32, got {self.img_size}")
 

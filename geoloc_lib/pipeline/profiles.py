@@ -26,6 +26,11 @@ NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 
 def load_profiles(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     path = Path(path) if path is not None else PROFILES_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"profiles file {path} not found; restore it (git checkout -- configs/profiles.yaml) "
+            "or run from a complete checkout of the repository"
+        )
     try:
         with Path(path).open() as fh:
             profiles = yaml.safe_load(fh)
@@ -193,6 +198,7 @@ def _rules() -> dict[str, Any]:
         "drone_runs": _str_list(),
         "street_runs": _str_list(),
         "seeds": _seeds,
+        "parallel_runs": _int(1),
     }
 
 

@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.outputs import LIBRARY_FIX, claim_output_dir
 from geoloc_lib.core.paths import REPO_ROOT
 
 NOTEBOOK_TITLES = {
@@ -158,7 +159,7 @@ def update_provenance(
     commit = commit or _commit()
     for prefix in notebooks:
         entries[prefix] = {"profile": profile, "commit": commit}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(path.parent, "reports folder", kind="reports", fix=LIBRARY_FIX)
     path.write_text(json.dumps(dict(sorted(entries.items())), indent=1) + "\n")
     return entries
 
@@ -171,10 +172,14 @@ def write_reports_index(
 ) -> Path:
     """Write ``reports_dir/README.md`` from the tables and figures present there.
 
+    ``reports_dir`` must be geoloc's, new or empty (:mod:`geoloc_lib.core.outputs`): the index
+    never replaces a README.md of someone else.
+
     ``notebooks`` (``NN`` prefixes) are the ones this run of ``profile`` executed: their sections
     are marked as written by it; the others keep the provenance recorded by earlier runs.
     """
     root = Path(reports_dir)
+    claim_output_dir(root, "reports folder", kind="reports", fix=LIBRARY_FIX)
     commit = commit or _commit()
     provenance = update_provenance(root, notebooks or [], profile, commit)
     tables = sorted((root / "tables").glob("*.md"))
@@ -219,6 +224,5 @@ def write_reports_index(
             else:
                 lines += [f"![{path.stem}]({rel})", ""]
     out = root / "README.md"
-    root.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines).rstrip() + "\n")
     return out

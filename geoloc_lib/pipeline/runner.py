@@ -2,7 +2,9 @@
 
 Executed copies go to the profile's ``reports_dir``/``executed/`` (``reports/executed/`` for
 ``default`` and ``claims``, ``reports/smoke/executed/`` for ``smoke``) unless ``--out`` names
-another folder; ``notebooks/`` is never written.
+another folder; ``notebooks/`` is never written. Every folder a run writes must be geoloc's
+(it carries a ``.geoloc`` marker, or is the repository's own ``reports/`` or ``runs/``), new or
+empty; ``--force`` accepts a folder of someone else.
 On failure the command exits non-zero naming the notebook and the cell.
 """
 
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 from geoloc_lib.core.errors import ConfigError, GeolocError
+from geoloc_lib.core.outputs import claim_output_dir, output_dir_problem
 from geoloc_lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT
 from geoloc_lib.pipeline.profiles import ResolvedRun, resolve_profile
 from geoloc_lib.pipeline.reports_index import write_reports_index
@@ -57,7 +60,6 @@ def execute(run: ResolvedRun, out_dir: Path, progress: bool = True) -> Path:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / run.notebook.name
     try:
         pm.execute_notebook(
@@ -112,13 +114,29 @@ def run_pipeline(
     notebooks_dir: Path = NOTEBOOKS_DIR,
     out_dir: Path | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> list[Path]:
+    """Execute the profile's notebooks; returns the executed copies.
+
+    Every folder the notebooks write (``reports_dir``, ``runs_dir``, the executed copies'
+    folder) must be geoloc's, new or empty (:mod:`geoloc_lib.core.outputs`); ``force`` accepts
+    a folder of someone else (it is marked). ``data_root`` of GeoSynth may not be empty, the
+    repository root or ``notebooks/``. These are checked before anything runs, also by
+    ``dry_run``.
+    """
     runs = resolve_profile(profile, only=only, overrides=overrides, notebooks_dir=notebooks_dir)
     reports_dirs = sorted(
         {r.parameters["reports_dir"] for r in runs if "reports_dir" in r.parameters}
     )
+    out_dir_given = out_dir is not None
     if out_dir is None:
         out_dir = _executed_dir(profile, reports_dirs, notebooks_dir)
+    folders = _output_folders(runs, notebooks_dir, out_dir, given=out_dir_given)
+    for path, what, _kind in folders:
+        problem = output_dir_problem(path, what, force=force, protected=(notebooks_dir,))
+        if problem:
+            raise ConfigError(problem)
+    _check_data_roots(runs, notebooks_dir)
     if dry_run:
         from geoloc_lib.pipeline.dry_run import check_run
 
@@ -131,6 +149,8 @@ def run_pipeline(
                 print(f"    check: {note}")
         print(f"[dry-run] profile {profile!r}: {len(runs)} notebook(s) resolve; nothing executed")
         return []
+    for path, what, kind in folders:
+        claim_output_dir(path, what, kind=kind, force=force, protected=(notebooks_dir,))
     _kernel_env()
     outputs = []
     total = time.perf_counter()
@@ -145,6 +165,41 @@ def run_pipeline(
         index = write_reports_index(notebooks_dir / reports_dir, profile, notebooks=ran)
         print(f"reports index: {os.path.relpath(index, REPO_ROOT)}")
     return outputs
+
+
+def _output_folders(
+    runs: list[ResolvedRun], notebooks_dir: Path, out_dir: Path, given: bool
+) -> list[tuple[Path | None, str, str]]:
+    """(folder, description, marker kind) of every folder the run writes."""
+    folders: list[tuple[Path | None, str, str]] = []
+    seen = set()
+    for run in runs:
+        for key, kind in (("reports_dir", "reports"), ("runs_dir", "runs")):
+            if key not in run.parameters or (key, run.parameters[key]) in seen:
+                continue
+            value = run.parameters[key]
+            seen.add((key, value))
+            path = (
+                None if not isinstance(value, str) or not value.strip() else notebooks_dir / value
+            )
+            folders.append((path, f"parameter {key} ({value!r}, relative to notebooks/)", kind))
+    what = "--out folder" if given else "executed notebooks folder (reports_dir/executed)"
+    folders.append((out_dir, what, "executed notebooks"))
+    return folders
+
+
+def _check_data_roots(runs: list[ResolvedRun], notebooks_dir: Path) -> None:
+    """GeoSynth is generated into ``data_root``: never an empty path, the repository root or
+    ``notebooks/`` (the generator itself keeps files it did not write)."""
+    for run in runs:
+        if run.parameters.get("dataset") != "geosynth" or "data_root" not in run.parameters:
+            continue
+        value = run.parameters["data_root"]
+        path = None if not isinstance(value, str) or not value.strip() else notebooks_dir / value
+        what = f"parameter data_root ({value!r}, relative to notebooks/)"
+        problem = output_dir_problem(path, what, force=True, protected=(notebooks_dir,))
+        if problem:
+            raise ConfigError(f"notebook {run.notebook.stem}: {problem}")
 
 
 def _executed_dir(profile: str, reports_dirs: list[str], notebooks_dir: Path) -> Path:
@@ -185,6 +240,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for executed notebooks (default: the profile's reports_dir/executed)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into existing folders geoloc did not create (reports_dir, runs_dir, --out); "
+        "they get a .geoloc marker file",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -203,5 +264,6 @@ def main(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         out_dir=Path(args.out) if args.out else None,
         progress=not args.no_progress and sys.stderr.isatty(),
+        force=args.force,
     )
     return 0

@@ -31,6 +31,7 @@ import pandas as pd
 from torch import nn
 from torch.utils.data import DataLoader
 
+from geoloc_lib.core.config import check_int, check_number
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.core.seeding import make_generator, seed_everything
 from geoloc_lib.data.sources import DataSources, street_pairs
@@ -74,6 +75,17 @@ class StreetTrainSettings:
     optimizer: ClassVar[str] = "adamw"
     scheduler: ClassVar[str] = "cosine"
     step_size: ClassVar[int] = 0
+
+    def __post_init__(self) -> None:
+        owner = "training setting"
+        for name in ("epochs", "batch_size", "group_size", "val_every", "eval_batch_size"):
+            check_int(owner, name, getattr(self, name), 1)
+        check_int(owner, "max_val_pairs", self.max_val_pairs, 1, none=True)
+        for name in ("lr_backbone", "lr_head"):
+            check_number(owner, name, getattr(self, name), strict=True)
+        for name in ("weight_decay", "rho", "eta", "warmup_epochs"):
+            check_number(owner, name, getattr(self, name))
+        check_number(owner, "grad_clip", self.grad_clip, strict=True, none=True)
 
     def param_group_lr(self) -> dict[str, float]:
         """Rates of the models' param_groups: the backbone, and the FA modules + heads."""

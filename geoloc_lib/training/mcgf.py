@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import pandas as pd
 from torch import nn
 
+from geoloc_lib.core.config import check_int, check_number
 from geoloc_lib.core.distributed import setup_distributed
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.core.seeding import seed_everything
@@ -72,6 +73,21 @@ class TrainSettings:
     lr_restoration: float | None = None
     # Not a field (run.json keeps the fields only): MCGF §3 trains with plain SGD, no ASAM.
     asam: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        owner = "training setting"
+        for name in ("epochs", "batch_size", "repeats", "val_every"):
+            check_int(owner, name, getattr(self, name), 1)
+        check_int(owner, "step_size", self.step_size, 0)
+        for name in ("lr_backbone", "lr_head"):
+            check_number(owner, name, getattr(self, name), strict=True)
+        check_number(owner, "lr_restoration", self.lr_restoration, none=True)
+        check_number(owner, "weight_decay", self.weight_decay)
+        check_number(owner, "warmup_epochs", self.warmup_epochs)
+        check_number(owner, "grad_clip", self.grad_clip, strict=True, none=True)
+        check_number(owner, "momentum", self.momentum)
+        if self.momentum >= 1:
+            raise ConfigError(f"{owner} momentum: expected a number in [0, 1), got {self.momentum}")
 
     def param_group_lr(self) -> dict[str, float]:
         """Rates of MCGF.param_groups: backbones, the matching MLP and the restoration module."""
