@@ -98,6 +98,26 @@ def test_executed_notebooks_go_beside_the_profiles_reports(notebooks, tmp_path, 
         run_pipeline("p", notebooks_dir=notebooks, progress=False)
 
 
+def test_set_paths_are_the_callers_not_the_notebooks_folder(notebooks, tmp_path, monkeypatch):
+    import geoloc_lib.pipeline.runner as pipeline
+
+    (notebooks / "00_first.ipynb").unlink()
+    _notebook(notebooks / "00_first.ipynb", "import os\nassert os.path.isdir(data_root), data_root")
+    nb = nbformat.read(notebooks / "00_first.ipynb", as_version=4)
+    nb.cells[1].source += "\ndata_root = ''"
+    nbformat.write(nb, notebooks / "00_first.ipynb")
+    monkeypatch.setattr(pipeline, "resolve_profile", _resolver(_profiles(data_root="")))
+    caller = tmp_path / "caller"
+    (caller / "mydata").mkdir(parents=True)
+    monkeypatch.chdir(caller)  # the notebook runs in notebooks/, where mydata/ is not
+    run_pipeline(
+        "p", only=["00"], overrides=["data_root=mydata"], notebooks_dir=notebooks,
+        out_dir=tmp_path / "o", progress=False,
+    )  # fmt: skip
+    executed = nbformat.read(tmp_path / "o" / "00_first.ipynb", as_version=4)
+    assert str(caller / "mydata") in executed.cells[2].source  # the injected parameters
+
+
 def _resolver(profiles):
     from geoloc_lib.pipeline.profiles import resolve_profile
 
