@@ -127,3 +127,44 @@ def _resolver(profiles):
         )
 
     return resolve
+
+
+def _geoloc(argv):
+    """``geoloc ARGS`` in this process: the exit status, as the console script returns it."""
+    from geoloc_lib.pipeline.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as stop:  # argparse and the command table exit this way
+        return stop.code
+
+
+def test_exit_status_1_for_a_notebook_that_raised(tmp_path, monkeypatch, capsys):
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    def raising(*args, **kwargs):
+        raise PapermillExecutionError(0, 3, "boom", "RuntimeError", "boom", [])
+
+    monkeypatch.setattr(pm, "execute_notebook", raising)
+    status = _geoloc(
+        ["run", "--profile", "smoke", "--only", "00", "--out", str(tmp_path), "--no-progress"]
+    )
+    assert status == 1
+    assert "00_data_prep.ipynb failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--profile", "smoke", "--bogus"],  # bad flag
+        ["run"],  # missing --profile
+        ["run", "--profile", "nosuch", "--dry-run"],  # unknown profile
+        ["run", "--profile", "smoke", "--dry-run", "--set", "seed"],  # --set without =
+        ["run", "--profile", "smoke", "--dry-run", "--set", "nokey=1"],  # unknown parameter
+        ["run", "--profile", "smoke", "--dry-run", "--set", "seed=-1"],  # invalid value
+    ],
+)
+def test_exit_status_2_for_a_usage_error(argv, capsys):
+    assert _geoloc(argv) == 2
+    assert capsys.readouterr().err.strip()  # says what is wrong

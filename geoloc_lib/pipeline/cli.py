@@ -1,7 +1,9 @@
 """The ``geoloc`` command.
 
 Each subcommand lives in the module that implements it: the module defines
-``add_arguments(parser)`` and ``main(args) -> int``. The table below is the
+``add_arguments(parser)`` and ``main(args) -> int``. Exit status: 0 done, 1 the work failed
+while running (an error class with ``exit_status = 1``, e.g. a notebook that raised), 2 a usage
+error (bad flag, unknown profile, bad ``--set``, missing input). The table below is the
 only place that knows every command; a module is imported only when its
 command runs, so ``geoloc --help`` stays fast (no torch import).
 """
@@ -85,6 +87,7 @@ def _usage() -> str:
 
 
 USAGE_ERROR = 2  # exit status of every user error (argparse's own)
+RUNTIME_FAILURE = 1  # exit status of work that started and failed (an error's ``exit_status``)
 
 
 def _user_error(message: str) -> SystemExit:
@@ -134,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GeolocError as err:
         # Library errors already say what is wrong and what to do: no traceback.
         print(f"geoloc {' '.join(words)}: error: {err}", file=sys.stderr)
-        return 2
+        return int(getattr(err, "exit_status", USAGE_ERROR))
 
 
 if __name__ == "__main__":

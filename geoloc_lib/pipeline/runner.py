@@ -3,7 +3,8 @@
 Executed copies go to the profile's ``reports_dir``/``executed/`` (``reports/executed/`` for
 ``default`` and ``claims``, ``reports/smoke/executed/`` for ``smoke``) unless ``--out`` names
 another folder; ``notebooks/`` is never written.
-On failure the command exits non-zero naming the notebook and the cell.
+On failure the command exits with status 1 naming the notebook and the cell; a usage error
+(bad flag, unknown profile, bad ``--set``, missing data in a dry run) exits with status 2.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ KERNEL = "python3"
 
 class NotebookFailed(GeolocError):
     """A notebook raised; the message names the notebook and the failing cell."""
+
+    exit_status = 1  # a runtime failure, not a usage error (geoloc_lib.pipeline.cli)
 
 
 def _kernel_env() -> None:
