@@ -168,3 +168,60 @@ def test_exit_status_1_for_a_notebook_that_raised(tmp_path, monkeypatch, capsys)
 def test_exit_status_2_for_a_usage_error(argv, capsys):
     assert _geoloc(argv) == 2
     assert capsys.readouterr().err.strip()  # says what is wrong
+
+
+def test_dry_run_with_real_data_fails_on_missing_roots_naming_the_set(
+    tmp_path, monkeypatch, capsys
+):
+    from layouts import make_cvact, make_university1652
+
+    monkeypatch.chdir(tmp_path)
+    status = _geoloc(["run", "--profile", "paper", "--only", "02", "--dry-run",
+                      "--set", "university_root=nowhere/U", "--set", "street_root=nowhere/S"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2
+    assert f"--set university_root=PATH: folder {tmp_path / 'nowhere/U'} not found" in err
+    assert f"--set street_root=PATH: folder {tmp_path / 'nowhere/S'} not found" in err
+    # a folder without the layout: named, with what it lacks
+    (tmp_path / "half" / "train" / "drone").mkdir(parents=True)
+    status = _geoloc(["run", "--profile", "paper", "--only", "02", "--dry-run",
+                      "--set", "university_root=half", "--set", "street_runs=[]"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2 and "--set university_root=PATH:" in err and "lacks train/satellite" in err
+    assert "street_root" not in err  # no street run evaluated: its root is not needed
+    # both datasets in their layouts (relative paths, from this folder): the dry run passes
+    make_university1652(tmp_path / "data" / "U")
+    make_cvact(tmp_path / "data" / "S")
+    status = _geoloc(["run", "--profile", "paper", "--only", "02", "--dry-run",
+                      "--set", "university_root=data/U", "--set", "street_root=data/S"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert f"university_root {tmp_path / 'data/U'}: layout OK" in out
+    assert f"street_root {tmp_path / 'data/S'}: layout OK" in out
+
+
+def test_dry_run_needs_the_root_of_the_models_it_trains(tmp_path, monkeypatch, capsys):
+    from layouts import make_university1652
+
+    monkeypatch.chdir(tmp_path)
+    make_university1652(tmp_path / "U")
+    ok = ["run", "--profile", "paper", "--only", "01", "--dry-run", "--set", "university_root=U",
+          "--set", "street_root=", "--set", "models=[mcgf]"]  # fmt: skip
+    assert _geoloc(ok) == 0, capsys.readouterr()
+    street = [*ok[:-1], "models=[mcgf, geoviewmatch]"]
+    assert _geoloc(street) == 2
+    assert "--set street_root=PATH: not given" in capsys.readouterr().err
+
+
+def test_dry_run_reads_weight_files_where_the_notebook_reads_them(tmp_path, monkeypatch):
+    # A weight file named in a profile is relative to notebooks/, not to the caller's folder.
+    from geoloc_lib.core.errors import ConfigError
+    from geoloc_lib.pipeline.dry_run import check_run
+    from geoloc_lib.pipeline.profiles import ResolvedRun
+
+    monkeypatch.chdir(tmp_path)
+    params = {"models": ["geoviewmatch"], "preset": "smoke",
+              "overrides": {"geoviewmatch": {"pretrained_file": "w/x.pth"}}}  # fmt: skip
+    run = ResolvedRun(tmp_path / "notebooks" / "01_train.ipynb", params)
+    with pytest.raises(ConfigError, match=str(tmp_path / "notebooks" / "w" / "x.pth")):
+        check_run(run, "p")
