@@ -39,6 +39,14 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "geoloc_lib.weather.sets",
         "materialise weathered drone query sets on disk",
     ),
+    ("evaluate",): (
+        "geoloc_lib.pipeline.evaluate",
+        "evaluate a run or checkpoint on a dataset: notebook 02's tables (CSV + Markdown)",
+    ),
+    ("features",): (
+        "geoloc_lib.pipeline.features",
+        "a run's features of a University160k-WX test set, the file geoloc submit reads",
+    ),
     ("submit",): (
         "geoloc_lib.eval.submit",
         "write a University160k-WX answer.zip from features",
