@@ -1,6 +1,6 @@
 # Two commands: `make reproduce` regenerates reports/ (default profile);
 # `make test` runs lint, unit tests and nbval on the notebooks (smoke profile).
-# Both create .venv on first use.
+# Both create .venv on first use; `make install` creates it alone.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,9 +13,10 @@ PROFILE ?= default
 # against (README: "Why torch comes from PyPI").
 PIP := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_EXTRA_INDEX_URL= $(BIN)/python -m pip
 
-.PHONY: reproduce test test-kernels lint unit nbval notebooks lock clean-venv help
+.PHONY: install reproduce test test-kernels lint unit nbval notebooks lock clean-venv help
 
 help:
+	@echo "make install     create .venv with the pinned dependencies (then: .venv/bin/geoloc ...)"
 	@echo "make reproduce   regenerate reports/ with the default profile (geoloc run --profile default)"
 	@echo "make test        ruff + pytest tests/ + nbval notebooks/ (smoke profile)"
 	@echo "make test-kernels nbval again under other CPU kernel sets (ATEN_CPU_CAPABILITY), as CI does"
@@ -28,6 +29,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
 	touch $@
+
+install: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/geoloc run --profile $(PROFILE)

@@ -20,12 +20,14 @@ metrics for validation). See README.md for the repository map.
   ``street.py`` (street/aerial per split), ``uncertainty.py`` (bootstrap intervals over queries
   and seeds, verdicts), ``examples.py`` (seeded draws of queries for the top-k figures),
   ``restoration.py`` (PSNR/SSIM/correlation of MCGF's restored queries), tables, submissions,
-  local challenge
+  ``challenge_features.py`` (University160k-WX feature files), local challenge
 - ``analysis/``  ablations (seeded grids), claims (the papers' claims and their verdicts), explain
   (heatmaps, Grad-CAM), cost; ``viz/`` and ``reporting.py`` (report folders, markdown tables)
   draw the results of eval and analysis
 - ``pipeline/``  ``cli.py`` (``geoloc``), ``runner.py`` (papermill runner), ``profiles.py``,
-  ``dry_run.py``, ``record.py`` (re-recording the notebooks), ``reports_index.py``;
+  ``dry_run.py``, ``record.py`` (re-recording the notebooks), ``reports_index.py``,
+  ``evaluate.py`` and ``features.py`` (``geoloc evaluate`` / ``geoloc features``: a run on a
+  dataset outside the notebooks);
   ``bench/`` beside it: ``eval.py``, ``train.py``, ``fit.py``, ``weather.py``, ``gpu.py``
   (``geoloc bench``)
 """

@@ -95,3 +95,32 @@ def make_cvact(root: Path, n=8, missing=("id0003",)) -> Path:
         },
     )
     return root
+
+
+def make_university160k_wx_from(university_root: Path, root: Path, seed: int = 0) -> dict[str, str]:
+    """A University160k-WX-layout test set (name-masked) from a University-1652 test split.
+
+    Queries: ``test/query_drone`` copied under masked 15-character names, listed in a shuffled
+    order; gallery: ``test/gallery_satellite`` as ``<id>.webp``. Returns the truth a challenge
+    server holds: masked query stem -> location id (the gallery stem of its true match).
+    """
+    import hashlib
+    import shutil
+
+    rng = np.random.default_rng(seed)
+    queries = sorted((university_root / "test" / "query_drone").glob("*/*"))
+    truth, names = {}, []
+    for path in queries:
+        key = f"{seed}/{path.parent.name}/{path.name}".encode()
+        stem = hashlib.sha256(key).hexdigest()[:15]
+        (root / "query_drone_160k_wx_24").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, root / "query_drone_160k_wx_24" / f"{stem}.jpeg")
+        truth[stem] = path.parent.name
+        names.append(f"{stem}.jpeg")
+    (root / "gallery_satellite_160k").mkdir(parents=True, exist_ok=True)
+    for path in sorted((university_root / "test" / "gallery_satellite").glob("*/*")):
+        with Image.open(path) as im:
+            im.convert("RGB").save(root / "gallery_satellite_160k" / f"{path.parent.name}.webp")
+    order = [names[i] for i in rng.permutation(len(names))]
+    (root / "query_drone_name.txt").write_text("\n".join(order) + "\n")
+    return truth

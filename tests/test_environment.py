@@ -57,3 +57,22 @@ def test_torch_and_torchvision_are_a_matching_pair():
     torch_minor = int(pins["torch"].split(".")[1])
     tv_minor = int(pins["torchvision"].split(".")[1])
     assert tv_minor - torch_minor == 15
+
+
+def test_make_install_creates_the_venv_alone_and_is_listed_in_help():
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = REPO_ROOT
+    helped = subprocess.run(["make", "-s", "help"], cwd=root, capture_output=True, text=True)
+    assert "make install" in helped.stdout
+    # -n: print what it would run; -B: as if nothing were installed yet
+    planned = subprocess.run(
+        ["make", "-n", "-B", "install"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    assert "-m venv .venv" in planned and "touch .venv/.installed" in planned
+    assert "pytest" not in planned and "geoloc run" not in planned  # nothing but the install

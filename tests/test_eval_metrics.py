@@ -14,11 +14,13 @@ from geoloc_lib.eval import (
     breakdown,
     evaluate_pairs,
     evaluate_university1652,
+    n_without_match,
     one_percent_k,
     pairs_per_query,
     rank_gallery,
     university1652_per_query,
 )
+from geoloc_lib.eval.naive import naive_evaluate_university1652
 
 
 def gallery_with_scores(scores: list[float]) -> torch.Tensor:
@@ -73,19 +75,38 @@ def test_many_matches_tied_with_distractors():
     assert out["AP"] == pytest.approx(100 * expected)
 
 
-def test_query_without_match_is_skipped_and_counted():
-    # The reference evaluator skips a query with no true match in the gallery (a miss with AP 0
-    # would halve both numbers here).
+def test_query_without_match_counts_as_a_miss_over_all_queries():
+    # The official University-1652 evaluation leaves a query without a true match out of its
+    # sums but divides by ALL queries: such a query is a miss (R@k 0, AP 0).
+    # Gallery by score: .9 label 0, .8 label 5, .7 label 1, .6 label 6 (same order for every query).
+    q = unit_queries(4)
+    g = gallery_with_scores([0.9, 0.8, 0.7, 0.6])
+    query_labels, gallery_labels = [0, 1, 7, 8], [0, 5, 1, 6]  # labels 7 and 8: no true match
+    out = evaluate_university1652(q, g, query_labels, gallery_labels, progress=False)
+    # query 0: match at rank 0 -> hit at 1, AP 1; query 1: match at rank 2 -> hit at 5 and 10,
+    # AP (old precision 0/2 + precision 1/3) / 2 = 1/6; queries 2 and 3 contribute 0.
+    assert out["R@1"] == pytest.approx(100 * 1 / 4)
+    assert out["R@5"] == pytest.approx(100 * 2 / 4) and out["R@10"] == pytest.approx(100 * 2 / 4)
+    assert out["AP"] == pytest.approx(100 * (1 + 1 / 6) / 4)
+    assert out["n_queries"] == 4 and out["n_skipped"] == 2
+    result = rank_gallery(q, g, query_labels, gallery_labels, progress=False, ties="against")
+    per_query = university1652_per_query(result)
+    assert per_query.loc[2:].eq(0).all().all()  # the no-match rows are misses, not NaN
+    assert n_without_match(result) == 2
+    table = breakdown(per_query, ["fog", "fog", "rain", "rain"])
+    assert table.loc["rain", "R@1"] == 0 and table.loc["rain", "n_queries"] == 2
+    assert table.loc["all", "AP"] == pytest.approx(out["AP"])
+    naive = naive_evaluate_university1652(q, g, query_labels, gallery_labels)
+    for name, value in naive.items():
+        assert value == pytest.approx(out[name]), name
+
+
+def test_every_query_matched_gives_the_same_means_either_way():
+    # With a true match for every query, dividing by all queries is dividing by the matched ones.
     q = unit_queries(2)
     g = gallery_with_scores([0.9, 0.1])
-    out = evaluate_university1652(q, g, [0, 5], [0, 1], progress=False)
-    assert out["R@1"] == 100.0 and out["AP"] == 100.0
-    assert out["n_queries"] == 1 and out["n_skipped"] == 1
-    per_query = university1652_per_query(rank_gallery(q, g, [0, 5], [0, 1], progress=False))
-    assert per_query.loc[1].isna().all()
-    table = breakdown(per_query, ["fog", "rain"])
-    assert table.loc["fog", "n_queries"] == 1 and "rain" not in table.index
-    assert table.loc["all", "n_queries"] == 1
+    out = evaluate_university1652(q, g, [0, 1], [0, 1], progress=False)
+    assert out["R@1"] == 50.0 and out["n_skipped"] == 0 and out["n_queries"] == 2
 
 
 def test_collapsed_model_scores_nothing_on_university1652():

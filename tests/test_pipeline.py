@@ -98,6 +98,26 @@ def test_executed_notebooks_go_beside_the_profiles_reports(notebooks, tmp_path, 
         run_pipeline("p", notebooks_dir=notebooks, progress=False)
 
 
+def test_set_paths_are_the_callers_not_the_notebooks_folder(notebooks, tmp_path, monkeypatch):
+    import geoloc_lib.pipeline.runner as pipeline
+
+    (notebooks / "00_first.ipynb").unlink()
+    _notebook(notebooks / "00_first.ipynb", "import os\nassert os.path.isdir(data_root), data_root")
+    nb = nbformat.read(notebooks / "00_first.ipynb", as_version=4)
+    nb.cells[1].source += "\ndata_root = ''"
+    nbformat.write(nb, notebooks / "00_first.ipynb")
+    monkeypatch.setattr(pipeline, "resolve_profile", _resolver(_profiles(data_root="")))
+    caller = tmp_path / "caller"
+    (caller / "mydata").mkdir(parents=True)
+    monkeypatch.chdir(caller)  # the notebook runs in notebooks/, where mydata/ is not
+    run_pipeline(
+        "p", only=["00"], overrides=["data_root=mydata"], notebooks_dir=notebooks,
+        out_dir=tmp_path / "o", progress=False,
+    )  # fmt: skip
+    executed = nbformat.read(tmp_path / "o" / "00_first.ipynb", as_version=4)
+    assert str(caller / "mydata") in executed.cells[2].source  # the injected parameters
+
+
 def _resolver(profiles):
     from geoloc_lib.pipeline.profiles import resolve_profile
 
@@ -107,3 +127,101 @@ def _resolver(profiles):
         )
 
     return resolve
+
+
+def _geoloc(argv):
+    """``geoloc ARGS`` in this process: the exit status, as the console script returns it."""
+    from geoloc_lib.pipeline.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as stop:  # argparse and the command table exit this way
+        return stop.code
+
+
+def test_exit_status_1_for_a_notebook_that_raised(tmp_path, monkeypatch, capsys):
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    def raising(*args, **kwargs):
+        raise PapermillExecutionError(0, 3, "boom", "RuntimeError", "boom", [])
+
+    monkeypatch.setattr(pm, "execute_notebook", raising)
+    status = _geoloc(
+        ["run", "--profile", "smoke", "--only", "00", "--out", str(tmp_path), "--no-progress"]
+    )
+    assert status == 1
+    assert "00_data_prep.ipynb failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--profile", "smoke", "--bogus"],  # bad flag
+        ["run"],  # missing --profile
+        ["run", "--profile", "nosuch", "--dry-run"],  # unknown profile
+        ["run", "--profile", "smoke", "--dry-run", "--set", "seed"],  # --set without =
+        ["run", "--profile", "smoke", "--dry-run", "--set", "nokey=1"],  # unknown parameter
+        ["run", "--profile", "smoke", "--dry-run", "--set", "seed=-1"],  # invalid value
+    ],
+)
+def test_exit_status_2_for_a_usage_error(argv, capsys):
+    assert _geoloc(argv) == 2
+    assert capsys.readouterr().err.strip()  # says what is wrong
+
+
+def test_dry_run_with_real_data_fails_on_missing_roots_naming_the_set(
+    tmp_path, monkeypatch, capsys
+):
+    from layouts import make_cvact, make_university1652
+
+    monkeypatch.chdir(tmp_path)
+    status = _geoloc(["run", "--profile", "paper", "--only", "02", "--dry-run",
+                      "--set", "university_root=nowhere/U", "--set", "street_root=nowhere/S"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2
+    assert f"--set university_root=PATH: folder {tmp_path / 'nowhere/U'} not found" in err
+    assert f"--set street_root=PATH: folder {tmp_path / 'nowhere/S'} not found" in err
+    # a folder without the layout: named, with what it lacks
+    (tmp_path / "half" / "train" / "drone").mkdir(parents=True)
+    status = _geoloc(["run", "--profile", "paper", "--only", "02", "--dry-run",
+                      "--set", "university_root=half", "--set", "street_runs=[]"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert status == 2 and "--set university_root=PATH:" in err and "lacks train/satellite" in err
+    assert "street_root" not in err  # no street run evaluated: its root is not needed
+    # both datasets in their layouts (relative paths, from this folder): the dry run passes
+    make_university1652(tmp_path / "data" / "U")
+    make_cvact(tmp_path / "data" / "S")
+    status = _geoloc(["run", "--profile", "paper", "--only", "02", "--dry-run",
+                      "--set", "university_root=data/U", "--set", "street_root=data/S"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert f"university_root {tmp_path / 'data/U'}: layout OK" in out
+    assert f"street_root {tmp_path / 'data/S'}: layout OK" in out
+
+
+def test_dry_run_needs_the_root_of_the_models_it_trains(tmp_path, monkeypatch, capsys):
+    from layouts import make_university1652
+
+    monkeypatch.chdir(tmp_path)
+    make_university1652(tmp_path / "U")
+    ok = ["run", "--profile", "paper", "--only", "01", "--dry-run", "--set", "university_root=U",
+          "--set", "street_root=", "--set", "models=[mcgf]"]  # fmt: skip
+    assert _geoloc(ok) == 0, capsys.readouterr()
+    street = [*ok[:-1], "models=[mcgf, geoviewmatch]"]
+    assert _geoloc(street) == 2
+    assert "--set street_root=PATH: not given" in capsys.readouterr().err
+
+
+def test_dry_run_reads_weight_files_where_the_notebook_reads_them(tmp_path, monkeypatch):
+    # A weight file named in a profile is relative to notebooks/, not to the caller's folder.
+    from geoloc_lib.core.errors import ConfigError
+    from geoloc_lib.pipeline.dry_run import check_run
+    from geoloc_lib.pipeline.profiles import ResolvedRun
+
+    monkeypatch.chdir(tmp_path)
+    params = {"models": ["geoviewmatch"], "preset": "smoke",
+              "overrides": {"geoviewmatch": {"pretrained_file": "w/x.pth"}}}  # fmt: skip
+    run = ResolvedRun(tmp_path / "notebooks" / "01_train.ipynb", params)
+    with pytest.raises(ConfigError, match=str(tmp_path / "notebooks" / "w" / "x.pth")):
+        check_run(run, "p")

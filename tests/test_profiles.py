@@ -204,3 +204,40 @@ def test_a_notebook_value_wins_over_a_shared_one_and_unknown_shared_keys_fail():
     mine["shared"]["no_such_parameter"] = 1
     with pytest.raises(ConfigError, match="shared parameter 'no_such_parameter'"):
         resolve_profile("m", profiles={"m": mine})
+
+
+def test_set_paths_resolve_from_the_callers_folder(tmp_path, monkeypatch):
+    # A relative path on the command line is the caller's, not notebooks/'s (papermill's cwd):
+    # the notebooks receive it absolute; the profiles file's own paths stay as written.
+    monkeypatch.chdir(tmp_path)
+    runs = resolve_profile(
+        "paper",
+        only=["01", "02"],
+        overrides=[
+            "university_root=data/University-1652",
+            "02.runs_dir=../elsewhere/runs",
+            "street_root=",  # not given: stays empty
+            "overrides={mcgf: {encoder_pretrained_file: weights/enc.pth, w_nce: 0.5}}",
+        ],
+    )
+    params = {r.notebook.stem: r.parameters for r in runs}
+    for stem in ("01_train", "02_evaluate"):
+        assert params[stem]["university_root"] == str(tmp_path / "data" / "University-1652")
+        assert params[stem]["street_root"] == ""
+    assert params["02_evaluate"]["runs_dir"] == str(tmp_path.parent / "elsewhere" / "runs")
+    assert params["01_train"]["runs_dir"] == "../runs/paper"  # from profiles.yaml, unchanged
+    mcgf = params["01_train"]["overrides"]["mcgf"]
+    assert mcgf == {"encoder_pretrained_file": str(tmp_path / "weights/enc.pth"), "w_nce": 0.5}
+    absolute = resolve_profile("paper", only=["02"], overrides=["university_root=/d/U"])
+    assert absolute[0].parameters["university_root"] == "/d/U"
+
+
+def test_path_parameters_are_named_in_one_place(tmp_path):
+    from geoloc_lib.core.paths import REPO_ROOT, absolute_paths, is_path_parameter, repo_relative
+
+    assert all(map(is_path_parameter, ("data_root", "runs_dir", "pretrained_file", "x_root")))
+    assert not any(map(is_path_parameter, ("dataset", "street_format", "seed", "models")))
+    assert absolute_paths("seed", "3", tmp_path) == "3"
+    assert absolute_paths("data_root", 5, tmp_path) == 5  # the value check reports it
+    assert repo_relative(REPO_ROOT / "data" / "x") == "data/x"
+    assert repo_relative(tmp_path / "x") == str((tmp_path / "x").resolve())

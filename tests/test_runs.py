@@ -50,6 +50,13 @@ def test_train_run_writes_a_loadable_run(trained):
     assert info["model"] == "mcgf_matching_only" and info["epochs"] == 2
     assert info["overrides"]["w_nce"] == 0.5 and info["task"] == "drone->satellite"
     assert "nce" in run.history.columns  # the override reached the model config
+    # the data it trained on: absolute outside the repository (relative to it inside)
+    assert info["data"] == {
+        "dataset": "real",
+        "university_root": str((tmp / "u").resolve()),
+        "street_root": None,
+        "street_format": "cvact",
+    }
     loaded = load_run(tmp / "runs" / "baseline")
     # train_run trains on a GPU when there is one; load_run rebuilds on the CPU.
     run.model.cpu()

@@ -96,7 +96,8 @@ def test_cli_unknown_command_lists_valid(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli_main(["frobnicate"])
     assert exit_.value.code == 2
-    assert "valid commands: bench, data, notebooks, run, submit" in capsys.readouterr().err
+    valid = "valid commands: bench, data, evaluate, features, notebooks, run, submit"
+    assert valid in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         cli_main(["data", "check"])
     assert exit_.value.code == 2 and "valid: verify" in capsys.readouterr().err

@@ -140,8 +140,9 @@ def test_recall_curves_and_their_figure():
     )
     curves = recall_curves(per_query, ks=(1, 2, 10))
     fog = curves[curves["condition"] == "fog"]
-    assert fog["recall"].tolist() == pytest.approx([100 / 3, 200 / 3, 100.0])
-    assert (fog["n_queries"] == 3).all()  # the skipped query (NaN rank) is left out
+    # the query without a true match (NaN rank) is a miss at every k, as in R@k's means
+    assert fog["recall"].tolist() == pytest.approx([25.0, 50.0, 75.0])
+    assert (fog["n_queries"] == 4).all()
     assert (curves["lo"] <= curves["recall"]).all() and (curves["recall"] <= curves["hi"]).all()
     rain = curves[curves["condition"] == "rain"]
     assert (rain["lo"] == 100).all() and (rain["hi"] == 100).all()

@@ -30,7 +30,12 @@ from tqdm import tqdm
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.runtime import terminal_progress
-from geoloc_lib.eval.metrics import evaluate_university1652, summarize, university1652_per_query
+from geoloc_lib.eval.metrics import (
+    evaluate_university1652,
+    n_without_match,
+    summarize,
+    university1652_per_query,
+)
 from geoloc_lib.eval.naive import naive_rank, naive_university1652_metrics
 from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, auto_chunk_size, rank_gallery
 
@@ -181,7 +186,7 @@ def naive_agreement(
         progress=False,
         ties="against",  # the University-1652 protocol's rule (evaluate_university1652)
     )
-    core_metrics = summarize(university1652_per_query(core))
+    core_metrics = summarize(university1652_per_query(core), n_skipped=n_without_match(core))
     same_ranks, max_shift = 0, 0
     for i in range(n_sub):
         core_ranks = core.good_ranks[i, : int(core.n_good[i])].numpy()

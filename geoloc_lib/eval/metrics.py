@@ -4,9 +4,11 @@ Per-query tables hold each metric in its reported unit (hits as 100/0, AP in per
 metres), so a column mean is the paper's number and :func:`breakdown` is a plain group mean.
 
 - University-1652 (:func:`evaluate_university1652`): Recall@K (CMC) and AP with the trapezoid
-  rule; junk (-1) removed. Queries without any true match in the gallery are skipped, as the
-  reference evaluator does (``n_skipped`` says how many; ``n_queries`` counts the evaluated
-  ones). Ties are broken against the query (``ties="against"``): a true match scoring exactly as
+  rule; junk (-1) removed. Means are over ALL queries, as the dataset's official evaluation
+  computes them: it leaves a query without any true match in the gallery out of its sums but
+  divides by the number of all queries, so such a query counts as a miss (R@k 0, AP 0).
+  ``n_queries`` counts all queries, ``n_skipped`` the ones without a true match (counted as
+  misses; 0 whenever every query has a match, where both readings agree). Ties are broken against the query (``ties="against"``): a true match scoring exactly as
   another gallery item is ranked after it, so a collapsed model (every gallery feature identical)
   scores no better than chance instead of R@1 = 100 %.
 - CVUSA/CVACT (:func:`evaluate_pairs`): query i matches gallery i; R@1/5/10 and R@1% with
@@ -85,16 +87,19 @@ def average_precision(result: RankResult) -> torch.Tensor:
 def university1652_per_query(result: RankResult, ks: Sequence[int] = DEFAULT_KS) -> pd.DataFrame:
     """Per-query ``R@k`` (100 or 0) and ``AP`` (percent) columns, one row per query.
 
-    A query without any true match in the gallery gets NaN everywhere: the protocol skips it
-    (:func:`summarize` and :func:`breakdown` leave it out and count it in ``n_skipped``).
+    A query without any true match in the gallery gets 0 everywhere (a miss, as the official
+    evaluation counts it: column means are the protocol's numbers over all queries);
+    :func:`n_without_match` says how many there are.
     """
     ks = _check_ks(ks)
-    skipped = (result.n_good == 0).numpy()
     columns = {f"R@{k}": recall_hits(result, k).to(torch.float64) * 100.0 for k in ks}
     columns["AP"] = average_precision(result) * 100.0
-    frame = pd.DataFrame({name: col.numpy() for name, col in columns.items()})
-    frame.loc[skipped, :] = np.nan
-    return frame
+    return pd.DataFrame({name: col.numpy() for name, col in columns.items()})
+
+
+def n_without_match(result: RankResult) -> int:
+    """The number of queries with no true match in the gallery (``n_skipped`` of the tables)."""
+    return int((result.n_good == 0).sum())
 
 
 def _coords(x: object, n: int, name: str) -> torch.Tensor:
@@ -158,13 +163,19 @@ def pairs_per_query(
     return frame
 
 
-def summarize(per_query: pd.DataFrame) -> dict[str, float]:
-    """Column means of a per-query table (the protocol's numbers) over the evaluated queries,
-    plus ``n_queries`` (evaluated) and ``n_skipped`` (all-NaN rows: queries the protocol skips)."""
+def summarize(per_query: pd.DataFrame, n_skipped: int = 0) -> dict[str, float]:
+    """Column means of a per-query table (the protocol's numbers), plus ``n_queries`` and
+    ``n_skipped``.
+
+    ``n_skipped``: how many of the rows are queries without a true match (University-1652:
+    :func:`n_without_match`; their rows hold 0, so they count as misses in the means). Rows
+    whose values are all NaN are left out of the means and added to ``n_skipped``; the
+    protocol tables of this module have none.
+    """
     evaluated = per_query.notna().any(axis=1).to_numpy()
     out = {name: float(per_query.loc[evaluated, name].mean()) for name in per_query.columns}
     out["n_queries"] = int(evaluated.sum())
-    out["n_skipped"] = int((~evaluated).sum())
+    out["n_skipped"] = int(n_skipped) + int((~evaluated).sum())
     return out
 
 
@@ -182,8 +193,9 @@ def breakdown(
             Series name or ``"group"``) or several (a DataFrame or a mapping name -> values).
         total: append an ``"all"`` row computed over every query.
 
-    Returns a DataFrame indexed by the attribute value(s): metric means and ``n_queries`` (the
-    evaluated queries; skipped ones, all-NaN rows, are left out of both).
+    Returns a DataFrame indexed by the attribute value(s): metric means and ``n_queries``
+    (all-NaN rows are left out of both; a University-1652 query without a true match is a row of
+    zeros, a miss, as in :func:`summarize`).
     """
     if isinstance(by, pd.DataFrame):
         keys = by.reset_index(drop=True)
@@ -231,8 +243,9 @@ def evaluate_university1652(
     """University-1652 / University160k-WX metrics in percent: ``R@1, R@5, R@10, AP``.
 
     Drone->satellite has one true match per query, satellite->drone 54; gallery label -1 is
-    junk. Queries without a true match in the gallery are skipped (``n_skipped``; ``n_queries``
-    counts the evaluated ones) and ties are broken against the query (module docstring).
+    junk. Means are over all queries: a query without a true match in the gallery counts as a
+    miss (R@k 0, AP 0), as in the official evaluation; ``n_skipped`` says how many there are
+    (``n_queries`` counts all). Ties are broken against the query (module docstring).
     Features must be L2-normalised unless ``normalize=True``. See :func:`rank_gallery` for the
     chunking and device arguments.
     """
@@ -250,7 +263,7 @@ def evaluate_university1652(
         progress=progress,
         ties="against",
     )
-    return summarize(university1652_per_query(result, ks))
+    return summarize(university1652_per_query(result, ks), n_skipped=n_without_match(result))
 
 
 def evaluate_pairs(

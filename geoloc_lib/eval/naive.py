@@ -5,8 +5,9 @@ then masks). It is deliberately independent of the chunked core (own ordering, o
 formulas) so that tests and ``geoloc bench eval`` can check the core against it. It applies the
 same tie rules as :mod:`geoloc_lib.eval.ranking`: score descending, true matches first
 (``ties="favour"``, CVUSA/CVACT) or last (``"against"``, University-1652) at equal score, then
-gallery index; junk (label -1) removed; University-1652 queries without a true match skipped. Scores are fp32 dot products of the features
-as given (pass L2-normalised features). Slow by design: use it on small sets only.
+gallery index; junk (label -1) removed; a University-1652 query without a true match counts as
+a miss (means over all queries, as the official evaluation). Scores are fp32 dot products of the
+features as given (pass L2-normalised features). Slow by design: use it on small sets only.
 """
 
 from __future__ import annotations
@@ -74,13 +75,14 @@ def naive_university1652_metrics(
 ) -> dict[str, float]:
     """CMC and trapezoid AP (percent) from per-query rank lists, one query at a time.
 
-    Queries without a true match are skipped (not counted in ``n_queries``)."""
-    n_queries = sum(1 for r in ranks if len(r))
+    A query without a true match adds nothing to the sums but counts in the denominator (a
+    miss), as the official evaluation computes the means."""
+    n_queries = len(ranks)
     hits = dict.fromkeys(ks, 0)
     ap_total = 0.0
     for good_ranks in ranks:
         if len(good_ranks) == 0:
-            continue  # no true match in the gallery: skipped
+            continue  # no true match in the gallery: a miss
         for k in ks:
             hits[k] += int(good_ranks[0] < k)
         ap = 0.0

@@ -200,8 +200,8 @@ def interval_table(
 ) -> pd.DataFrame:
     """Per group of ``by``: each metric's mean and its bound columns (``"<m> lo"``, ``"<m> hi"``).
 
-    ``per_query`` has one row per query (and group); rows whose metrics are all NaN are queries
-    the protocol skips and are left out. ``cluster``: a column whose equal values move together
+    ``per_query`` has one row per query (and group); rows whose metrics are all NaN are left
+    out (a University-1652 query without a true match is a row of zeros, a miss). ``cluster``: a column whose equal values move together
     (a location's views), resampled as whole clusters. Columns: ``by``, the metrics, their
     bounds (metric by metric, after the point values), ``n_queries``.
     """
@@ -433,8 +433,8 @@ def recall_curves(
 ) -> pd.DataFrame:
     """Recall@k (percent) for every k and value of ``by``, with 95 % bootstrap intervals.
 
-    ``per_query`` needs ``rank`` (1-based rank of the best true match; NaN: a query the protocol
-    skips, left out) and ``by``, e.g. what ``evaluate_mcgf(..., per_query=True)`` returns for one
+    ``per_query`` needs ``rank`` (1-based rank of the best true match; NaN: a query without a
+    true match, a miss at every k, as the University-1652 means count it) and ``by``, e.g. what ``evaluate_mcgf(..., per_query=True)`` returns for one
     method and task. All k of a group are resampled with the same draws, so each band is the
     interval of a monotone curve's points. Columns: ``by, k, recall, lo, hi, n_queries``.
     """
@@ -449,9 +449,10 @@ def recall_curves(
         )
     rows = []
     for group, part in per_query.groupby(by, sort=False):
-        ranks = part["rank"].dropna().to_numpy(dtype=np.float64)
+        ranks = part["rank"].to_numpy(dtype=np.float64)
         if not len(ranks):
             continue
+        ranks = np.where(np.isnan(ranks), np.inf, ranks)  # no true match: never within k
         hits = (ranks[:, None] <= np.asarray(ks, dtype=np.float64)[None, :]) * 100.0
         lo, hi = bootstrap_interval(hits, confidence=confidence, n_resamples=n_resamples, seed=seed)
         for j, k in enumerate(ks):

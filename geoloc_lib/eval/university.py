@@ -23,7 +23,7 @@ from geoloc_lib.data.types import ImageSet
 from geoloc_lib.data.university import University1652
 from geoloc_lib.data.university_torch import eval_loader
 from geoloc_lib.eval.features import extract_features
-from geoloc_lib.eval.metrics import summarize, university1652_per_query
+from geoloc_lib.eval.metrics import n_without_match, summarize, university1652_per_query
 from geoloc_lib.eval.ranking import rank_gallery
 from geoloc_lib.eval.uncertainty import bound_columns, interval_table
 from geoloc_lib.models import load_model
@@ -98,7 +98,8 @@ def evaluate_mcgf(
     no satellite query loses all its true matches. ``conditions`` may include ``"mixed"`` (a
     random condition per drone image, University160k-WX style). A ``"mean"`` row per task
     averages the fixed conditions (not ``"mixed"``); ``n_queries``/``n_gallery`` give the sizes
-    (``n_skipped``: queries without a true match in the gallery, left out by the protocol).
+    (``n_skipped``: queries without a true match in the gallery, counted as misses over all
+    ``n_queries`` as in the official University-1652 evaluation).
 
     Each metric has its 95 % cluster-bootstrap interval over the query locations (``"R@1 lo"``, ``"R@1 hi"``, ...,
     after the other columns; :mod:`geoloc_lib.eval.uncertainty`); the ``mean`` row's interval
@@ -106,7 +107,8 @@ def evaluate_mcgf(
     ``per_query=True`` returns ``(table, per_query)`` as well: one row per (task, condition,
     query) with ``query`` (row in the evaluated query set), ``location`` (the query's location
     label; intervals resample whole locations), ``rank`` (1-based rank of the best
-    true match; NaN for a skipped query) and the per-query metrics, for paired comparisons.
+    true match; NaN for a query without one, whose metrics are 0) and the per-query metrics,
+    for paired comparisons.
     """
     progress = resolve_progress(progress)
     model = (
@@ -157,7 +159,8 @@ def evaluate_mcgf(
             # evaluate_university1652's ranking, kept per query for the intervals
             result = rank_gallery(qf, gf, ql, gl, topk=0, progress=False, ties="against")
             pq = university1652_per_query(result)
-            rows.append({"task": task, "condition": name, **summarize(pq), "n_gallery": len(gf)})
+            summary = summarize(pq, n_skipped=n_without_match(result))
+            rows.append({"task": task, "condition": name, **summary, "n_gallery": len(gf)})
             rank = result.first_rank.to(torch.float64).numpy() + 1
             pq.insert(0, "rank", np.where(result.n_good.numpy() > 0, rank, np.nan))
             pq.insert(0, "location", np.asarray(ql).reshape(-1))

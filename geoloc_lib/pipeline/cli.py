@@ -1,7 +1,9 @@
 """The ``geoloc`` command.
 
 Each subcommand lives in the module that implements it: the module defines
-``add_arguments(parser)`` and ``main(args) -> int``. The table below is the
+``add_arguments(parser)`` and ``main(args) -> int``. Exit status: 0 done, 1 the work failed
+while running (an error class with ``exit_status = 1``, e.g. a notebook that raised), 2 a usage
+error (bad flag, unknown profile, bad ``--set``, missing input). The table below is the
 only place that knows every command; a module is imported only when its
 command runs, so ``geoloc --help`` stays fast (no torch import).
 """
@@ -36,6 +38,14 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "weather"): (
         "geoloc_lib.weather.sets",
         "materialise weathered drone query sets on disk",
+    ),
+    ("evaluate",): (
+        "geoloc_lib.pipeline.evaluate",
+        "evaluate a run or checkpoint on a dataset: notebook 02's tables (CSV + Markdown)",
+    ),
+    ("features",): (
+        "geoloc_lib.pipeline.features",
+        "a run's features of a University160k-WX test set, the file geoloc submit reads",
     ),
     ("submit",): (
         "geoloc_lib.eval.submit",
@@ -85,6 +95,7 @@ def _usage() -> str:
 
 
 USAGE_ERROR = 2  # exit status of every user error (argparse's own)
+RUNTIME_FAILURE = 1  # exit status of work that started and failed (an error's ``exit_status``)
 
 
 def _user_error(message: str) -> SystemExit:
@@ -134,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GeolocError as err:
         # Library errors already say what is wrong and what to do: no traceback.
         print(f"geoloc {' '.join(words)}: error: {err}", file=sys.stderr)
-        return 2
+        return int(getattr(err, "exit_status", USAGE_ERROR))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,16 @@
 """Checks behind ``geoloc run --dry-run``: every configuration resolves without running anything.
 
-Each check looks at the resolved parameters of one notebook. Data roots that do
-not exist are reported, not failed (the ``paper`` profile names real datasets
-that a machine may not hold), but invalid choices fail.
+Each check looks at the resolved parameters of one notebook; paths resolve as the notebook will
+read them (relative to its folder, ``notebooks/``; ``--set`` paths are already absolute).
+
+- Data: with ``dataset="real"``, every root the notebook needs (University-1652 for the
+  drone->satellite models, the street root for the street models; both for the notebooks that
+  take no model list) must exist and pass a quick layout check (the folders the loaders need,
+  nothing opened: ``geoloc data verify`` checks the contents). A failure raises
+  :class:`ConfigError` naming the ``--set`` that fixes it. GeoSynth roots are only reported:
+  notebook 00 generates them.
+- Models: every model a training notebook names is built on the meta device, with the local
+  weight files its ``overrides`` name.
 """
 
 from __future__ import annotations
@@ -10,9 +18,74 @@ from __future__ import annotations
 from pathlib import Path
 
 from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.paths import absolute_paths
 from geoloc_lib.data.sources import resolve_sources
 from geoloc_lib.pipeline.profiles import ResolvedRun
-from geoloc_lib.training.runs import check_config, check_model
+from geoloc_lib.training.runs import TASKS, check_config, check_model
+
+DRONE, STREET = "university_root", "street_root"
+
+
+def _needed_roots(params: dict) -> set[str]:
+    """The root parameters the notebook reads: by its models or runs, else every given root."""
+    names: list[str] = []
+    if isinstance(params.get("models"), list):
+        names = [TASKS[m] for m in params["models"] if m in TASKS]
+    elif "drone_runs" in params or "street_runs" in params:
+        names = ["drone"] * bool(params.get("drone_runs")) + ["street"] * bool(
+            params.get("street_runs")
+        )
+    elif "drone_run" in params or "street_run" in params:
+        names = ["drone"] * bool(params.get("drone_run")) + ["street"] * bool(
+            params.get("street_run")
+        )
+    else:
+        return {key for key in (DRONE, STREET) if params.get(key)} or {DRONE}
+    return {DRONE if str(task).startswith("drone") else STREET for task in names}
+
+
+def _street_layout(street_format: str) -> list[tuple[str, str]]:
+    """``(path, kind)`` of the manifest's layout entry for the street dataset."""
+    from geoloc_lib.data.verify import load_manifest
+
+    entry = load_manifest().get(street_format, {})
+    return [(str(item["path"]), item.get("kind", "dir")) for item in entry.get("layout", [])]
+
+
+def layout_problem(key: str, root: Path, street_format: str = "cvact") -> str | None:
+    """Why ``root`` cannot be the dataset of parameter ``key`` (quick: folders and files only)."""
+    from geoloc_lib.data.university import REQUIRED_SETS
+
+    if not root.exists():
+        return f"folder {root} not found"
+    if not root.is_dir():
+        return f"{root} is a file, not a dataset folder"
+    if key == DRONE:
+        expected = [(s, "dir") for s in REQUIRED_SETS]
+        layout = "University-1652 layout: train/ and test/ with <id>/ folders"
+    else:
+        expected = _street_layout(street_format)
+        layout = f"{street_format.upper()} layout, data_manifest.yaml entry '{street_format}'"
+    missing = [
+        rel
+        for rel, kind in expected
+        if not ((root / rel).is_file() if kind == "file" else (root / rel).is_dir())
+    ]
+    if missing:
+        shown = ", ".join(missing[:3]) + (
+            f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+        )
+        return f"{root} lacks {shown} ({layout})"
+    if key == DRONE:
+        empty = [s for s in REQUIRED_SETS if not any(p.is_dir() for p in (root / s).iterdir())]
+        if empty:
+            return f"{root / empty[0]} holds no <id>/ folders ({layout})"
+    return None
+
+
+def _where(root: str | Path, base: Path) -> Path:
+    root = Path(root).expanduser()
+    return root if root.is_absolute() else (base / root).resolve()
 
 
 def _data_checks(params: dict, base: Path) -> list[str]:
@@ -21,32 +94,42 @@ def _data_checks(params: dict, base: Path) -> list[str]:
     sources = resolve_sources(
         params["dataset"],
         params.get("data_root", ""),
-        params.get("university_root", ""),
-        params.get("street_root", ""),
+        params.get(DRONE, ""),
+        params.get(STREET, ""),
         params.get("street_format", "cvact"),
     )
-    notes = []
-    for label, root in (
-        ("University-1652", sources.university_root),
-        ("street", sources.street_root),
-    ):
-        if root is None:
+    roots = {DRONE: sources.university_root, STREET: sources.street_root}
+    if params["dataset"] != "real":
+        notes = []
+        for label, key in (("University-1652", DRONE), ("street", STREET)):
+            if roots[key] is None:
+                continue
+            state = "present" if _where(roots[key], base).exists() else "absent (generated by 00)"
+            notes.append(f"{label} root {roots[key]}: {state}")
+        return notes
+    notes, problems = [], []
+    needed = _needed_roots(params)
+    for key in (k for k in (DRONE, STREET) if k in needed):
+        if roots[key] is None:
+            problems.append(f"--set {key}=PATH: not given, and this notebook reads that dataset")
             continue
-        where = (base / root).resolve() if not Path(root).is_absolute() else Path(root)
-        state = (
-            "present"
-            if where.exists()
-            else "absent (GeoSynth: generated by 00; real data: see data_manifest.yaml)"
-        )
-        notes.append(f"{label} root {root}: {state}")
+        where = _where(roots[key], base)
+        problem = layout_problem(key, where, sources.street_format)
+        if problem:
+            problems.append(f"--set {key}=PATH: {problem}")
+        else:
+            notes.append(f"{key} {where}: layout OK")
+    if problems:
+        raise ConfigError("dataset='real' needs data it cannot find:\n  " + "\n  ".join(problems))
     return notes
 
 
-def _model_checks(params: dict) -> list[str]:
+def _model_checks(params: dict, base: Path) -> list[str]:
     """Build (on the meta device) every model a training notebook's parameters name."""
     if "models" not in params or "preset" not in params:
         return []
-    overrides = params.get("overrides") or {}
+    # weight files named in the profile are relative to the notebook's folder, as it reads them
+    overrides = absolute_paths("overrides", params.get("overrides") or {}, base)
     for name in overrides:
         check_model(name)
     return [check_config(m, params["preset"], overrides.get(m)) for m in params["models"]]
@@ -56,6 +139,6 @@ def check_run(run: ResolvedRun, profile: str) -> list[str]:
     """Raise on an invalid configuration; return notes on what was checked."""
     base = run.notebook.parent
     try:
-        return _data_checks(run.parameters, base) + _model_checks(run.parameters)
+        return _data_checks(run.parameters, base) + _model_checks(run.parameters, base)
     except ConfigError as err:
         raise ConfigError(f"profile {profile!r}, notebook {run.notebook.stem}: {err}") from err

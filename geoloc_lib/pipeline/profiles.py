@@ -5,6 +5,11 @@ report folders, ...: each goes to every notebook whose ``parameters`` cell has i
 numbered notebook's own parameters under ``notebooks`` (a notebook's value wins over a shared
 one). The parameters a notebook accepts are read from its ``parameters``-tagged cell, so a
 profile that names an unknown parameter, or forgets one, is rejected before anything runs.
+
+Paths: a path-valued parameter (by name, :func:`geoloc_lib.core.paths.is_path_parameter`:
+``*_root``, ``*_dir``, ``*_file``, also inside ``overrides``) written in the profiles file is
+relative to ``notebooks/`` (papermill runs the notebooks there); one given with ``--set`` is
+relative to the caller's working folder and is passed to the notebook as an absolute path.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 import yaml
 
 from geoloc_lib.core.errors import ConfigError, choices_message
-from geoloc_lib.core.paths import NOTEBOOKS_DIR, PROFILES_FILE
+from geoloc_lib.core.paths import NOTEBOOKS_DIR, PROFILES_FILE, absolute_paths
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 
@@ -262,8 +267,12 @@ def resolve_profile(
     overrides: list[str] | None = None,
     notebooks_dir: Path = NOTEBOOKS_DIR,
     profiles: dict[str, dict[str, Any]] | None = None,
+    cwd: str | Path | None = None,
 ) -> list[ResolvedRun]:
-    """Check a profile against the notebooks and return what to run, in order."""
+    """Check a profile against the notebooks and return what to run, in order.
+
+    Relative paths in ``overrides`` (``--set``) resolve against ``cwd`` (default: the current
+    working folder); those of the profiles file stay relative to ``notebooks/``."""
     profiles = profiles if profiles is not None else load_profiles()
     if profile not in profiles:
         raise ConfigError(choices_message("profile", profile, profiles))
@@ -300,7 +309,11 @@ def resolve_profile(
             )
         notebooks = [nb for nb in notebooks if any(_matches(nb, s) for s in only)]
 
-    parsed = [parse_override(o) for o in overrides or []]
+    here = Path.cwd() if cwd is None else Path(cwd)
+    parsed = [
+        (target, key, absolute_paths(key, value, here))
+        for target, key, value in (parse_override(o) for o in overrides or [])
+    ]
     all_notebooks = list_notebooks(notebooks_dir)
     for (target, _key, _value), text in zip(parsed, overrides or [], strict=True):
         if target is not None and not any(_matches(nb, target) for nb in all_notebooks):

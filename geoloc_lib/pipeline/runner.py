@@ -5,7 +5,8 @@ Executed copies go to the profile's ``reports_dir``/``executed/`` (``reports/exe
 another folder; ``notebooks/`` is never written. Every folder a run writes must be geoloc's
 (it carries a ``.geoloc`` marker, or is the repository's own ``reports/`` or ``runs/``), new or
 empty; ``--force`` accepts a folder of someone else.
-On failure the command exits non-zero naming the notebook and the cell.
+On failure the command exits with status 1 naming the notebook and the cell; a usage error
+(bad flag, unknown profile, bad ``--set``, missing data in a dry run) exits with status 2.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ KERNEL = "python3"
 
 class NotebookFailed(GeolocError):
     """A notebook raised; the message names the notebook and the failing cell."""
+
+    exit_status = 1  # a runtime failure, not a usage error (geoloc_lib.pipeline.cli)
 
 
 def _kernel_env() -> None:

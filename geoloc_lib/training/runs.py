@@ -1,7 +1,8 @@
 """One entry point for every model the notebooks train: ``train_run`` / ``load_run``.
 
 A *run* is a folder ``runs_dir/<name>/`` holding the engine's ``checkpoint_last.pt`` and
-``history.csv`` plus ``run.json`` (model, preset, epochs, seed, overrides, training time). The
+``history.csv`` plus ``run.json`` (model, preset, epochs, seed, overrides, training time, and
+the dataset roots it trained on, relative to the repository when inside it). The
 notebooks pass run folders between each other: 01 trains, 02-04 load them by name.
 
 Each model trains by its own recipe (:mod:`geoloc_lib.training.recipes`), which names its task:
@@ -178,6 +179,7 @@ def train_run(
         "seed": seed,
         "overrides": overrides,
         "config": config,
+        "data": data_record(sources),
         "train_time_s": round(train_time, 1),
         "amp": getattr(res, "amp", None),
         "compile": getattr(res, "compile", None),
@@ -193,6 +195,22 @@ def train_run(
         info["resumed_from_epoch"] = resumed["epoch"]
     (out_dir / RUN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
     return Run(name, model, out_dir, info, history, net)
+
+
+def data_record(sources: DataSources) -> dict[str, Any]:
+    """The dataset and roots a run read, for ``run.json``: roots relative to the repository when
+    they lie inside it (absolute otherwise), ``None`` for a root not used."""
+    from geoloc_lib.core.paths import repo_relative
+
+    def root(path: Path | None) -> str | None:
+        return None if path is None else repo_relative(path)
+
+    return {
+        "dataset": sources.dataset,
+        "university_root": root(sources.university_root),
+        "street_root": root(sources.street_root),
+        "street_format": sources.street_format,
+    }
 
 
 def _train_run_job(

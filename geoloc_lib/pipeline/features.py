@@ -1,0 +1,69 @@
+"""``geoloc features``: a drone->satellite run's features of a University160k-WX test set.
+
+Writes the feature file ``geoloc submit`` reads (:mod:`geoloc_lib.eval.submit`'s format):
+``geoloc features RUN --root DIR --out features.pt``, then
+``geoloc submit --features features.pt --query-list DIR/query_drone_name.txt --out answer.zip``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from geoloc_lib.core.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, help="run folder (runs_dir/<name>) or checkpoint file")
+    parser.add_argument(
+        "--root",
+        required=True,
+        type=Path,
+        help="University160k-WX test folder: query_drone_160k_wx_24/, gallery_satellite_160k/, "
+        "query_drone_name.txt",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("features.pt"),
+        help="feature file to write, .pt or .npz (default: features.pt)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(args: argparse.Namespace) -> int:
+    from geoloc_lib.core.runtime import terminal_progress
+    from geoloc_lib.data.university import load_university160k_wx
+    from geoloc_lib.eval.challenge_features import challenge_features, save_feature_file
+    from geoloc_lib.pipeline.evaluate import load_trained
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
+    if args.out.suffix not in (".pt", ".npz"):
+        raise ConfigError(f"--out {args.out}: name a .pt or .npz file")
+    trained = load_trained(args.run)
+    if not trained.task.startswith("drone"):
+        raise ConfigError(
+            f"{trained.name} is a {trained.model_name} model ({trained.task}); University160k-WX "
+            "needs a drone->satellite model (mcgf, mcgf_matching_only)"
+        )
+    test = load_university160k_wx(args.root)
+    features = challenge_features(
+        trained.model,
+        test,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=terminal_progress(args.quiet),
+    )
+    out = save_feature_file(features, args.out)
+    print(
+        f"wrote {out}: {len(features.query_names)} queries, {len(features.gallery_names)} "
+        f"gallery images, {features.query_features.shape[1]}-d ({trained.name})"
+    )
+    print(
+        f"next: geoloc submit --features {out} --query-list "
+        f"{Path(args.root) / 'query_drone_name.txt'} --out answer.zip"
+    )
+    return 0
