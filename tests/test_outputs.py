@@ -79,9 +79,10 @@ def test_report_dir_and_index_never_replace_a_users_files(tmp_path):
     "only, override, words",
     [
         ("00", "reports_dir=..", "parameter reports_dir.*repository root"),
-        ("00", "reports_dir=.", "parameter reports_dir.*notebooks folder"),
+        ("00", "reports_dir=.", "parameter reports_dir.*repository root"),  # caller's folder
+        ("00", "reports_dir=notebooks", "parameter reports_dir.*notebooks folder"),
         ("01", "runs_dir=", "parameter runs_dir.*is an empty path"),
-        ("01", "runs_dir=.", "parameter runs_dir.*notebooks folder"),
+        ("01", "runs_dir=notebooks/x", "parameter runs_dir.*notebooks folder"),
         ("00", "data_root=..", "parameter data_root.*repository root"),
     ],
 )

@@ -170,6 +170,14 @@ def run_pipeline(
     return outputs
 
 
+def _shown(value: object) -> str:
+    """A path parameter as the notebooks read it: absolute (given with --set), or relative to
+    notebooks/ (written in the profile)."""
+    if isinstance(value, str) and value.strip() and not Path(value).is_absolute():
+        return f"{value!r}, relative to notebooks/"
+    return repr(value)
+
+
 def _output_folders(
     runs: list[ResolvedRun], notebooks_dir: Path, out_dir: Path, given: bool
 ) -> list[tuple[Path | None, str, str]]:
@@ -185,7 +193,7 @@ def _output_folders(
             path = (
                 None if not isinstance(value, str) or not value.strip() else notebooks_dir / value
             )
-            folders.append((path, f"parameter {key} ({value!r}, relative to notebooks/)", kind))
+            folders.append((path, f"parameter {key} ({_shown(value)})", kind))
     what = "--out folder" if given else "executed notebooks folder (reports_dir/executed)"
     folders.append((out_dir, what, "executed notebooks"))
     return folders
@@ -199,7 +207,7 @@ def _check_data_roots(runs: list[ResolvedRun], notebooks_dir: Path) -> None:
             continue
         value = run.parameters["data_root"]
         path = None if not isinstance(value, str) or not value.strip() else notebooks_dir / value
-        what = f"parameter data_root ({value!r}, relative to notebooks/)"
+        what = f"parameter data_root ({_shown(value)})"
         problem = output_dir_problem(path, what, force=True, protected=(notebooks_dir,))
         if problem:
             raise ConfigError(f"notebook {run.notebook.stem}: {problem}")
