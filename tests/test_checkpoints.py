@@ -238,3 +238,11 @@ def test_an_unwritable_run_folder_fails_at_start_in_one_line(tmp_path, monkeypat
     with pytest.raises(NotWritableError, match="Read-only file system.*make it writable") as e:
         _train(tmp_path / "ro")
     _one_line(e.value, tmp_path / "ro")
+
+
+def test_a_state_dict_keeps_its_module_versions(tmp_path):
+    """load_state_dict reads each module's version from the state dict's ``_metadata``."""
+    state = torch.nn.Sequential(torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2)).state_dict()
+    C.save_checkpoint({"model": state}, tmp_path / "m.pt")
+    loaded = C.load_checkpoint(tmp_path / "m.pt")["model"]
+    assert loaded._metadata == state._metadata and loaded._metadata["0"]["version"] == 2

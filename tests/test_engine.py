@@ -404,3 +404,4 @@ def test_one_training_per_run_folder(tmp_path):
     model, loader, opt, _ = _setup()
     fit(model, loader, opt, FitConfig(epochs=1, out_dir=out, progress=False))
     assert (out / CHECKPOINT_LAST).is_file()
+    assert not (out / ".geoloc.lock").exists()  # removed by a training that ends

@@ -56,7 +56,10 @@ def to_plain(obj: Any, where: str = "checkpoint") -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         return to_plain(asdict(obj), where)
     if isinstance(obj, OrderedDict):
-        return OrderedDict((k, to_plain(v, f"{where}[{k!r}]")) for k, v in obj.items())
+        plain = OrderedDict((k, to_plain(v, f"{where}[{k!r}]")) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a state_dict's module versions (load_state_dict reads)
+            plain._metadata = to_plain(obj._metadata, f"{where}._metadata")  # type: ignore[attr-defined]
+        return plain
     if isinstance(obj, Mapping):
         return {to_plain(k, where): to_plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
     if isinstance(obj, tuple):
