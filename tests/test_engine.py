@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError, GeolocError
 from geoloc_lib.core.seeding import make_generator, seed_everything
 from geoloc_lib.training.engine import (
     CHECKPOINT_LAST,
@@ -331,3 +331,77 @@ def test_rng_state_is_restored_from_tensors_on_another_device():
     order = [b.tolist() for b in loader]
     _set_loader_state(loader, {**state, "generator": OnAnotherDevice(state["generator"])})
     assert [b.tolist() for b in loader] == order
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"momentum": 0.5}, "momentum of group backbone: 0.9 -> 0.5"),
+        ({"weight_decay": 0.01}, "weight_decay of group backbone: 0.0005 -> 0.01"),
+        ({"grad_clip": 1.0}, "grad_clip: None -> 1.0"),
+        ({"run_settings": {"config": {"training": {"repeats": 2}}}}, "repeats: 1 -> 2"),
+        ({"run_settings": {"config": {"model": {"dim": 8}}}}, "model dim: 6 -> 8"),
+    ],
+)
+def test_resume_refuses_other_optimizer_clipping_and_run_settings(tmp_path, change, message):
+    cfg = dict(epochs=2, seed=3, device="cpu", progress=False)
+    record = {"config": {"training": {"repeats": 1}, "model": {"dim": 6}}}
+    model, loader, opt, _ = _setup()
+    fit(model, loader, opt, FitConfig(out_dir=tmp_path, run_settings=record, **cfg))
+    saved = (tmp_path / CHECKPOINT_LAST).read_bytes()
+    model, loader, _, _ = _setup()
+    opt_kw = {k: change[k] for k in ("momentum", "weight_decay") if k in change}
+    opt = sgd_from_groups(model, {"backbone": 0.05, "head": 0.2}, **opt_kw)
+    fit_kw = {**cfg, "run_settings": record, **{k: v for k, v in change.items() if k not in opt_kw}}
+    with pytest.raises(ConfigError, match=f"cannot resume from .*{message}"):
+        fit(model, loader, opt, FitConfig(out_dir=tmp_path, resume=True, **fit_kw))
+    assert (tmp_path / CHECKPOINT_LAST).read_bytes() == saved
+    # a checkpoint without a record is refused by a caller that records its settings
+    model, loader, opt, _ = _setup()
+    fit(model, loader, opt, FitConfig(out_dir=tmp_path / "plain", **cfg))
+    model, loader, opt, _ = _setup()
+    with pytest.raises(ConfigError, match="run settings: not recorded in the checkpoint"):
+        fit(
+            model, loader, opt,
+            FitConfig(out_dir=tmp_path / "plain", resume=True, run_settings=record, **cfg),
+        )  # fmt: skip
+
+
+_HOLD_LOCK = """
+import sys, time
+from geoloc_lib.core.locks import folder_lock
+with folder_lock(sys.argv[1], "training"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_one_training_per_run_folder(tmp_path):
+    """A second training into a folder that another process trains into fails at once, naming
+    that process; the lock of a killed process (kill -9) does not block the next training."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        model, loader, opt, _ = _setup()
+        with pytest.raises(GeolocError, match=f"{out} is in use by process {holder.pid}") as e:
+            fit(model, loader, opt, FitConfig(epochs=1, out_dir=out, progress=False))
+        assert socket.gethostname() in str(e.value) and "training" in str(e.value)
+        assert not (out / CHECKPOINT_LAST).exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert (out / ".geoloc.lock").exists()  # left behind by the killed process
+    model, loader, opt, _ = _setup()
+    fit(model, loader, opt, FitConfig(epochs=1, out_dir=out, progress=False))
+    assert (out / CHECKPOINT_LAST).is_file()
+    assert not (out / ".geoloc.lock").exists()  # removed by a training that ends

@@ -427,3 +427,68 @@ def test_weather_set_saved_inside_geosynth_survives_notebook_00(gens, tmp_path):
         meta = prepare_geosynth(root, "tiny", 0)
     assert meta["reused"] is True and len(meta["kept_files"]) == len(files)
     assert all(p.is_file() for p in files)
+
+
+@pytest.mark.slow  # two spawned workers import torch (~15 s)
+def test_two_workers_write_the_same_bytes_as_one(gens, tmp_path, monkeypatch):
+    """Districts rendered in parallel processes finish in any order: the files and the manifest
+    are byte-identical to a one-process generation (the default is 2 workers). The districts'
+    results are taken in the reverse of their completion order, which is never the districts'
+    own order: output that follows the completion order fails."""
+    from concurrent import futures
+
+    from geoloc_lib.data.geosynth import generate as G
+
+    monkeypatch.setattr(G, "as_completed", lambda fs: reversed(list(futures.as_completed(fs))))
+    out = tmp_path / "two"
+    generate_geosynth(out, profile=TINY, seed=0, progress=False, workers=2)
+    assert (out / "geosynth.json").read_bytes() == (gens["a"] / "geosynth.json").read_bytes()
+    for rel in ("University-1652/drone_views.csv", "University-1652/locations.csv"):
+        assert (out / rel).read_bytes() == (gens["a"] / rel).read_bytes()
+    verify_geosynth(out)
+
+
+_HOLD_LOCK = """
+import sys, time
+from geoloc_lib.core.locks import folder_lock
+with folder_lock(sys.argv[1], "GeoSynth generation"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_one_generation_per_output_folder(tmp_path):
+    """A second generation into a folder being generated fails at once naming the first one's
+    process (not with a FileNotFoundError on the other's marker); a killed generation's lock
+    file does not block the next one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from geoloc_lib.core.locks import LOCK_FILE, FolderLockedError
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderLockedError, match=f"{out} is in use by process {holder.pid}"):
+            generate_geosynth(out, profile=TINY, workers=1, progress=False)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    generate_geosynth(out, profile=TINY, workers=1, progress=False)
+    verify_geosynth(out)  # the lock file is neither hashed nor reported as a user file
+
+
+def test_an_unwritable_output_folder_fails_in_one_line(tmp_path):
+    from geoloc_lib.core.errors import NotWritableError
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotWritableError, match="GeoSynth output folder .*Not a directory") as e:
+        generate_geosynth(tmp_path / "file" / "out", profile=TINY, workers=1, progress=False)
+    assert "\n" not in str(e.value)

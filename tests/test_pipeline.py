@@ -46,7 +46,7 @@ def _profiles(**params):
     }
 
 
-def test_run_executes_in_order_into_out_dir(notebooks, tmp_path, monkeypatch):
+def test_run_executes_in_order_into_out_dir(notebooks, tmp_path, monkeypatch, capfd):
     import geoloc_lib.pipeline.runner as pipeline
 
     monkeypatch.setattr(pipeline, "resolve_profile", _resolver(_profiles(x=21, name="b")))
@@ -63,6 +63,8 @@ def test_run_executes_in_order_into_out_dir(notebooks, tmp_path, monkeypatch):
     first = (out / "01_second.ipynb").read_bytes()
     run_pipeline("p", only=["01"], notebooks_dir=notebooks, out_dir=out, progress=False)
     assert (out / "01_second.ipynb").read_bytes() == first
+    # the kernel talks over local sockets: no "Kernel is running over TCP without encryption"
+    assert "without encryption" not in capfd.readouterr().err
 
 
 def test_failure_names_notebook_and_cell(notebooks, tmp_path, monkeypatch):

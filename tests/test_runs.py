@@ -67,7 +67,7 @@ def test_train_run_writes_a_loadable_run(trained):
     assert list(loaded.history["epoch"]) == [1, 2]
     # the weights-only export rebuilds the same network without optimizer state
     path = export_weights(run, tmp / "export" / "baseline.pt")
-    assert "optimizer" not in torch.load(path, weights_only=False)
+    assert "optimizer" not in torch.load(path, weights_only=True)
     with torch.no_grad():
         assert torch.allclose(
             load_model(path).eval().embed(x, "drone"), run.model.embed(x, "drone")
@@ -171,16 +171,46 @@ def test_resume_of_an_interrupted_run_checks_the_checkpoint(trained):
     sources = DataSources(
         "real", university_root=tmp / "u", street_root=None, street_format="cvact"
     )
-    with pytest.raises(ConfigError, match=r"cannot resume from .*seed: 0 -> 7"):
+    with pytest.raises(ConfigError, match=r"cannot resume run .*checkpoint_last.pt .*seed: 0 -> 7"):
         train_run(
             "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
             seed=7, **_RUN_KW,
         )  # fmt: skip
-    with pytest.raises(ConfigError, match=r"lr of group backbone: .* -> 0.1"):
+    with pytest.raises(ConfigError, match=r"lr_backbone: 0.001 -> 0.1"):
         train_run(
             "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
             lr_backbone=0.1, **_RUN_KW,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"repeats": 2}, "repeats: 1 -> 2"),
+        ({"batch_size": 2}, "batch_size: 4 -> 2"),
+        ({"augment": "none"}, 'augment: "flip_rotate" -> "none"'),
+        ({"momentum": 0.5}, "momentum: 0.9 -> 0.5"),
+        ({"weight_decay": 0.01}, "weight_decay: 0.05 -> 0.01"),
+        ({"grad_clip": 1.0}, "grad_clip: 5.0 -> 1.0"),
+        ({"w_nce": 0.25}, "model w_nce: 0.5 -> 0.25"),
+    ],
+)
+def test_an_interrupted_run_refuses_every_changed_setting(trained, change, message):
+    """Killed before run.json was written: the checkpoint's record of the run's settings (every
+    training setting and the model config) is what a resume must match."""
+    tmp, out = _copy_run(trained, "killed_" + next(iter(change)))
+    (out / "run.json").unlink()
+    saved = (out / "checkpoint_last.pt").read_bytes()
+    sources = DataSources(
+        "real", university_root=tmp / "u", street_root=None, street_format="cvact"
+    )
+    with pytest.raises(ConfigError, match=f"cannot resume run .*{message}"):
+        train_run(
+            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
+            **{**_RUN_KW, **change},
+        )  # fmt: skip
+    assert not (out / "run.json").exists()  # the new value is recorded nowhere
+    assert (out / "checkpoint_last.pt").read_bytes() == saved
 
 
 def test_resume_with_the_same_settings_keeps_the_training_time(trained):
@@ -269,3 +299,24 @@ def test_a_run_from_before_the_validation_hold_out_is_not_reused(trained):
             "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
             **_RUN_KW,
         )  # fmt: skip
+
+
+def test_ensure_run_resumes_only_a_checkpoint_recorded_with_the_same_settings(trained):
+    """The settings file written before the first epoch says seed 7, the checkpoint (of an
+    earlier run, killed before a new first epoch ended) seed 0: it is retrained, not resumed."""
+    from geoloc_lib.training.runs import PENDING_FILE, ensure_run, run_settings
+
+    tmp, out = _copy_run(trained, "stale")
+    (out / "run.json").unlink()
+    overrides = {k: v for k, v in _RUN_KW.items() if k not in ("preset", "progress")}
+    want = run_settings("mcgf_matching_only", "smoke", 2, 7, overrides)
+    (out / PENDING_FILE).write_text(json.dumps(want))
+    sources = DataSources(
+        "real", university_root=tmp / "u", street_root=None, street_format="cvact"
+    )
+    run, trained_now = ensure_run(
+        "mcgf_matching_only", sources, tmp / "runs", name=out.name, preset="smoke", epochs=2,
+        seed=7, overrides=overrides, progress=False,
+    )  # fmt: skip
+    assert trained_now and "resumed_from_epoch" not in run.info and run.info["seed"] == 7
+    assert not (out / PENDING_FILE).exists()

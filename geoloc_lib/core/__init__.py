@@ -9,4 +9,6 @@
 - ``device``       ``device``/``amp`` resolution, moving batches to a device
 - ``portable_ops`` ISA-independent float ops for the data and weather generators
 - ``parallel``     independent jobs side by side in spawned workers (``parallel_runs``)
+- ``checkpoints``  checkpoint files: plain values only, loaded with ``weights_only=True``
+- ``locks``        exclusive folder locks (one training per run folder, one GeoSynth generation)
 """

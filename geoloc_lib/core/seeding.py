@@ -40,11 +40,36 @@ def make_generator(seed: int) -> torch.Generator:
     return g
 
 
+def _numpy_state() -> dict[str, Any]:
+    # NumPy's legacy global state as plain values and a tensor (a checkpoint loads with
+    # weights_only=True, which refuses NumPy arrays): the MT19937 key as int64.
+    state = np.random.get_state(legacy=False)  # noqa: NPY002
+    key = np.asarray(state["state"]["key"]).astype(np.int64)
+    return {
+        "bit_generator": str(state["bit_generator"]),
+        "state": {"key": torch.from_numpy(key), "pos": int(state["state"]["pos"])},
+        "has_gauss": int(state["has_gauss"]),
+        "gauss": float(state["gauss"]),
+    }
+
+
+def _set_numpy_state(state: Any) -> None:
+    if isinstance(state, Mapping):  # :func:`_numpy_state`
+        key = state["state"]["key"]
+        key = key.cpu().numpy() if isinstance(key, torch.Tensor) else np.asarray(key)
+        state = {**state, "state": {**state["state"], "key": key.astype(np.uint32)}}
+    else:  # np.random.get_state()'s tuple, its key an array or a tensor
+        name, key, *rest = state
+        key = key.cpu().numpy() if isinstance(key, torch.Tensor) else np.asarray(key)
+        state = (name, key.astype(np.uint32), *rest)
+    np.random.set_state(state)  # noqa: NPY002
+
+
 def rng_state() -> dict[str, Any]:
-    """Every global RNG state this process uses."""
+    """Every global RNG state this process uses, as tensors and plain Python values."""
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
+        "numpy": _numpy_state(),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -55,8 +80,9 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: Mapping[str, Any]) -> None:
     """Restore :func:`rng_state`. torch takes its generator states as CPU byte tensors; a
     checkpoint loaded with ``map_location="cuda"`` (resuming on a GPU) holds them on the GPU."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    _set_numpy_state(state["numpy"])
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -168,7 +168,7 @@ def _stage(step: int) -> str:
 
 def _restorer(checkpoint_or_model: str | Path | nn.Module) -> nn.Module:
     model = (
-        load_model(checkpoint_or_model)
+        load_model(checkpoint_or_model, expect=("mcgf", "mcgf_matching_only"))
         if isinstance(checkpoint_or_model, str | Path)
         else checkpoint_or_model
     )

@@ -74,7 +74,7 @@ def evaluate_street_model(
     model = (
         checkpoint_or_model
         if isinstance(checkpoint_or_model, nn.Module)
-        else load_model(checkpoint_or_model)
+        else load_model(checkpoint_or_model, expect=("geoviewmatch", "infonce_baseline"))
     )
     pairs = sources if isinstance(sources, PairSet) else street_pairs(sources, split)
     ds = StreetPairDataset(pairs, model.input_size("ground"), model.input_size("aerial"))

@@ -112,7 +112,7 @@ def evaluate_mcgf(
     """
     progress = resolve_progress(progress)
     model = (
-        load_model(checkpoint_or_model)
+        load_model(checkpoint_or_model, expect=("mcgf", "mcgf_matching_only"))
         if isinstance(checkpoint_or_model, str | Path)
         else checkpoint_or_model
     )

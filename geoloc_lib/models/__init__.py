@@ -9,13 +9,13 @@ CPU model, only the configuration differs.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from geoloc_lib.core.checkpoints import load_checkpoint
+from geoloc_lib.core.checkpoints import checkpoint_model, load_checkpoint, load_model_state
 from geoloc_lib.core.errors import ConfigError, choices_message
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -62,25 +62,24 @@ def create_model(name: str, **cfg: Any) -> nn.Module:
     return _REGISTRY[name](**cfg)
 
 
-def load_model(checkpoint: str | Path, **overrides: Any) -> nn.Module:
+def load_model(
+    checkpoint: str | Path, *, expect: str | Iterable[str] | None = None, **overrides: Any
+) -> nn.Module:
     """Rebuild the model a checkpoint (or exported weights) records, with its trained weights.
 
     The model is the recorded ``model_name`` built from the recorded ``model_config``; nothing
     is downloaded (``pretrained`` and every ``*pretrained_file`` are switched off: the weights
-    come from the checkpoint). ``overrides`` change config fields (e.g. ``img_size``).
+    come from the checkpoint). ``expect``: the model name(s) the caller can use; a checkpoint of
+    another model is refused naming both. ``overrides`` change config fields (e.g.
+    ``img_size``). A file that is not a geoloc checkpoint (a bare state dict, a pickled object)
+    or whose tensors do not fit the recorded model raises :class:`ConfigError` in one line.
     """
     ckpt = load_checkpoint(checkpoint)
-    cfg = dict(ckpt.get("model_config") or {})
-    name = cfg.pop("name", None) or ckpt.get("model_name")
-    if not name or not cfg:
-        raise ConfigError(
-            f"checkpoint {checkpoint} records no model name or configuration (not a run of "
-            "geoloc_lib's fit?)"
-        )
+    name, cfg = checkpoint_model(ckpt, checkpoint, expect)
     if "pretrained" in cfg:
         cfg["pretrained"] = False
     cfg.update({k: None for k in cfg if k.endswith("pretrained_file")})
     cfg.update(overrides)
     model = create_model(name, **cfg)
-    model.load_state_dict(ckpt["model"])
+    load_model_state(model, ckpt["model"], checkpoint, hint=f" ({name!r} as recorded)")
     return model

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 import time
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT, REPORTS_DIR
 from geoloc_lib.pipeline.profiles import notebook_parameters, resolve_profile
-from geoloc_lib.pipeline.runner import KERNEL, _kernel_env
+from geoloc_lib.pipeline.runner import KERNEL, _kernel_env, kernel_transport
 
 REFERENCE_TABLES_DIR = REPO_ROOT / "tests" / "smoke_reference" / "tables"
 
@@ -43,14 +44,16 @@ def record_notebooks(only: list[str] | None = None, profile: str = "smoke") -> N
     for run in runs:
         start = time.perf_counter()
         nb = nbformat.read(run.notebook, as_version=4)
-        client = NotebookClient(
-            nb,
-            kernel_name=KERNEL,
-            resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
-            record_timing=False,  # timestamps would make every re-record a diff
-            timeout=None,
-        )
-        client.execute()
+        with tempfile.TemporaryDirectory(prefix="geoloc-kernel-") as sockets:
+            client = NotebookClient(
+                nb,
+                kernel_name=KERNEL,
+                resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
+                record_timing=False,  # timestamps would make every re-record a diff
+                timeout=None,
+                **kernel_transport(sockets),
+            )
+            client.execute()
         nb.metadata.pop("papermill", None)
         nbformat.write(nb, run.notebook)
         print(f"recorded {run.notebook.name} in {time.perf_counter() - start:.1f} s")

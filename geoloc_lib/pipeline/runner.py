@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from geoloc_lib.core.errors import ConfigError, GeolocError
 from geoloc_lib.core.outputs import claim_output_dir, output_dir_problem
@@ -59,21 +61,34 @@ def _failing_cell(output: Path) -> str:
     return "unknown cell"
 
 
+def kernel_transport(socket_dir: str) -> dict[str, Any]:
+    """Kernel options for papermill or nbclient: on POSIX the kernel talks to papermill over local IPC sockets
+    in ``socket_dir`` instead of TCP on localhost (ipykernel warns on every start that TCP is
+    unencrypted; IPC sockets are reachable by this user only). Elsewhere: TCP, as before."""
+    if os.name != "posix":
+        return {}
+    from traitlets.config import Config
+
+    return {"config": Config({"KernelManager": {"transport": "ipc", "ip": f"{socket_dir}/k"}})}
+
+
 def execute(run: ResolvedRun, out_dir: Path, progress: bool = True) -> Path:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     output = out_dir / run.notebook.name
     try:
-        pm.execute_notebook(
-            str(run.notebook),
-            str(output),
-            parameters=run.parameters,
-            kernel_name=KERNEL,
-            cwd=str(run.notebook.parent),
-            progress_bar=progress,
-            request_save_on_cell_execute=True,
-        )
+        with tempfile.TemporaryDirectory(prefix="geoloc-kernel-") as sockets:
+            pm.execute_notebook(
+                str(run.notebook),
+                str(output),
+                parameters=run.parameters,
+                kernel_name=KERNEL,
+                cwd=str(run.notebook.parent),
+                progress_bar=progress,
+                request_save_on_cell_execute=True,
+                **kernel_transport(sockets),
+            )
     except PapermillExecutionError as err:
         raise NotebookFailed(
             f"notebook {run.notebook.name} failed in {_failing_cell(output)}: "

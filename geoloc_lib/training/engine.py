@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,12 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from geoloc_lib.core.checkpoints import load_checkpoint
+from geoloc_lib.core.checkpoints import (
+    check_writable,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
 from geoloc_lib.core.device import (
     AMP_MODES,
     autocast_dtype,
@@ -49,7 +54,14 @@ from geoloc_lib.core.device import (
     to_device,
 )
 from geoloc_lib.core.distributed import DistInfo, barrier, broadcast_object, dist_info
-from geoloc_lib.core.errors import ConfigError, GeolocError, choices_message
+from geoloc_lib.core.errors import (
+    ConfigError,
+    GeolocError,
+    NotWritableError,
+    choices_message,
+    not_writable,
+)
+from geoloc_lib.core.locks import folder_lock
 from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.core.seeding import rng_state, seed_everything, set_rng_state
 from geoloc_lib.training.amp import AmpChoice, announce, resolve_fit_amp
@@ -95,6 +107,10 @@ class FitConfig:
             ``"inductor"`` (needs a C++ compiler on a CPU); ``"aot_eager"`` (no C++ compiler;
             traces forward and backward without generating code). The first step pays the
             compilation.
+        run_settings: the caller's full description of what it trains (JSON values: a run's
+            model, preset, seed, resolved model config and training settings), saved in every
+            checkpoint. Resuming refuses a checkpoint whose saved description differs in any
+            value (or has none), naming the setting with its saved and asked values.
     """
 
     epochs: int = 1
@@ -112,6 +128,7 @@ class FitConfig:
     num_threads: int | None = None
     preset: str | None = None
     compile: bool | str = False
+    run_settings: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -154,8 +171,11 @@ class History:
 
 
 def _write_logs(out_dir: Path, history: History) -> None:
-    history.df.to_csv(out_dir / "history.csv", index=False)
-    (out_dir / "history.json").write_text(json.dumps(history.records, indent=1, default=float))
+    try:
+        history.df.to_csv(out_dir / "history.csv", index=False)
+        (out_dir / "history.json").write_text(json.dumps(history.records, indent=1, default=float))
+    except OSError as err:
+        raise not_writable(out_dir, err, "the training logs in") from None
 
 
 # --------------------------------------------------------------------------- torch.compile
@@ -192,20 +212,8 @@ def check_cpp_compiler() -> None:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    # Write then rename: a run killed while saving never leaves a truncated checkpoint_last.pt.
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _load_state(model: nn.Module, state: Mapping[str, Any], path: Path | str, strict=True) -> None:
-    try:
-        model.load_state_dict(state, strict=strict)
-    except RuntimeError as err:
-        raise ConfigError(
-            f"checkpoint {path} does not fit this model (different config?): {err}"
-        ) from err
+def _load_state(model: nn.Module, state: Any, path: Path | str, strict=True) -> None:
+    load_model_state(model, state, path, strict=strict, hint=" (another model config?)")
 
 
 # FitConfig fields that change what is trained (device, threads, progress and logging do not).
@@ -217,20 +225,61 @@ def _plain(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+def _settings_labels(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``run_settings`` flattened to ``{label: value}``: a run's ``config.training.repeats``
+    reads ``repeats`` (``training epochs`` where the top level has ``epochs`` too),
+    ``config.model.embed_dim`` reads ``model embed_dim``, other nested values their dotted
+    path."""
+    flat: dict[str, Any] = {}
+
+    def walk(value: Any, path: tuple[str, ...]) -> None:
+        if isinstance(value, Mapping) and value:
+            for key, item in value.items():
+                walk(item, (*path, str(key)))
+            return
+        if path[:2] == ("config", "training") and len(path) == 3:
+            label = path[2] if path[2] not in settings else f"training {path[2]}"
+        elif path[:2] == ("config", "model") and len(path) == 3:
+            label = f"model {path[2]}"
+        else:
+            label = ".".join(path[1:] if path[0] == "config" and len(path) > 1 else path)
+        flat[label] = value
+
+    walk(settings, ())
+    return flat
+
+
+def run_settings_differences(saved: Any, asked: Mapping[str, Any]) -> list[str]:
+    """Every value of ``asked`` (a ``FitConfig.run_settings``) that ``saved`` does not have,
+    as ``"label: saved -> asked"``."""
+    if not isinstance(saved, Mapping):
+        return ["run settings: not recorded in the checkpoint -> recorded"]
+    old, new = _settings_labels(saved), _settings_labels(json.loads(_plain(dict(asked))))
+    return [
+        f"{key}: {_plain(old.get(key))} -> {_plain(new.get(key))}"
+        for key in sorted(set(old) | set(new))
+        if _plain(old.get(key)) != _plain(new.get(key))
+    ]
+
+
 def resume_differences(
     ckpt: Mapping[str, Any], config: FitConfig, model: nn.Module, optimizer: Any
 ) -> list[str]:
     """What this ``fit`` call would train differently from the run saved in ``ckpt``.
 
-    Compares the :data:`RESUME_FIT_KEYS` of the ``FitConfig``, the model's ``config_dict()`` and
-    the optimizer's per-group hyperparameters (base learning rate, momentum, weight decay...).
-    Each item reads ``"name: saved -> asked"``.
+    Compares the :data:`RESUME_FIT_KEYS` of the ``FitConfig``, its ``run_settings`` (every
+    value), the model's ``config_dict()`` and the optimizer's per-group hyperparameters (base
+    learning rate, momentum, weight decay...). Each item reads ``"name: saved -> asked"``.
     """
     diffs: list[str] = []
     saved_fit = ckpt.get("fit_config") or {}
     for key in RESUME_FIT_KEYS:
         if key in saved_fit and saved_fit[key] != str(getattr(config, key)):
             diffs.append(f"{key}: {saved_fit[key]} -> {getattr(config, key)}")
+    if config.run_settings is not None:
+        for diff in run_settings_differences(ckpt.get("run_settings"), config.run_settings):
+            if diff not in diffs:
+                diffs.append(diff)
     saved_model = ckpt.get("model_config")
     new_model = getattr(model, "config_dict", lambda: None)()
     if isinstance(saved_model, Mapping) and isinstance(new_model, Mapping):
@@ -262,7 +311,7 @@ def resume_differences(
                     diffs.append(f"{key} of group {name}: {old_g[key]} -> {new_g[key]}")
     elif saved_groups:
         diffs.append(f"optimizer parameter groups: {len(saved_groups)} -> {len(new_groups)}")
-    return diffs
+    return list(dict.fromkeys(diffs))
 
 
 def checkpoint_elapsed_s(ckpt: Mapping[str, Any]) -> float:
@@ -366,12 +415,16 @@ def fit(
         NonFiniteLossError: a NaN/inf loss (or gradient without a GradScaler). Nothing is
             written for the failing epoch; ``checkpoint_last.pt`` stays the last good epoch.
     """
-    run = _FitRun(model, train_loader, optimizer, config, scheduler, validate, batch_transform)
-    run.restore()
-    for epoch in range(run.start_epoch, config.epochs):
-        sums, n_steps, n_images, t0 = run.one_epoch(epoch)
-        run.record(epoch, sums, n_steps, n_images, t0)
-        run.save(epoch)
+    # One training per run folder: a second process fails at once naming the holder (rank 0
+    # holds the lock for every rank of a distributed run).
+    locked = config.out_dir is not None and dist_info().is_main
+    with folder_lock(config.out_dir, "training") if locked else nullcontext():
+        run = _FitRun(model, train_loader, optimizer, config, scheduler, validate, batch_transform)
+        run.restore()
+        for epoch in range(run.start_epoch, config.epochs):
+            sums, n_steps, n_images, t0 = run.one_epoch(epoch)
+            run.record(epoch, sums, n_steps, n_images, t0)
+            run.save(epoch)
     return run.history
 
 
@@ -407,7 +460,7 @@ class _FitRun:
             check_cpp_compiler()
         out_dir = self.out_dir = Path(config.out_dir) if config.out_dir is not None else None
         if out_dir is not None and info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            check_writable(out_dir, "run folder")  # not after the first epoch's work
 
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
@@ -665,18 +718,37 @@ class _FitRun:
                 "history": self.history.records,
                 "amp": self.history.amp,
                 "compile": self.history.compile,
-                "fit_config": {k: str(v) for k, v in asdict(config).items()},
+                "fit_config": {k: str(v) for k, v in asdict(config).items() if k != "run_settings"},
+                "run_settings": config.run_settings,
                 "model_config": getattr(model, "config_dict", lambda: None)(),
                 "model_name": getattr(model, "registry_name", None),
                 # wall time of fit up to this checkpoint, over every resumed part
                 "elapsed_s": self.elapsed_before + time.perf_counter() - self.fit_start,
             }
-            _atomic_save(ckpt, out_dir / CHECKPOINT_LAST)
-            if config.keep_epoch_checkpoints:
-                _atomic_save(ckpt, out_dir / f"checkpoint_epoch{epoch + 1}.pt")
-            _write_logs(out_dir, self.history)
+            try:
+                save_checkpoint(ckpt, out_dir / CHECKPOINT_LAST)
+                if config.keep_epoch_checkpoints:
+                    save_checkpoint(ckpt, out_dir / f"checkpoint_epoch{epoch + 1}.pt")
+                _write_logs(out_dir, self.history)
+            except NotWritableError as err:
+                kept = (
+                    f"{CHECKPOINT_LAST} there keeps epoch {_last_epoch_saved(out_dir)}"
+                    if (out_dir / CHECKPOINT_LAST).is_file()
+                    else "no checkpoint was kept"
+                )
+                raise NotWritableError(
+                    f"epoch {epoch + 1} trained but not saved: {err}; {kept} "
+                    "(resume=True continues from it)"
+                ) from None
         self.history.checkpoint = out_dir / CHECKPOINT_LAST
         barrier()
+
+
+def _last_epoch_saved(out_dir: Path) -> str:
+    try:
+        return str(int(load_checkpoint(out_dir / CHECKPOINT_LAST)["epoch"]))
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return "?"
 
 
 def _last_epoch(history: History) -> int:

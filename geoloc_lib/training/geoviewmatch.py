@@ -178,6 +178,7 @@ def train_street_model(
     max_steps_per_epoch: int | None = None,
     keep_epoch_checkpoints: bool = False,
     compile: bool | str = False,
+    run_settings: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> StreetTrainResult:
     """Train GeoViewMatch (``ablation``: BS, BS+CL, ..., f4+f3+f2) or the InfoNCE baseline.
@@ -187,7 +188,9 @@ def train_street_model(
     Checkpoints and ``history.csv`` go to ``out_dir``; ``resume=True`` continues from there
     (or ``resume=PATH`` from a given checkpoint, e.g. a ``checkpoint_epoch{N}.pt`` kept with
     ``keep_epoch_checkpoints``). ``compile``: ``torch.compile`` of the training step
-    (``FitConfig.compile``).
+    (``FitConfig.compile``). ``run_settings``: what the caller trains, saved in each
+    checkpoint; resuming refuses a checkpoint saved with other values
+    (``FitConfig.run_settings``).
     """
     train_over, model_over = split_overrides(StreetTrainSettings, overrides)
     settings = resolve_street_settings(model, preset, epochs=epochs, **train_over)
@@ -242,6 +245,7 @@ def train_street_model(
         progress=progress,
         preset=preset,
         compile=compile,
+        run_settings=run_settings,
     )
     t0 = time.perf_counter()
     history = fit(

@@ -199,6 +199,7 @@ def train_mcgf(
     max_steps_per_epoch: int | None = None,
     repeats: int | None = None,
     num_threads: int | None = None,
+    run_settings: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> TrainResult:
     """Train MCGF (``model="mcgf"``) or the matching-only baseline on weathered drone images.
@@ -211,6 +212,8 @@ def train_mcgf(
         resume: continue from ``out_dir/checkpoint_last.pt``.
         num_threads: CPU threads (``FitConfig.num_threads``); 1 on a CPU shared with other jobs.
         compile: ``torch.compile`` of the training step (``FitConfig.compile``).
+        run_settings: what the caller trains, saved in each checkpoint; resuming refuses a
+            checkpoint saved with other values (``FitConfig.run_settings``).
         val_queries: monitoring (every ``val_every`` epochs, a ``TrainSettings`` field) on this
             many drone views of the validation locations (held out of the training split,
             :meth:`University1652.train_val_split`; training never sees them), each under a
@@ -285,6 +288,7 @@ def train_mcgf(
         preset=preset,
         num_threads=num_threads,
         compile=compile,
+        run_settings=run_settings,
     )
     history = fit(
         net,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,18 +25,29 @@ import pandas as pd
 import torch
 from torch import nn
 
-from geoloc_lib.core.checkpoints import load_checkpoint
-from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.checkpoints import (
+    checkpoint_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+from geoloc_lib.core.distributed import dist_info
+from geoloc_lib.core.errors import ConfigError, not_writable
+from geoloc_lib.core.locks import folder_lock
 from geoloc_lib.core.parallel import map_side_by_side, runs_at_once
 from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.data.sources import DataSources
 from geoloc_lib.models import create_model, load_model
-from geoloc_lib.training.engine import CHECKPOINT_LAST, checkpoint_elapsed_s
+from geoloc_lib.training.engine import (
+    CHECKPOINT_LAST,
+    checkpoint_elapsed_s,
+    run_settings_differences,
+)
 from geoloc_lib.training.recipes import recipe_for, recipes
 
 TASKS = {name: recipe.task for name, recipe in recipes().items()}
 RUN_FILE = "run.json"
-# settings of a run in progress, written before its first epoch (resume only if they are equal)
+# settings of a run in progress (ensure_run), written before its first epoch; whether it resumes
+# is decided by the settings its checkpoint records
 PENDING_FILE = "ablation_pending.json"
 
 
@@ -127,24 +139,70 @@ def train_run(
     ``ablation``); see :func:`geoloc_lib.training.mcgf.train_mcgf` and
     :func:`geoloc_lib.training.geoviewmatch.train_street_model`. ``compile="inductor"`` (or
     ``"aot_eager"``, True) trains with ``torch.compile``; ``run.json`` records the backend.
+
+    Every checkpoint records the run's settings (:func:`start_record`: model, preset, epochs,
+    seed and the resolved config); ``resume=True`` refuses a checkpoint recorded with any other
+    value, naming it. The folder is locked while training (:mod:`geoloc_lib.core.locks`): a
+    second training into it fails at once, naming the process that holds it.
     """
-    recipe = recipe_for(model)
     name = name or model
     out_dir = Path(runs_dir) / name
+    locked = dist_info().is_main
+    with folder_lock(out_dir, f"training run {name}") if locked else nullcontext():
+        return _train_run(
+            model, sources, out_dir, name, preset, epochs, seed, device, progress, resume,
+            overrides,
+        )  # fmt: skip
+
+
+def start_record(
+    model: str, preset: str, epochs: int | None, seed: int, config: dict[str, Any]
+) -> dict[str, Any]:
+    """What a run trains, as its checkpoints record it (``FitConfig.run_settings``) and
+    ``run.json`` describes it: model, preset, epochs, seed and the resolved config
+    (:func:`resolved_config`)."""
+    record = {
+        "model": model,
+        "preset": preset,
+        "epochs": int(epochs) if epochs is not None else config["training"].get("epochs"),
+        "seed": int(seed),
+        "config": config,
+    }
+    return json.loads(json.dumps(record, default=str))
+
+
+def _train_run(
+    model: str,
+    sources: DataSources,
+    out_dir: Path,
+    name: str,
+    preset: str,
+    epochs: int | None,
+    seed: int,
+    device: str,
+    progress: bool | None,
+    resume: bool,
+    overrides: dict[str, Any],
+) -> Run:
+    recipe = recipe_for(model)
     start = time.perf_counter()
     config = resolved_config(model, preset, overrides)
+    record = start_record(model, preset, epochs, seed, config)
     ckpt_path = out_dir / CHECKPOINT_LAST
     resumed: dict[str, Any] | None = None
     if resume and ckpt_path.is_file():
-        want = {
-            "model": model,
-            "preset": preset,
-            "epochs": int(epochs) if epochs is not None else config["training"].get("epochs"),
-            "seed": seed,
-            "config": config,
-        }
-        _check_same_run(out_dir, want)
+        _check_same_run(out_dir, record)
         ckpt = load_checkpoint(ckpt_path)
+        # An interrupted run has no run.json: its checkpoint records what it trains.
+        diffs = run_settings_differences(ckpt.get("run_settings"), record)
+        if diffs:
+            shown = "; ".join(diffs[:6]) + (f" (+{len(diffs) - 6} more)" if len(diffs) > 6 else "")
+            raise ConfigError(
+                f"cannot resume run {out_dir}: its {CHECKPOINT_LAST} was trained with other "
+                f"settings (saved -> asked: {shown}). Resume with the saved settings, or train "
+                "into another folder (another name or runs_dir), or pass resume=False to "
+                "retrain it"
+            )
         resumed = {"epoch": int(ckpt["epoch"]), "elapsed_s": checkpoint_elapsed_s(ckpt)}
         del ckpt
     # A run.json describes a finished run: removed first, so an interrupted (re)training never
@@ -161,6 +219,7 @@ def train_run(
         device=device,
         progress=resolve_progress(progress),
         resume=resume,
+        run_settings=record,
         **overrides,
     )
     net, history, settings = res.model, res.history, res.settings
@@ -193,7 +252,10 @@ def train_run(
     }
     if resumed is not None:
         info["resumed_from_epoch"] = resumed["epoch"]
-    (out_dir / RUN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    try:
+        (out_dir / RUN_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    except OSError as err:
+        raise not_writable(out_dir, err, f"{RUN_FILE} in") from None
     return Run(name, model, out_dir, info, history, net)
 
 
@@ -292,8 +354,8 @@ def load_run(run_dir: str | Path) -> Run:
             f"no trained run in {run_dir} (missing {CHECKPOINT_LAST}); train it with "
             "notebooks/01_train.ipynb or geoloc_lib.training.runs.train_run"
         )
-    model_name = load_checkpoint(ckpt_path).get("model_name")
-    check_model(str(model_name))
+    model_name, _ = checkpoint_model(load_checkpoint(ckpt_path), ckpt_path)
+    check_model(model_name)
     model = load_model(ckpt_path).eval()
     info_file = run_dir / RUN_FILE
     info = json.loads(info_file.read_text()) if info_file.is_file() else {"model": model_name}
@@ -320,10 +382,12 @@ def export_weights(run: Run, path: str | Path) -> Path:
     ``geoloc_lib.models.load_model`` reads it like a full checkpoint."""
     ckpt = load_checkpoint(run.checkpoint)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise not_writable(path.parent, err, "folder") from None
     keep = {k: ckpt[k] for k in ("model", "model_name", "model_config", "epoch") if k in ckpt}
-    torch.save(keep, path)
-    return path
+    return save_checkpoint(keep, path)
 
 
 def training_summary(runs: dict[str, Run]) -> pd.DataFrame:
@@ -400,8 +464,10 @@ def ensure_run(
 ) -> tuple[Run, bool]:
     """Load ``runs_dir/<name>`` if it holds this finished run, else train it there.
 
-    Returns ``(run, trained_now)``. A run interrupted with the same settings resumes from its
-    last checkpoint; a folder with other settings is retrained from scratch.
+    Returns ``(run, trained_now)``. A run interrupted with the same settings (its checkpoint
+    records them, :func:`start_record`) resumes from its last checkpoint; a folder with other
+    settings, or with a checkpoint that cannot be read, is retrained from scratch. The folder is
+    locked while training (:func:`train_run`).
     """
     overrides = dict(overrides or {})
     want = run_settings(model, preset, epochs, seed, overrides)
@@ -409,24 +475,35 @@ def ensure_run(
     done = finished_run(out, want)
     if done is not None:
         return done, False
-    has_ckpt = (out / CHECKPOINT_LAST).is_file()
-    # Stale run.json first: a retrain interrupted later must not look finished.
-    (out / RUN_FILE).unlink(missing_ok=True)
-    resume = has_ckpt and _read_json(out / PENDING_FILE) == want
-    out.mkdir(parents=True, exist_ok=True)
-    (out / PENDING_FILE).write_text(json.dumps(want, indent=2) + "\n")
-    run = train_run(
-        model,
-        sources,
-        runs_dir,
-        name=name,
-        preset=preset,
-        epochs=int(epochs),
-        seed=int(seed),
-        device=device,
-        progress=progress,
-        resume=resume,
-        **overrides,
-    )
-    (out / PENDING_FILE).unlink(missing_ok=True)
+    with folder_lock(out, f"training run {name}") if dist_info().is_main else nullcontext():
+        record = start_record(model, preset, epochs, seed, want["config"])
+        resume = _checkpoint_record(out / CHECKPOINT_LAST) == record
+        # Stale run.json first: a retrain interrupted later must not look finished.
+        (out / RUN_FILE).unlink(missing_ok=True)
+        (out / PENDING_FILE).write_text(json.dumps(want, indent=2) + "\n")
+        run = train_run(
+            model,
+            sources,
+            runs_dir,
+            name=name,
+            preset=preset,
+            epochs=int(epochs),
+            seed=int(seed),
+            device=device,
+            progress=progress,
+            resume=resume,
+            **overrides,
+        )
+        (out / PENDING_FILE).unlink(missing_ok=True)
     return run, True
+
+
+def _checkpoint_record(path: Path) -> dict[str, Any] | None:
+    """The run settings a checkpoint records (None: no checkpoint, or one that cannot be read)."""
+    if not path.is_file():
+        return None
+    try:
+        record = load_checkpoint(path).get("run_settings")
+    except (ConfigError, AttributeError):
+        return None
+    return record if isinstance(record, dict) else None

@@ -22,7 +22,9 @@ import torch
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from geoloc_lib.core.checkpoints import check_writable
 from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.locks import folder_lock
 from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.data.geosynth import render as R
 from geoloc_lib.data.geosynth.profiles import GeoSynthProfile, get_profile
@@ -417,6 +419,8 @@ def generate_geosynth(
     lists them under ``kept_files``). A file of someone else at a path the generator writes, or
     folders named like the real datasets without a GeoSynth manifest, are refused, never deleted.
     Generation first writes the marker, so an interrupted run is finished by running it again.
+    The folder is locked while generating (:func:`geoloc_lib.core.locks.folder_lock`): a second
+    generation into it fails at once naming the first one's process.
     """
     prof = get_profile(profile)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -426,7 +430,15 @@ def generate_geosynth(
         raise ConfigError(f"output folder {out} is a broken symbolic link; pass an existing folder")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output folder {out} is a file; pass a folder to --out")
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, "GeoSynth output folder")
+    # One generation per output folder: a second one fails at once, naming the first.
+    with folder_lock(out, f"GeoSynth generation, profile {prof.name}, seed {seed}"):
+        return _generate(out, prof, seed, progress, workers)
+
+
+def _generate(
+    out: Path, prof: GeoSynthProfile, seed: int, progress: bool | None, workers: int | None
+) -> dict:
     linked = [name for name in OUTPUT_DIRS if (out / name).is_symlink()]
     if linked:
         raise ConfigError(

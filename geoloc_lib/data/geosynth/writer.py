@@ -26,6 +26,7 @@ import pandas as pd
 import scipy.io
 
 from geoloc_lib.core.errors import DatasetError
+from geoloc_lib.core.locks import LOCK_FILE
 from geoloc_lib.data.geosynth.profiles import GeoSynthProfile
 
 GENERATOR = "geosynth"
@@ -128,9 +129,10 @@ def write_tables(out: Path, rows: dict[str, list]) -> None:
 
 
 def list_files(root: Path) -> list[str]:
-    """Relative paths of every file under ``root`` but the manifest and the in-progress marker."""
+    """Relative paths of every file under ``root`` but the manifest, the in-progress marker
+    and the generation's lock file."""
     rels = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    return sorted(r for r in rels if r not in (MANIFEST, PARTIAL))
+    return sorted(r for r in rels if r not in (MANIFEST, PARTIAL, LOCK_FILE))
 
 
 def _file_hashes(root: Path, only: set[str] | None = None) -> dict[str, str]:
