@@ -20,6 +20,12 @@ evaluation sample (query subset and weather draw seeded ``EVAL_WEATHER_SEED + s`
 04's sample). The results keep every query's metrics, so the tables carry 95 % bootstrap
 intervals (:mod:`geoloc_lib.eval.uncertainty`) and :mod:`geoloc_lib.analysis.claims` pairs
 variants query by query.
+
+``weights`` (the notebooks' parameter, ``{model: {part key: file}}``,
+:func:`geoloc_lib.training.runs.check_weights`) gives every variant of a model that model's
+pretrained files: they join the variant's overrides when it trains and when its ``run.json`` is
+compared (:func:`run_settings`), so 01's run trained with the same files is reused and a run
+trained with other weights, or none, is not.
 """
 
 from __future__ import annotations
@@ -220,9 +226,13 @@ GEO_NEIGHBOURS = Variant(
 )  # fmt: skip
 
 
-def run_settings(variant: Variant, preset: str, epochs: int, seed: int) -> dict[str, Any]:
-    """The ``run.json`` fields that must match for a finished run of ``variant`` to be reused."""
-    return runs.run_settings(variant.model, preset, epochs, seed, variant.overrides)
+def run_settings(
+    variant: Variant, preset: str, epochs: int, seed: int, weights: dict | None = None
+) -> dict[str, Any]:
+    """The ``run.json`` fields that must match for a finished run of ``variant`` to be reused
+    (its overrides with the model's pretrained files of ``weights``)."""
+    overrides = runs.with_weights(variant.model, variant.overrides, weights)
+    return runs.run_settings(variant.model, preset, epochs, seed, overrides)
 
 
 def ensure_run(
@@ -235,17 +245,19 @@ def ensure_run(
     seed: int,
     device: str = "auto",
     progress: bool | None = None,
+    weights: dict | None = None,
 ) -> tuple[Run, bool]:
     """Load ``runs_dir/ablations/<run>`` if it holds this finished run, else train it.
 
     A variant without overrides (a main model) first looks for 01_train's run of the model,
-    ``runs_dir/<model>``: trained with the same settings, it is that run, reused as it is.
-    Returns ``(run, trained_now)``; the caching itself is :func:`geoloc_lib.training.runs.ensure_run`.
+    ``runs_dir/<model>``: trained with the same settings (the same ``weights`` files
+    included), it is that run, reused as it is. Returns ``(run, trained_now)``; the caching
+    itself is :func:`geoloc_lib.training.runs.ensure_run`.
     """
     if int(epochs) < 1:
         raise ConfigError(f"ablation epochs must be >= 1, got {epochs}")
     if not variant.overrides:
-        want = run_settings(variant, preset, epochs, seed)
+        want = run_settings(variant, preset, epochs, seed, weights)
         main = runs.finished_run(Path(runs_dir) / variant.model, want)
         if main is not None:
             return main, False
@@ -257,7 +269,7 @@ def ensure_run(
         preset=preset,
         epochs=epochs,
         seed=seed,
-        overrides=variant.overrides,
+        overrides=runs.with_weights(variant.model, variant.overrides, weights),
         device=device,
         progress=progress,
     )
@@ -278,6 +290,7 @@ def ensure_seed_run(
     seed: int,
     device: str = "auto",
     progress: bool | None = None,
+    weights: dict | None = None,
 ) -> tuple[Run, bool]:
     """:func:`ensure_run` with one folder per seed (:func:`seed_run_name`), so the runs of several
     seeds coexist; a run of this seed already in the seedless folder (an earlier notebook 04
@@ -285,25 +298,25 @@ def ensure_seed_run(
     if int(seed) != 0:
         held = runs.finished_run(
             Path(runs_dir) / ABLATION_DIR / variant.run_name,
-            run_settings(variant, preset, epochs, seed),
+            run_settings(variant, preset, epochs, seed, weights),
         )
         if held is not None:
             return held, False
         variant = dataclasses.replace(variant, run_name=seed_run_name(variant, seed))
     return ensure_run(
         variant, sources, runs_dir, preset=preset, epochs=epochs, seed=seed, device=device,
-        progress=progress,
+        progress=progress, weights=weights,
     )  # fmt: skip
 
 
 def _train_one(
     variant: Variant, sources: DataSources, runs_dir: str | Path, preset: str, epochs: int,
-    seed: int, device: str,
+    seed: int, device: str, weights: dict | None = None,
 ) -> tuple[str, int, bool]:  # fmt: skip
     """One run of :func:`train_grid` (in a worker process when runs train side by side)."""
     run, trained = ensure_seed_run(
         variant, sources, runs_dir, preset=preset, epochs=epochs, seed=seed, device=device,
-        progress=False,
+        progress=False, weights=weights,
     )  # fmt: skip
     return variant.run_name, seed, trained
 
@@ -318,8 +331,10 @@ def train_grid(
     epochs: int,
     device: str = "auto",
     parallel_runs: int = 1,
+    weights: dict | None = None,
 ) -> dict[tuple[str, int], bool]:
-    """Train (or find) the run of every (variant, seed), ``parallel_runs`` at a time.
+    """Train (or find) the run of every (variant, seed), ``parallel_runs`` at a time, each
+    with its model's pretrained files of ``weights``.
 
     On a CPU each run trains in a worker process of its own (spawned: a clean torch per process)
     with ``cores // parallel_runs`` threads; on a GPU the runs train one at a time (a warning
@@ -334,7 +349,7 @@ def train_grid(
     for seed in seeds:
         for v in variants:
             jobs.setdefault(
-                (v.run_name, seed), (v, sources, runs_dir, preset, epochs, seed, device)
+                (v.run_name, seed), (v, sources, runs_dir, preset, epochs, seed, device, weights)
             )
     n = runs_at_once(parallel_runs, device, jobs=len(jobs))
     if n == 1:
@@ -417,10 +432,12 @@ def run_street_seeds(
     device: str = "auto",
     progress: bool | None = None,
     parallel_runs: int = 1,
+    weights: dict | None = None,
 ) -> SeedResults:
     """Train (or load) and evaluate each GeoViewMatch variant on street->aerial retrieval, once
     per seed; ``baselines=True`` adds :data:`INFONCE_BASELINE` at the same budget,
-    ``deviations=True`` the geographic-neighbour batches (:data:`GEO_NEIGHBOURS`).
+    ``deviations=True`` the geographic-neighbour batches (:data:`GEO_NEIGHBOURS`). Every
+    variant of a model trains with that model's files of ``weights``.
 
     ``summary`` columns: ``seed, variant, run, trained_now, epochs, queries``, R@1/R@5/R@10/R@1%
     in percent, ``tied`` (queries whose true match ties another tile), then the metrics' bounds.
@@ -435,7 +452,7 @@ def run_street_seeds(
     variants += [GEO_NEIGHBOURS] if deviations else []
     trained_apart = train_grid(
         variants, seeds, sources, runs_dir, preset=preset, epochs=epochs, device=device,
-        parallel_runs=parallel_runs,
+        parallel_runs=parallel_runs, weights=weights,
     )  # fmt: skip
     rows, frames = [], []
     for seed in seeds:
@@ -444,7 +461,7 @@ def run_street_seeds(
             if v.run_name not in done:
                 run, trained = ensure_seed_run(
                     v, sources, runs_dir, preset=preset, epochs=epochs, seed=seed,
-                    device=device, progress=progress,
+                    device=device, progress=progress, weights=weights,
                 )  # fmt: skip
                 trained = trained or trained_apart.get((v.run_name, seed), False)
                 with warnings.catch_warnings():
@@ -497,8 +514,10 @@ def run_street_ablations(
     progress: bool | None = None,
     parallel_runs: int = 1,
     per_query: bool = False,
+    weights: dict | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
-    """Train (or load) and evaluate each GeoViewMatch variant on street->aerial retrieval.
+    """Train (or load) and evaluate each GeoViewMatch variant on street->aerial retrieval
+    (pretrained files: ``weights``, as :func:`run_street_seeds`).
 
     One row per label: ``variant``, ``run``, ``trained_now``, ``epochs``, ``queries``,
     R@1/R@5/R@10/R@1% in percent, ``tied``, then each metric's 95 % bounds (``"R@1 lo"``, ...).
@@ -508,6 +527,7 @@ def run_street_ablations(
     res = run_street_seeds(
         sources, runs_dir, preset=preset, epochs=epochs, seeds=[int(seed)], labels=labels,
         split=split, device=device, progress=progress, parallel_runs=parallel_runs,
+        weights=weights,
     )  # fmt: skip
     table = res.summary.drop(columns="seed")
     return (table, res.per_query.drop(columns="seed")) if per_query else table
@@ -527,8 +547,10 @@ def run_mcgf_seeds(
     device: str = "auto",
     progress: bool | None = None,
     parallel_runs: int = 1,
+    weights: dict | None = None,
 ) -> SeedResults:
-    """Train (or load) and evaluate the MCGF variants per weather (drone->satellite), per seed.
+    """Train (or load) and evaluate the MCGF variants per weather (drone->satellite), per seed
+    (every variant of a model with that model's files of ``weights``).
 
     ``labels``: the variants of :func:`mcgf_variants` to run (default all); ``conditions``:
     default the ten (``"mixed"`` may be added: MCGF Table 1's setting); ``raw_pixels=True`` adds
@@ -554,7 +576,7 @@ def run_mcgf_seeds(
     bounds = [c for m in MCGF_METRICS for c in bound_columns(m)]
     trained_apart = train_grid(
         variants, seeds, sources, runs_dir, preset=preset, epochs=epochs, device=device,
-        parallel_runs=parallel_runs,
+        parallel_runs=parallel_runs, weights=weights,
     )  # fmt: skip
     frames, per_query = [], []
     for seed in seeds:
@@ -563,7 +585,7 @@ def run_mcgf_seeds(
         for v in variants:
             run, trained = ensure_seed_run(
                 v, sources, runs_dir, preset=preset, epochs=epochs, seed=seed,
-                device=device, progress=progress,
+                device=device, progress=progress, weights=weights,
             )  # fmt: skip
             trained = trained or trained_apart.get((v.run_name, seed), False)
             model = run.model
@@ -621,12 +643,14 @@ def run_restoration_seeds(
     max_queries: int | None = None,
     device: str = "auto",
     progress: bool | None = None,
+    weights: dict | None = None,
 ) -> pd.DataFrame:
     """The full MCGF run's restorer, measured per seed (MCGF §2.3): PSNR, SSIM and per-image
     correlation with the clean image of the weathered query and of every DDIM step's output
     (:func:`geoloc_lib.eval.restoration.restoration_quality`), under the ten conditions, on the
     queries and weather of that seed's retrieval evaluation. One row per (seed, condition,
-    query, step); the run is :func:`run_mcgf_seeds`'s (trained here if it is not yet)."""
+    query, step); the run is :func:`run_mcgf_seeds`'s (trained here if it is not yet, with
+    ``weights``)."""
     from geoloc_lib.eval.restoration import restoration_quality
     from geoloc_lib.weather.sets import EVAL_WEATHER_SEED
     from geoloc_lib.weather.synth import CONDITIONS
@@ -636,7 +660,7 @@ def run_restoration_seeds(
     for seed in check_seeds(seeds):
         run, _ = ensure_seed_run(
             full, sources, runs_dir, preset=preset, epochs=epochs, seed=seed, device=device,
-            progress=progress,
+            progress=progress, weights=weights,
         )  # fmt: skip
         pq = restoration_quality(
             run.model, sources, CONDITIONS, max_queries=max_queries,
@@ -675,8 +699,10 @@ def run_mcgf_ablations(
     progress: bool | None = None,
     parallel_runs: int = 1,
     per_query: bool = False,
+    weights: dict | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
-    """Train (or load) and evaluate the MCGF variants per weather (drone->satellite).
+    """Train (or load) and evaluate the MCGF variants per weather (drone->satellite), with the
+    pretrained files of ``weights`` (as :func:`run_mcgf_seeds`).
 
     Tidy: one row per (variant, condition) including the ``mean`` over the ten conditions, with
     R@1/R@5/R@10/AP in percent, then their 95 % bounds; ``max_queries`` subsamples the drone
@@ -686,6 +712,7 @@ def run_mcgf_ablations(
     res = run_mcgf_seeds(
         sources, runs_dir, preset=preset, epochs=epochs, seeds=[int(seed)],
         max_queries=max_queries, device=device, progress=progress, parallel_runs=parallel_runs,
+        weights=weights,
     )  # fmt: skip
     table = res.summary.drop(columns="seed")
     return (table, res.per_query.drop(columns="seed")) if per_query else table

@@ -12,7 +12,7 @@ PROFILES_FILE = REPO_ROOT / "configs" / "profiles.yaml"
 MANIFEST_FILE = REPO_ROOT / "data_manifest.yaml"
 
 # Parameters whose value is a path, recognised by name wherever they appear (notebook
-# parameters, ``--set`` values, model-config fields nested in ``overrides``).
+# parameters, ``--set`` values, model-config fields nested in ``overrides`` and ``weights``).
 PATH_PARAMETER_SUFFIXES = ("_root", "_dir", "_file")
 
 
@@ -33,7 +33,7 @@ def absolute_from(value: object, cwd: str | Path) -> object:
 def absolute_paths(name: str, value: object, cwd: str | Path) -> object:
     """``value`` of the parameter ``name`` with every path in it made absolute against ``cwd``:
     the value itself when ``name`` is a path parameter, and the path-named entries of nested
-    mappings (``overrides={mcgf: {encoder_pretrained_file: PATH}}``)."""
+    mappings (``overrides={mcgf: {encoder_pretrained_file: PATH}}``, the same in ``weights``)."""
     if isinstance(value, dict):
         return {k: absolute_paths(str(k), v, cwd) for k, v in value.items()}
     return absolute_from(value, cwd) if is_path_parameter(name) else value

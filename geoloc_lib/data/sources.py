@@ -3,6 +3,10 @@
 Notebooks take a ``dataset`` parameter (``geosynth`` or ``real``) and roots;
 this module turns them into the University-1652-layout root (drone/satellite)
 and the street root (CVACT or CVUSA layout), generating GeoSynth when needed.
+
+The ``tasks`` parameter says which of the two tasks a run covers: ``"drone"`` (drone <->
+satellite, University-1652 layout) and/or ``"street"`` (street -> aerial, CVACT or CVUSA).
+A task left out has no root in :class:`DataSources`: its data is neither needed nor read.
 """
 
 from __future__ import annotations
@@ -20,6 +24,51 @@ from geoloc_lib.data.university import University1652, load_university1652
 
 DATASETS = ("geosynth", "real")
 STREET_FORMATS = ("cvact", "cvusa")
+TASK_NAMES = ("drone", "street")
+# The root parameter and the dataset each task reads.
+TASK_ROOTS = {"drone": "university_root", "street": "street_root"}
+_TASK_DATA = {
+    "drone": "University-1652 (drone <-> satellite)",
+    "street": "CVACT or CVUSA (street -> aerial)",
+}
+
+
+def check_tasks(tasks: object) -> list[str]:
+    """``tasks`` as a list of task names (``"drone"``, ``"street"``), each once; a clear error
+    naming the parameter otherwise."""
+    example = "e.g. tasks=['drone'] (University-1652 only) or tasks=['drone', 'street']"
+    if (
+        not isinstance(tasks, list | tuple)
+        or not tasks
+        or not all(isinstance(t, str) for t in tasks)
+    ):
+        raise ConfigError(
+            "parameter tasks: expected a non-empty list of drone and/or street, "
+            f"{example}; got {tasks!r}"
+        )
+    bad = [t for t in tasks if t not in TASK_NAMES]
+    if bad:
+        raise ConfigError(
+            f"parameter tasks: {choices_message('task', bad[0], TASK_NAMES)} ({example})"
+        )
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"parameter tasks: each task once, {example}; got {list(tasks)!r}")
+    return list(tasks)
+
+
+def skip_note(task: str, tasks: list[str] | tuple[str, ...]) -> str:
+    """The line a notebook or the dry run prints for a task left out of ``tasks``."""
+    return f"{task} task skipped: tasks={list(tasks)!r}"
+
+
+def select_tasks(tasks: object) -> list[str]:
+    """Check ``tasks`` (:func:`check_tasks`), print one line per task left out
+    (``street task skipped: tasks=['drone']``) and return the checked list."""
+    tasks = check_tasks(tasks)
+    for task in TASK_NAMES:
+        if task not in tasks:
+            print(skip_note(task, tasks))
+    return tasks
 
 
 @dataclass
@@ -28,10 +77,20 @@ class DataSources:
     university_root: Path | None
     street_root: Path | None
     street_format: str
+    tasks: tuple[str, ...] = TASK_NAMES  # the tasks the run covers (a left-out task has no root)
+
+    def _no_root(self, task: str) -> ConfigError:
+        what = {"drone": "University-1652", "street": "street-view"}[task]
+        if task not in self.tasks:
+            return ConfigError(
+                f"the {task} task is not run ({skip_note(task, self.tasks)}): no {what} data; "
+                f"add {task!r} to parameter tasks and give {TASK_ROOTS[task]}"
+            )
+        return ConfigError(f"no {what} root configured (parameter {TASK_ROOTS[task]})")
 
     def university(self) -> University1652:
         if self.university_root is None:
-            raise ConfigError("no University-1652 root configured (parameter university_root)")
+            raise self._no_root("drone")
         return load_university1652(self.university_root)
 
     def street_tile_m(self) -> float:
@@ -47,7 +106,7 @@ class DataSources:
     def street(self, split: str) -> PairSet:
         """Street/aerial pairs; for CVUSA the 'test' split is its 'val' split (no other exists)."""
         if self.street_root is None:
-            raise ConfigError("no street-view root configured (parameter street_root)")
+            raise self._no_root("street")
         if self.street_format == "cvusa":
             return load_cvusa(self.street_root, "val" if split == "test" else split)
         return load_cvact(self.street_root, split)
@@ -63,8 +122,13 @@ def resolve_sources(
     university_root: str | Path = "",
     street_root: str | Path = "",
     street_format: str = "cvact",
+    tasks: list[str] | tuple[str, ...] | None = None,
 ) -> DataSources:
-    """Map notebook parameters to dataset roots (empty string = not given)."""
+    """Map notebook parameters to dataset roots (empty string = not given).
+
+    ``tasks`` (:func:`check_tasks`): the roots of the tasks left out are ``None`` (not read);
+    with ``dataset="real"`` each task's root must be given. ``None``: the tasks whose roots
+    are given (GeoSynth: both)."""
     if dataset not in DATASETS:
         raise ConfigError(f"parameter dataset: {choices_message('dataset', dataset, DATASETS)}")
     if street_format not in STREET_FORMATS:
@@ -79,11 +143,30 @@ def resolve_sources(
         root = Path(data_root)
         uni = uni or root / "University-1652"
         street = street or root / ("CVACT" if street_format == "cvact" else "CVUSA")
-    elif uni is None and street is None:
+    elif tasks is None and uni is None and street is None:
         raise ConfigError(
             "dataset='real' needs university_root and/or street_root (see data_manifest.yaml)"
         )
-    return DataSources(dataset, uni, street, street_format)
+    if tasks is None:
+        chosen = tuple(t for t, root in (("drone", uni), ("street", street)) if root is not None)
+        return DataSources(dataset, uni, street, street_format, chosen or TASK_NAMES)
+    chosen = tuple(check_tasks(tasks))
+    roots = {"drone": uni, "street": street}
+    for task in chosen:
+        if roots[task] is None:
+            other = [t for t in TASK_NAMES if t != task]
+            raise ConfigError(
+                f"parameter {TASK_ROOTS[task]}: not given, and tasks={list(chosen)!r} include "
+                f"{task!r} ({_TASK_DATA[task]}); give the dataset's root, or leave the task "
+                f"out (tasks={other!r})"
+            )
+    return DataSources(
+        dataset,
+        uni if "drone" in chosen else None,
+        street if "street" in chosen else None,
+        street_format,
+        chosen,
+    )
 
 
 def prepare_geosynth(root: str | Path, profile: str, seed: int, progress: bool = False) -> dict:

@@ -64,21 +64,24 @@ def trivial_matchers(
 
     drone->satellite: test/query_drone vs test/gallery_satellite (with distractors);
     satellite->drone: test/query_satellite vs test/gallery_drone (every view of the location
-    is a true match); street->aerial: the street test split (query i matches aerial i).
+    is a true match); street->aerial: the street test split (query i matches aerial i). A task
+    without a root in ``sources`` (left out of its ``tasks``) has no rows.
     """
-    uni = sources.university()
     rows = []
-    for task in ("drone->satellite", "satellite->drone"):
+    drone_tasks = ("drone->satellite", "satellite->drone")
+    uni = sources.university() if sources.university_root is not None else None
+    for task in drone_tasks if uni is not None else ():
         query, gallery = uni.task(task)
         feats = _matcher_features(query.paths, gallery.paths, size, seed, progress)
         for matcher, (qf, gf) in feats.items():
             m = evaluate_university1652(qf, gf, query.labels, gallery.labels, progress=False)
             rows.append({"task": task, "matcher": matcher, "queries": len(query),
                          "gallery": len(gallery), **m})  # fmt: skip
-    pairs = sources.street("test")
-    for matcher, (qf, gf) in _matcher_features(
-        pairs.ground, pairs.aerial, size, seed, progress
-    ).items():
+    pairs = sources.street("test") if sources.street_root is not None else None
+    street_feats = (
+        {} if pairs is None else _matcher_features(pairs.ground, pairs.aerial, size, seed, progress)
+    )
+    for matcher, (qf, gf) in street_feats.items():
         m = evaluate_pairs(qf, gf, progress=False)
         rows.append({"task": "street->aerial", "matcher": matcher, "queries": len(pairs),
                      "gallery": len(pairs), **m})  # fmt: skip

@@ -3,14 +3,20 @@
 Each check looks at the resolved parameters of one notebook; paths resolve as the notebook will
 read them (relative to its folder, ``notebooks/``; ``--set`` paths are already absolute).
 
+- Tasks: the ``tasks`` parameter (``drone`` and/or ``street``) decides which datasets and
+  models a notebook uses; a task left out is reported (``street task skipped: tasks=['drone']``)
+  and its root, models and runs are not checked.
 - Data: with ``dataset="real"``, every root the notebook needs (University-1652 for the
-  drone->satellite models, the street root for the street models; both for the notebooks that
-  take no model list) must exist and pass a quick layout check (the folders the loaders need,
-  nothing opened: ``geoloc data verify`` checks the contents). A failure raises
-  :class:`ConfigError` naming the ``--set`` that fixes it. GeoSynth roots are only reported:
-  notebook 00 generates them.
-- Models: every model a training notebook names is built on the meta device, with the local
-  weight files its ``overrides`` name.
+  drone->satellite models, the street root for the street models, each only when its task is
+  in ``tasks``; the roots of ``tasks`` for the notebooks that take no model list) must exist and
+  pass a quick layout check (the folders the loaders need, nothing opened: ``geoloc data
+  verify`` checks the contents). A failure raises :class:`ConfigError` naming the ``--set``
+  that fixes it. GeoSynth roots are only reported: notebook 00 generates them.
+- Weights: every file the ``weights`` parameter names must exist (relative paths resolve
+  against ``notebooks/``).
+- Models: every model a training notebook trains is built on the meta device, with the local
+  weight files its ``overrides`` and ``weights`` name; the notebooks that train variants (no
+  model list) build each model of their tasks that ``weights`` names, with its files.
 """
 
 from __future__ import annotations
@@ -19,15 +25,39 @@ from pathlib import Path
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.paths import absolute_paths
-from geoloc_lib.data.sources import resolve_sources
+from geoloc_lib.data.sources import TASK_NAMES, TASK_ROOTS, resolve_sources, skip_note
 from geoloc_lib.pipeline.profiles import ResolvedRun
-from geoloc_lib.training.runs import TASKS, check_config, check_model
+from geoloc_lib.training.runs import (
+    TASKS,
+    check_config,
+    check_model,
+    model_task,
+    with_weights,
+)
 
 DRONE, STREET = "university_root", "street_root"
 
 
+def _tasks(params: dict) -> tuple[str, ...]:
+    """The tasks the notebook runs (both for a notebook without the ``tasks`` parameter)."""
+    tasks = params.get("tasks")
+    return tuple(tasks) if isinstance(tasks, list | tuple) else TASK_NAMES
+
+
 def _needed_roots(params: dict) -> set[str]:
-    """The root parameters the notebook reads: by its models or runs, else every given root."""
+    """The root parameters the notebook reads: by its models or runs within ``tasks``, else the
+    roots of ``tasks`` (without that parameter: every given root)."""
+    by_tasks = {TASK_ROOTS[t] for t in _tasks(params)}
+    by_models = _roots_of_models(params)
+    if by_models is None:
+        if "tasks" in params:
+            return by_tasks
+        return {key for key in (DRONE, STREET) if params.get(key)} or {DRONE}
+    return by_models & by_tasks
+
+
+def _roots_of_models(params: dict) -> set[str] | None:
+    """The roots of the models or runs the notebook names (None: it names none)."""
     names: list[str] = []
     if isinstance(params.get("models"), list):
         names = [TASKS[m] for m in params["models"] if m in TASKS]
@@ -40,7 +70,7 @@ def _needed_roots(params: dict) -> set[str]:
             params.get("street_run")
         )
     else:
-        return {key for key in (DRONE, STREET) if params.get(key)} or {DRONE}
+        return None
     return {DRONE if str(task).startswith("drone") else STREET for task in names}
 
 
@@ -111,7 +141,13 @@ def _data_checks(params: dict, base: Path) -> list[str]:
     needed = _needed_roots(params)
     for key in (k for k in (DRONE, STREET) if k in needed):
         if roots[key] is None:
-            problems.append(f"--set {key}=PATH: not given, and this notebook reads that dataset")
+            task = next(t for t, root in TASK_ROOTS.items() if root == key)
+            rest = [t for t in _tasks(params) if t != task]
+            leave = f" or leave its task out (--set tasks=[{', '.join(rest)}])" if rest else ""
+            problems.append(
+                f"--set {key}=PATH: not given, and this notebook reads that dataset "
+                f"({task} task){leave}"
+            )
             continue
         where = _where(roots[key], base)
         problem = layout_problem(key, where, sources.street_format)
@@ -124,21 +160,54 @@ def _data_checks(params: dict, base: Path) -> list[str]:
     return notes
 
 
+def _weight_checks(params: dict, base: Path) -> list[str]:
+    """Every file of the ``weights`` parameter exists (relative: to the notebook's folder)."""
+    weights = absolute_paths("weights", params.get("weights") or {}, base)
+    notes, problems = [], []
+    for model, parts in weights.items():
+        for key, path in parts.items():
+            if Path(path).expanduser().is_file():
+                notes.append(f"weights {model}.{key} {path}: found")
+            else:
+                problems.append(f"--set weights: {model}.{key}: file {path} not found")
+    if problems:
+        raise ConfigError("weights names files it cannot find:\n  " + "\n  ".join(problems))
+    return notes
+
+
 def _model_checks(params: dict, base: Path) -> list[str]:
-    """Build (on the meta device) every model a training notebook's parameters name."""
-    if "models" not in params or "preset" not in params:
+    """Build (on the meta device) every model a training notebook's parameters name, within
+    ``tasks``, with its weight files; a notebook without a model list (the ablation and seed
+    grids) builds the models of its tasks that ``weights`` names."""
+    if "preset" not in params or ("models" not in params and "weights" not in params):
         return []
+    tasks = _tasks(params)
     # weight files named in the profile are relative to the notebook's folder, as it reads them
+    weights = absolute_paths("weights", params.get("weights") or {}, base)
+    if "models" not in params:
+        models = [m for m in weights if model_task(m) in tasks]
+        return [check_config(m, params["preset"], with_weights(m, {}, weights)) for m in models]
     overrides = absolute_paths("overrides", params.get("overrides") or {}, base)
     for name in overrides:
         check_model(name)
-    return [check_config(m, params["preset"], overrides.get(m)) for m in params["models"]]
+    models = [m for m in params["models"] if model_task(m) in tasks]
+    return [
+        check_config(m, params["preset"], with_weights(m, overrides.get(m), weights))
+        for m in models
+    ]
 
 
 def check_run(run: ResolvedRun, profile: str) -> list[str]:
     """Raise on an invalid configuration; return notes on what was checked."""
     base = run.notebook.parent
+    params = run.parameters
+    skipped = [skip_note(t, params["tasks"]) for t in TASK_NAMES if t not in _tasks(params)]
     try:
-        return _data_checks(run.parameters, base) + _model_checks(run.parameters, base)
+        return (
+            skipped
+            + _data_checks(params, base)
+            + _weight_checks(params, base)
+            + _model_checks(params, base)
+        )
     except ConfigError as err:
         raise ConfigError(f"profile {profile!r}, notebook {run.notebook.stem}: {err}") from err

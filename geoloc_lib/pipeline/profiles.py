@@ -7,9 +7,10 @@ one). The parameters a notebook accepts are read from its ``parameters``-tagged 
 profile that names an unknown parameter, or forgets one, is rejected before anything runs.
 
 Paths: a path-valued parameter (by name, :func:`geoloc_lib.core.paths.is_path_parameter`:
-``*_root``, ``*_dir``, ``*_file``, also inside ``overrides``) written in the profiles file is
-relative to ``notebooks/`` (papermill runs the notebooks there); one given with ``--set`` is
-relative to the caller's working folder and is passed to the notebook as an absolute path.
+``*_root``, ``*_dir``, ``*_file``, also inside ``overrides`` and ``weights``) written in the
+profiles file is relative to ``notebooks/`` (papermill runs the notebooks there); one given with
+``--set`` is relative to the caller's working folder and is passed to the notebook as an
+absolute path.
 """
 
 from __future__ import annotations
@@ -175,6 +176,26 @@ def _seeds(value: Any) -> str | None:
     return None
 
 
+def _tasks(value: Any) -> str | None:
+    from geoloc_lib.data.sources import check_tasks
+
+    try:
+        check_tasks(value)
+    except ConfigError as err:
+        return str(err).removeprefix("parameter tasks: ")
+    return None
+
+
+def _weights(value: Any) -> str | None:
+    from geoloc_lib.training.runs import check_weights
+
+    try:
+        check_weights(value)
+    except ConfigError as err:
+        return str(err).removeprefix("parameter weights").lstrip(":, ")
+    return None
+
+
 def _rules() -> dict[str, Any]:
     """Checks of the notebooks' parameters by name (the same name means the same thing)."""
     from geoloc_lib.data.geosynth.profiles import PROFILES
@@ -204,6 +225,8 @@ def _rules() -> dict[str, Any]:
         "street_runs": _str_list(),
         "seeds": _seeds,
         "parallel_runs": _int(1),
+        "tasks": _tasks,
+        "weights": _weights,
     }
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import inspect
 import json
 import time
+import warnings
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from geoloc_lib.core.checkpoints import (
     save_checkpoint,
 )
 from geoloc_lib.core.distributed import dist_info
-from geoloc_lib.core.errors import ConfigError, not_writable
+from geoloc_lib.core.errors import ConfigError, choices_message, not_writable
 from geoloc_lib.core.locks import folder_lock
 from geoloc_lib.core.parallel import map_side_by_side, runs_at_once
 from geoloc_lib.core.runtime import resolve_progress
@@ -45,6 +47,15 @@ from geoloc_lib.training.engine import (
 from geoloc_lib.training.recipes import recipe_for, recipes
 
 TASKS = {name: recipe.task for name, recipe in recipes().items()}
+# The model-config keys of each model's pretrained parts: what the notebooks' ``weights``
+# parameter may name (``{model: {key: file}}``). The matching-only MCGF has no restoration
+# encoder, so no encoder file.
+WEIGHT_PARTS: dict[str, tuple[str, ...]] = {
+    "mcgf": ("encoder_pretrained_file", "content_pretrained_file"),
+    "mcgf_matching_only": ("content_pretrained_file",),
+    "geoviewmatch": ("pretrained_file",),
+    "infonce_baseline": ("pretrained_file",),
+}
 RUN_FILE = "run.json"
 # settings of a run in progress (ensure_run), written before its first epoch; whether it resumes
 # is decided by the settings its checkpoint records
@@ -76,11 +87,102 @@ def check_model(model: str) -> str:
     return model
 
 
+def model_task(model: str) -> str:
+    """The notebooks' task of ``model``: ``"drone"`` (drone -> satellite) or ``"street"``."""
+    return "drone" if recipe_for(model).task.startswith("drone") else "street"
+
+
+def task_models(models: list[str], tasks: list[str] | tuple[str, ...]) -> list[str]:
+    """The models of ``models`` whose task is in ``tasks`` (in their order); an error when none
+    is, naming both parameters."""
+    chosen = [m for m in models if model_task(m) in tasks]
+    if models and not chosen:
+        raise ConfigError(
+            f"parameter models {list(models)!r} holds no model of tasks={list(tasks)!r}; add "
+            "one (drone: mcgf, mcgf_matching_only; street: geoviewmatch, infonce_baseline) or "
+            "change tasks"
+        )
+    return chosen
+
+
+def check_weights(weights: object) -> dict[str, dict[str, str]]:
+    """The ``weights`` parameter checked: ``{model: {part key: file}}`` with the models'
+    :data:`WEIGHT_PARTS` keys and non-empty path strings (a clear error naming it otherwise)."""
+    example = "e.g. {geoviewmatch: {pretrained_file: weights/swinv2_tiny.safetensors}}"
+    if not isinstance(weights, Mapping):
+        raise ConfigError(
+            f"parameter weights: expected a mapping model -> {{part: file}}, {example}; "
+            f"got {weights!r}"
+        )
+    out: dict[str, dict[str, str]] = {}
+    for model, parts in weights.items():
+        if model not in WEIGHT_PARTS:
+            raise ConfigError(f"parameter weights: {choices_message('model', model, WEIGHT_PARTS)}")
+        if not isinstance(parts, Mapping):
+            raise ConfigError(
+                f"parameter weights, model {model}: expected a mapping of "
+                f"{' / '.join(WEIGHT_PARTS[model])} to a file, {example}; got {parts!r}"
+            )
+        for key, path in parts.items():
+            if key not in WEIGHT_PARTS[model]:
+                raise ConfigError(
+                    f"parameter weights, model {model}: "
+                    + choices_message("pretrained part", key, WEIGHT_PARTS[model])
+                )
+            if not isinstance(path, str | Path) or not str(path).strip():
+                raise ConfigError(
+                    f"parameter weights, model {model}, {key}: expected a file path, got {path!r}"
+                )
+        out[str(model)] = {str(k): str(v) for k, v in parts.items()}
+    return out
+
+
+def task_weights(weights: Mapping[str, Any] | None, task: str) -> dict[str, dict[str, str]]:
+    """The entries of ``weights`` (:func:`check_weights`) for the models of ``task``
+    (``"drone"`` or ``"street"``, :func:`model_task`)."""
+    return {m: p for m, p in check_weights(weights or {}).items() if model_task(m) == task}
+
+
+def with_weights(
+    model: str, overrides: Mapping[str, Any] | None, weights: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``overrides`` of a ``model`` run with the model's entries of ``weights`` added as
+    model-config fields (:func:`check_weights`): each named file is loaded into its part when
+    the model is built, and the run's resolved config (``run.json``) records it, so a run
+    trained with other weights, or none, is not reused. A part given in both with different
+    files is an error."""
+    merged = dict(overrides or {})
+    for key, path in check_weights(weights or {}).get(model, {}).items():
+        if merged.get(key) not in (None, "", path):
+            raise ConfigError(
+                f"model {model}: {key} is given twice ({merged[key]!r} in overrides, {path!r} "
+                "in weights); give it once"
+            )
+        merged[key] = path
+    return merged
+
+
+def weights_source(net: nn.Module) -> dict[str, Any] | None:
+    """Where each pretrained part of ``net`` got its initial weights (``random``,
+    ``file:PATH [n/n tensors]`` or ``hub:ID``), as its backbones record it."""
+    source = getattr(net, "weights_source", None)
+    if source is None:
+        source = getattr(getattr(net, "backbone", None), "weights_source", None)
+        source = None if source is None else {"backbone": source}
+    if isinstance(source, str):
+        source = {"backbone": source}
+    return None if source is None else dict(source)
+
+
 def resolved_config(
-    model: str, preset: str, overrides: dict[str, Any] | None = None
+    model: str, preset: str, overrides: dict[str, Any] | None = None, *, load_files: bool = False
 ) -> dict[str, Any]:
     """What a run trains, fully resolved: the model's config and the training settings after
     ``overrides``, built on the meta device (no weights, no data, no time).
+
+    The pretrained files the overrides name (``*pretrained_file``) are recorded as given; they
+    are read only with ``load_files=True`` (their tensor names and shapes checked against the
+    model, nothing copied), as :func:`check_config` does.
 
     An unknown model, preset or config key fails here with the valid choices. ``run.json``
     stores it, so a run folder can be reused only by a run that would train the same thing
@@ -94,9 +196,14 @@ def resolved_config(
     settings = recipe.preset_settings(preset, **train_over)
     # run options (val_queries, max_steps_per_epoch...) are neither; ablation goes to the model
     model_over = {k: v for k, v in model_over.items() if k not in run_options or k == "ablation"}
-    with torch.device("meta"):
-        net = create_model(model, preset=preset, **{**model_over, "pretrained": False})
+    files = {k: v for k, v in model_over.items() if str(k).endswith("pretrained_file")}
+    build = model_over if load_files else {**model_over, **dict.fromkeys(files)}
+    with torch.device("meta"), warnings.catch_warnings():
+        # a file loaded into meta tensors is checked (names, shapes); the copy is a no-op
+        warnings.filterwarnings("ignore", "for .*copying from a non-meta parameter", UserWarning)
+        net = create_model(model, preset=preset, **{**build, "pretrained": False})
     cfg = {k: v for k, v in net.config_dict().items() if k != "num_classes"}  # set by the data
+    cfg.update(files)  # what the run loads: a run with other files, or none, is another run
     params = sum(p.numel() for p in net.parameters())
     return json.loads(
         json.dumps(
@@ -113,8 +220,9 @@ def resolved_config(
 def check_config(model: str, preset: str, overrides: dict[str, Any] | None = None) -> str:
     """Build the network a run would train on the meta device; a line describing it.
 
-    ``geoloc run --dry-run`` calls it for every model a profile trains."""
-    params = resolved_config(model, preset, overrides)["parameters"] / 1e6
+    ``geoloc run --dry-run`` calls it for every model a profile trains; the weight files the
+    overrides name are read and must fit the model."""
+    params = resolved_config(model, preset, overrides, load_files=True)["parameters"] / 1e6
     return f"{model} ({preset} preset): {params:.2f} M parameters"
 
 
@@ -239,6 +347,8 @@ def _train_run(
         "overrides": overrides,
         "config": config,
         "data": data_record(sources),
+        # the initial weights of each pretrained part: "random", "file:PATH [n/n tensors]"...
+        "weights_source": weights_source(net),
         "train_time_s": round(train_time, 1),
         "amp": getattr(res, "amp", None),
         "compile": getattr(res, "compile", None),
@@ -293,12 +403,15 @@ def train_runs(
     resume: bool = False,
     parallel_runs: int = 1,
     progress: bool | None = None,
+    weights: Mapping[str, Any] | None = None,
 ) -> dict[str, Run]:
     """:func:`train_run` for each model of ``models`` (``{model: {epochs, overrides...}}``),
+    with each model's pretrained files of ``weights`` (:func:`with_weights`),
     ``parallel_runs`` at a time on a CPU (:func:`geoloc_lib.core.parallel.map_side_by_side`:
     spawned workers with cores // ``parallel_runs`` threads, then each run loaded from its
     folder); one at a time in this process when ``parallel_runs`` or the number of models is 1,
     or on a GPU."""
+    models = {m: with_weights(m, kw, weights) for m, kw in models.items()}
     n = runs_at_once(parallel_runs, device, jobs=len(models))
     common = {"preset": preset, "seed": seed, "device": device, "resume": resume}
     if n == 1:
