@@ -74,11 +74,6 @@ def record_reference_tables() -> None:
     print(f"recorded {len(list(target.glob('*.csv')))} reference tables in {target}")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
-
-
 def main(args: argparse.Namespace) -> int:
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    record_notebooks(only)
+    record_notebooks(args.only or None)
     return 0
