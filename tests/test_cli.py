@@ -100,7 +100,7 @@ def test_list_options_take_words_and_commas_alike(words):
     parser = _parser(words)
     lists = [a for a in parser._actions if isinstance(a, A.ListAction)]
     for action in parser._actions:
-        # No list may hide in a plain string option any more.
+        # Every list is a ListAction, none a comma-separated string option.
         assert "comma-separated" not in (action.help or ""), action.option_strings
     for action in lists:
         flag = action.option_strings[0]

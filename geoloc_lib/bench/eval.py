@@ -277,7 +277,7 @@ def main(args: argparse.Namespace) -> int:
     )
     # The naive run scores with a matrix-vector product, the core with a matrix product: BLAS
     # rounds them differently in the last bit, which can swap two items whose scores agree to
-    # ~1e-7. Metrics must agree to 1e-6 (the tolerance); rank shifts are reported.
+    # ~1e-7. Metrics must agree to 1e-6; rank shifts are reported.
     print(
         f"agreement on the {n_sub}-query subset: max |metric difference| {diff:.3g}; rank lists "
         f"identical for {check['same_ranks']}/{n_sub} queries (largest rank shift "

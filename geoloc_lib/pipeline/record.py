@@ -68,7 +68,7 @@ def record_reference_tables() -> None:
     target = REFERENCE_TABLES_DIR
     target.mkdir(parents=True, exist_ok=True)
     for old in target.glob("*.csv"):
-        old.unlink()  # tables the notebooks no longer write must not linger as references
+        old.unlink()  # a table the notebooks do not write must not linger as a reference
     for table in sorted(source.glob("*.csv")):
         shutil.copyfile(table, target / table.name)
     print(f"recorded {len(list(target.glob('*.csv')))} reference tables in {target}")
