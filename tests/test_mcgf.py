@@ -344,7 +344,7 @@ def test_paper_lr_steps_down_by_ten_at_epoch_80():
     settings = resolve_train_settings("paper")
     net = torch.nn.Linear(2, 2)
     net.param_groups = lambda lr: [{"params": list(net.parameters()), "lr": lr["backbone"]}]
-    steps = 2184  # 701 locations x 54 drone views / batch 16 (any value > 1 tells steps from epochs)
+    steps = 2184  # 701 locations x 54 drone views / batch 16 (any value > 1 works)
     sched = build_scheduler(build_optimizer(net, settings), settings, steps)
     lrs = [_lr_at_epoch(sched, 0, e, steps) for e in (0, 79, 80, 119)]
     assert lrs == pytest.approx([0.01, 0.01, 0.001, 0.001])
