@@ -13,7 +13,7 @@ PROFILE ?= default
 # against (README: "Why torch comes from PyPI").
 PIP := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_EXTRA_INDEX_URL= $(BIN)/python -m pip
 
-.PHONY: install reproduce test test-kernels lint unit nbval notebooks lock clean-venv help
+.PHONY: install reproduce test test-kernels lint unit nbval notebooks lab lock clean-venv help
 
 help:
 	@echo "make install     create .venv with the pinned dependencies (then: .venv/bin/geoloc ...)"
@@ -21,6 +21,7 @@ help:
 	@echo "make test        ruff + pytest tests/ + nbval notebooks/ (smoke profile)"
 	@echo "make test-kernels nbval again under other CPU kernel sets (ATEN_CPU_CAPABILITY), as CI does"
 	@echo "make notebooks   re-record notebooks/ outputs at the smoke profile (after an intended change)"
+	@echo "make lab         JupyterLab on lab/, your own git-ignored copy of notebooks/ (made once)"
 	@echo "make lock        rewrite constraints.txt from the current .venv"
 
 # The stamp depends on the dependency files: editing either reinstalls.
@@ -65,6 +66,19 @@ test-kernels: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/geoloc notebooks record
+
+# JupyterLab on a working copy of the notebooks: notebooks/ holds the smoke outputs nbval
+# compares, so a notebook run and saved there would rewrite them. lab/ (git-ignored, at the same
+# depth, so the notebooks' ../data and ../runs paths hold) gets each notebook once; a copy
+# already there is never replaced (delete it to get a fresh one).
+LAB := lab
+lab: $(STAMP)
+	@test -x $(BIN)/jupyter-lab || { echo "make lab: JupyterLab is not installed in $(VENV); install it with: $(BIN)/python -m pip install -c constraints.txt jupyterlab"; exit 1; }
+	@mkdir -p $(LAB)
+	@for nb in notebooks/*.ipynb; do \
+	  test -e "$(LAB)/$${nb##*/}" || { cp "$$nb" "$(LAB)/" && echo "copied $$nb to $(LAB)/"; }; \
+	done
+	$(BIN)/jupyter-lab --ServerApp.root_dir=$(LAB)
 
 lock: $(STAMP)
 	{ head -n 2 constraints.txt; $(PIP) freeze --exclude-editable | grep -v '^-e'; } > constraints.txt.new

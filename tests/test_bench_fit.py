@@ -12,6 +12,7 @@ from layouts import make_university1652
 from geoloc_lib.bench import fit as B
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.sources import DataSources
+from geoloc_lib.pipeline.arguments import bench_fit as bench_fit_arguments
 
 
 def test_parse_lever_reads_json_values_and_bare_words():
@@ -58,7 +59,7 @@ def test_run_benchmark_trains_real_runs_and_compares_a_lever(tmp_path):
 
 def test_main_names_a_missing_root(tmp_path):
     parser = argparse.ArgumentParser()
-    B.add_arguments(parser)
+    bench_fit_arguments(parser)
     args = parser.parse_args(["--root", str(tmp_path / "nowhere")])
     with pytest.raises(ConfigError, match="--root .*nowhere.*geoloc data generate"):
         B.main(args)

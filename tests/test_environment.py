@@ -76,3 +76,45 @@ def test_make_install_creates_the_venv_alone_and_is_listed_in_help():
     ).stdout
     assert "-m venv .venv" in planned and "touch .venv/.installed" in planned
     assert "pytest" not in planned and "geoloc run" not in planned  # nothing but the install
+
+
+def test_make_lab_copies_each_notebook_once_and_keeps_edited_copies(tmp_path):
+    """``make lab`` on a scratch copy, with a stand-in ``jupyter-lab`` that only prints."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    shutil.copytree(REPO_ROOT / "notebooks", tmp_path / "notebooks")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    lab = venv / "bin" / "jupyter-lab"
+    lab.write_text('#!/bin/sh\necho "jupyter-lab $@"\n')
+    lab.chmod(0o755)
+    (venv / ".installed").touch()  # newer than the dependency files: no install
+
+    def make_lab() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["make", "-s", "lab", f"VENV={venv}"], cwd=tmp_path, capture_output=True, text=True
+        )
+
+    first = make_lab()
+    assert first.returncode == 0, first.stderr
+    notebooks = sorted(p.name for p in (tmp_path / "notebooks").glob("*.ipynb"))
+    assert sorted(p.name for p in (tmp_path / "lab").glob("*.ipynb")) == notebooks
+    assert "--ServerApp.root_dir=lab" in first.stdout
+    edited = tmp_path / "lab" / notebooks[0]
+    edited.write_text("my edits")
+    again = make_lab()
+    assert again.returncode == 0 and "copied" not in again.stdout
+    assert edited.read_text() == "my edits"  # a user's copy is never replaced
+    lab.unlink()
+    missing = make_lab()
+    assert missing.returncode != 0 and "pip install -c constraints.txt jupyterlab" in missing.stdout
+    assert "/lab/" in (REPO_ROOT / ".gitignore").read_text().splitlines()
+    helped = subprocess.run(["make", "-s", "help"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert "make lab" in helped.stdout

@@ -54,8 +54,9 @@ def test_bench_eval_rejects_bad_sizes(capsys):
 def test_bench_eval_rejects_bad_nprobe(capsys):
     if not faiss_backend.faiss_available():
         pytest.skip("faiss is not installed")
-    code = cli_main(
-        ["bench", "eval", "--queries", "8", "--gallery", "40", "--dim", "4", "--naive-queries",
-         "2", "--faiss", "--faiss-spec", "IVF2,Flat", "--nprobe", "a,b", "--quiet"]
-    )  # fmt: skip
-    assert code == 2 and "--nprobe" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # argparse refuses it before any work
+        cli_main(
+            ["bench", "eval", "--queries", "8", "--gallery", "40", "--dim", "4", "--naive-queries",
+             "2", "--faiss", "--faiss-spec", "IVF2,Flat", "--nprobe", "a,b", "--quiet"]
+        )  # fmt: skip
+    assert exit_.value.code == 2 and "--nprobe" in capsys.readouterr().err

@@ -336,22 +336,22 @@ def _lr_at_epoch(scheduler, group: int, epoch: int, steps_per_epoch: int) -> flo
 
 
 def test_paper_lr_steps_down_by_ten_at_epoch_80():
-    # A per-step schedule whose step size was given in steps (80 x steps per epoch) instead of
-    # epochs never decayed: 0.01 at epochs 0, 79, 80 and 119.
+    # The per-step schedule counts its step size in steps (80 x steps per epoch), so the rate
+    # drops at epoch 80: 0.01 at epochs 0 and 79, 0.001 at 80 and 119.
     from geoloc_lib.training.mcgf import resolve_train_settings
     from geoloc_lib.training.optim import build_optimizer, build_scheduler
 
     settings = resolve_train_settings("paper")
     net = torch.nn.Linear(2, 2)
     net.param_groups = lambda lr: [{"params": list(net.parameters()), "lr": lr["backbone"]}]
-    steps = 2184  # 701 locations x 54 drone views / batch 16 (any value > 1 shows the bug)
+    steps = 2184  # 701 locations x 54 drone views / batch 16 (any value > 1 works)
     sched = build_scheduler(build_optimizer(net, settings), settings, steps)
     lrs = [_lr_at_epoch(sched, 0, e, steps) for e in (0, 79, 80, 119)]
     assert lrs == pytest.approx([0.01, 0.01, 0.001, 0.001])
 
 
 def test_restoration_module_has_its_own_group_at_the_backbone_rate_in_paper():
-    # §3: 0.1 for the classification layer only; the restoration module was in the 0.1 group.
+    # §3: 0.1 for the classification layer only; the restoration module at the backbone's 0.01.
     from geoloc_lib.training.mcgf import resolve_train_settings
     from geoloc_lib.training.optim import build_optimizer
 
@@ -364,7 +364,7 @@ def test_restoration_module_has_its_own_group_at_the_backbone_rate_in_paper():
     assert groups["restoration"] == restore_ids
     assert {id(p) for p in model.head.parameters()} <= groups["head"]  # + the InfoNCE scale
     assert not groups["head"] & (restore_ids | {id(p) for p in model.encoder.parameters()})
-    # CPU presets keep the rate they were measured with (lr_head)
+    # CPU presets: the restoration group at lr_head
     opt = build_optimizer(model, resolve_train_settings("default"))
     assert {g["name"]: g["lr"] for g in opt.param_groups}["restoration"] == 1e-3
 

@@ -177,7 +177,7 @@ def test_empty_only_is_refused(only, capsys):
 
     assert cli_main(["run", "--profile", "default", "--only", only, "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert f"--only {only!r} names no notebook" in err
+    assert "--only names no notebook" in err
 
 
 def test_shared_parameters_are_stated_once_and_reach_every_notebook_that_takes_them():

@@ -293,8 +293,8 @@ def ensure_seed_run(
     weights: dict | None = None,
 ) -> tuple[Run, bool]:
     """:func:`ensure_run` with one folder per seed (:func:`seed_run_name`), so the runs of several
-    seeds coexist; a run of this seed already in the seedless folder (an earlier notebook 04
-    with that seed) is reused."""
+    seeds coexist; a finished run of this seed in the seedless folder (where notebook 04 trains
+    its one seed) is reused."""
     if int(seed) != 0:
         held = runs.finished_run(
             Path(runs_dir) / ABLATION_DIR / variant.run_name,

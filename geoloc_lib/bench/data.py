@@ -327,18 +327,13 @@ def cpu_embed_rate(threads: int | None = None) -> float:
 # --------------------------------------------------------------------------- the command
 
 
-def _worker_counts(text: str | None) -> list[int]:
-    if text is None:
+def _worker_counts(given: list[int] | None) -> list[int]:
+    if given is None:
         cores = os.cpu_count() or 1
         return sorted({0, 1, 2, *([cores] if cores > 2 else [])})
-    try:
-        counts = sorted({int(w) for w in text.split(",") if w.strip()})
-    except ValueError as err:
-        raise ConfigError(
-            f"bench data --loader-workers: expected e.g. 0,1,2, got {text!r}"
-        ) from err
+    counts = sorted({int(w) for w in given})
     if not counts or counts[0] < 0:
-        raise ConfigError(f"bench data --loader-workers: expected integers >= 0, got {text!r}")
+        raise ConfigError(f"bench data --loader-workers: expected integers >= 0, got {given!r}")
     return counts
 
 
@@ -412,37 +407,6 @@ def bench_data(
                 }
             )
     return pd.DataFrame(rows), diffs, rates
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="folder of the synthetic slice (new or empty)")
-    parser.add_argument("--n", type=int, default=2000, help="images per view")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--gallery-size", type=int, default=1024, help="gallery tile side (WebP)")
-    parser.add_argument("--query-size", type=int, default=512, help="drone query side (JPEG)")
-    parser.add_argument("--size", type=int, default=EVAL_SIZE, help="resize target side")
-    parser.add_argument("--sample", type=int, default=200, help="images per decoder and view")
-    parser.add_argument(
-        "--loader-workers",
-        default=None,
-        help="num_workers to time, e.g. 0,1,2 (default: 0,1,2, cores)",
-    )
-    parser.add_argument("--loader-images", type=int, default=256, help="images per loader run")
-    parser.add_argument("--batch-size", type=int, default=32, help="loader batch size")
-    parser.add_argument(
-        "--model-img-s",
-        type=float,
-        default=None,
-        help="model embeddings/s for the projection (default: mcgf paper on this CPU, measured)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="loader workers of the projection (default: cores)",
-    )
-    parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _hms(seconds: float) -> str:

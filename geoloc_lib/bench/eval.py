@@ -37,7 +37,7 @@ from geoloc_lib.eval.metrics import (
     university1652_per_query,
 )
 from geoloc_lib.eval.naive import naive_rank, naive_university1652_metrics
-from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, auto_chunk_size, rank_gallery
+from geoloc_lib.eval.ranking import auto_chunk_size, rank_gallery
 
 U160K_QUERIES, U160K_GALLERY, U160K_DIM = 37_855, 168_437, 512
 N_TRUE_TILES = 701  # University-1652 test buildings; the rest of the gallery are distractors
@@ -207,29 +207,6 @@ def _gb(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.2f} GB"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--queries", type=int, default=None, help=f"default {U160K_QUERIES}")
-    parser.add_argument("--gallery", type=int, default=None, help=f"default {U160K_GALLERY}")
-    parser.add_argument("--dim", type=int, default=U160K_DIM)
-    parser.add_argument("--quick", action="store_true", help="2,000 queries x 20,000 gallery")
-    parser.add_argument("--chunk-size", type=int, default=None, help="queries per chunk")
-    parser.add_argument("--max-chunk-mb", type=float, default=DEFAULT_CHUNK_MB)
-    parser.add_argument("--naive-queries", type=int, default=200, help="subset for the naive run")
-    parser.add_argument("--noise", type=float, default=4.0, help="query noise (sets the recall)")
-    parser.add_argument(
-        "--matches", type=int, default=1, help="true matches per query (54: satellite->drone)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--faiss", action="store_true", help="also benchmark the faiss backend")
-    parser.add_argument("--faiss-spec", default="IVF1024,Flat", help="approximate index")
-    parser.add_argument(
-        "--nprobe", default="8,32,128", help="comma-separated IVF lists visited per query"
-    )
-    parser.add_argument("--faiss-queries", type=int, default=2000)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
 def main(args: argparse.Namespace) -> int:
     if args.queries is None:
         args.queries = 2000 if args.quick else U160K_QUERIES
@@ -300,7 +277,7 @@ def main(args: argparse.Namespace) -> int:
     )
     # The naive run scores with a matrix-vector product, the core with a matrix product: BLAS
     # rounds them differently in the last bit, which can swap two items whose scores agree to
-    # ~1e-7. Metrics must agree to 1e-6 (the tolerance); rank shifts are reported.
+    # ~1e-7. Metrics must agree to 1e-6; rank shifts are reported.
     print(
         f"agreement on the {n_sub}-query subset: max |metric difference| {diff:.3g}; rank lists "
         f"identical for {check['same_ranks']}/{n_sub} queries (largest rank shift "
@@ -358,12 +335,9 @@ def _bench_faiss(
         f"faiss Flat (exact) on {n_sub} queries: {t_flat:.2f} s; top-10 identical to the core "
         f"for {100 * same:.2f}% of queries"
     )
-    try:
-        nprobes = [int(v) for v in str(args.nprobe).split(",")]
-    except ValueError as err:
-        raise ConfigError(
-            f"--nprobe: expected comma-separated integers, got {args.nprobe!r}"
-        ) from err
+    nprobes = [int(v) for v in args.nprobe]
+    if not nprobes or min(nprobes) < 1:
+        raise ConfigError(f"--nprobe: expected integers >= 1, got {args.nprobe!r}")
     t0 = time.perf_counter()
     ivf = build_index(gallery, args.faiss_spec, seed=args.seed, progress=progress)
     print(f"faiss {args.faiss_spec}: build {time.perf_counter() - t0:.2f} s")

@@ -179,31 +179,6 @@ def run_benchmark(
     return table[first + [c for c in table.columns if c not in first]]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--root", default="data/geosynth", help="GeoSynth root (default data/geosynth)"
-    )
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
-    parser.add_argument("--preset", default="default")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (>= 2)")
-    parser.add_argument(
-        "--lever",
-        action="append",
-        default=[],
-        metavar="KEY=JSON",
-        help="an override to compare with the baseline (repeatable), e.g. val_every=5",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument(
-        "--parallel-runs",
-        type=int,
-        default=1,
-        help="also train N baseline runs at once, cores // N threads each (their summed images/s)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
-
-
 def main(args: argparse.Namespace) -> int:
     levers = [parse_lever(text) for text in args.lever]
     if args.threads:

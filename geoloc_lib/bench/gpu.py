@@ -582,41 +582,6 @@ def _write(out: Path | None, result: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- command
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=None, help="writes gpu_bench.json and .md")
-    parser.add_argument("--allow-cpu", action="store_true", help="no CUDA: tiny sizes on the CPU")
-    parser.add_argument("--budget-s", type=float, default=None, help="default 390 (CPU: 120)")
-    parser.add_argument("--preset", default=None, help="model preset (default paper; CPU smoke)")
-    parser.add_argument(
-        "--sections",
-        default="inference,train,mcgf,eval,compile",
-        help="comma-separated subset of inference,train,mcgf,eval,compile",
-    )
-    parser.add_argument("--infer-batch", type=int, default=None, help="default 16 (CPU 2)")
-    parser.add_argument("--repeats", type=int, default=None, help="latency repeats (default 20)")
-    parser.add_argument("--train-batch", type=int, default=None, help="default: recipe's")
-    parser.add_argument("--mcgf-batch", type=int, default=None, help="default 16 (CPU 2)")
-    parser.add_argument("--steps", type=int, default=None, help="timed train steps (max)")
-    parser.add_argument("--queries", type=int, default=None, help=f"default {U160K_QUERIES}")
-    parser.add_argument("--gallery", type=int, default=None, help=f"default {U160K_GALLERY}")
-    parser.add_argument("--dim", type=int, default=None, help=f"default {U160K_DIM}")
-    parser.add_argument("--naive-queries", type=int, default=None, help="default 100 (CPU 20)")
-    parser.add_argument(
-        "--compile-backend",
-        default=None,
-        help="torch.compile backend (default inductor; CPU eager)",
-    )
-    parser.add_argument(
-        "--min-compile-s", type=float, default=None, help="start compiling only with this much left"
-    )
-    parser.add_argument(
-        "--compile-in",
-        choices=("subprocess", "process"),
-        default=None,
-        help="subprocess (CUDA default): a child killed when the budget ends; process: in this one",
-    )
-
-
 SECTIONS = ("inference", "train", "mcgf", "eval", "compile")
 
 
@@ -646,7 +611,7 @@ def _settings(args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
             raise ConfigError(f"bench gpu --{key.replace('_', '-')}: expected >= 1, got {s[key]}")
     if s["train_batch"] is None:
         s["train_batch"] = recipe_for("geoviewmatch").preset_settings(s["preset"]).batch_size
-    sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    sections = [str(x) for x in args.sections]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"bench gpu --sections: unknown {unknown}; valid: {', '.join(SECTIONS)}")

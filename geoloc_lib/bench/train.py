@@ -21,7 +21,7 @@ from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.models import create_model
 from geoloc_lib.training.amp import measure_throughput, random_batch
 from geoloc_lib.training.recipes import recipe_for
-from geoloc_lib.training.runs import TASKS, check_model
+from geoloc_lib.training.runs import check_model
 
 
 def bench_train(
@@ -60,14 +60,6 @@ def bench_train(
     return pd.DataFrame(rows)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", default=",".join(TASKS), help="comma-separated model names")
-    parser.add_argument("--preset", default="default", help="smoke | default | paper")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-
-
 def main(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"bench train --threads: expected an integer >= 1, got {args.threads}")
@@ -75,8 +67,7 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from geoloc_lib.reporting import markdown_table  # matplotlib: only for this command
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    table = bench_train(models, args.preset, args.batch_size, args.steps)
+    table = bench_train(list(args.models), args.preset, args.batch_size, args.steps)
     print(f"training throughput on {torch.get_num_threads()} CPU thread(s), images per second:")
     print(markdown_table(table))
     return 0

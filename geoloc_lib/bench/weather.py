@@ -69,22 +69,6 @@ def run_benchmark(
     return rates
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--size", type=int, default=256, help="image side (default 256)")
-    parser.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed batches per row")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--exact", action="store_true", help="time the unbanked reference path")
-    parser.add_argument(
-        "--synth-threads",
-        type=int,
-        default=1,
-        help="torch threads inside the synthesis (default 1; 0 leaves torch's setting)",
-    )
-
-
 def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -8,7 +8,7 @@ A checkpoint holds tensors and plain Python values only (dict, list, tuple, str,
 bool, None): :func:`save_checkpoint` converts NumPy values to them and refuses anything else,
 and :func:`load_checkpoint` reads with ``torch.load(weights_only=True)``, which never imports
 or calls anything named in the file. A file that needs more (a pickled object, or a checkpoint
-from before this format, which kept NumPy's RNG state as an array) is refused with one line;
+in the older format that keeps NumPy's RNG state as an array) is refused with one line;
 :func:`upgrade_checkpoint` converts a trusted old file (``python -m geoloc_lib.core.checkpoints
 upgrade PATH``).
 """

@@ -279,19 +279,6 @@ def require_dataset(name: str, root: str | Path, full: bool = False) -> VerifyRe
     return report
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="manifest entry, e.g. university1652, cvusa, cvact, geosynth")
-    parser.add_argument("--root", required=True, help="folder holding the dataset")
-    parser.add_argument(
-        "--manifest", default=None, help="manifest file (default: the repository's)"
-    )
-    parser.add_argument(
-        "--full",
-        action="store_true",
-        help="decode every image (slow); default: parse each header and check the file's end",
-    )
-
-
 def main(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest)
     report = verify_dataset(args.name, args.root, manifest, full=args.full)

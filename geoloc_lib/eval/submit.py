@@ -314,25 +314,6 @@ def make_submission(
     return write_submission(top_names, list(query_list), out_zip, force=force)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--features", required=True, type=Path, help=".pt or .npz feature file")
-    parser.add_argument(
-        "--query-list", required=True, type=Path, help="query_drone_name.txt (the line order)"
-    )
-    parser.add_argument("--out", default=Path("answer.zip"), type=Path, help="zip to write")
-    parser.add_argument("--topk", type=int, default=CHALLENGE_TOPK, help="names per line (10)")
-    parser.add_argument("--chunk-size", type=int, default=None, help="queries per chunk")
-    parser.add_argument("--max-chunk-mb", type=float, default=DEFAULT_CHUNK_MB)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cpu)")
-    parser.add_argument(
-        "--normalize", action="store_true", help="L2-normalise features (else they must be)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--force", action="store_true", help="replace --out even if it is not an answer archive"
-    )
-
-
 def main(args: argparse.Namespace) -> int:
     features = load_feature_file(args.features)
     query_list = read_query_list(args.query_list)

@@ -242,8 +242,8 @@ class MCGFConfig:
 # random-initialised tiny EVA-02 does not learn cross-view matching from cross-entropy alone.
 # The restorer trains jointly with the matcher (mat_to_restorer=True), as the paper's eq. 11.
 # Each departure from the paper that stays at CPU size is a named, measured variant
-# (analysis.ablations.DEVIATIONS): the InfoNCE term itself, the noise levels, and the detached
-# restorer and clean-drone InfoNCE that earlier CPU presets used.
+# (analysis.ablations.DEVIATIONS): the InfoNCE term itself, the noise levels, a detached
+# restorer and an InfoNCE term on the clean drone view instead of the restored one.
 _CPU_MATCHING: dict[str, Any] = dict(w_nce=1.0, nce_drone="restored", content_norm="per_image")
 _TINY_SWIN = dict(embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6), window_size=4)
 PRESETS: dict[str, MCGFConfig] = {

@@ -1,11 +1,12 @@
 """The ``geoloc`` command.
 
-Each subcommand lives in the module that implements it: the module defines
-``add_arguments(parser)`` and ``main(args) -> int``. Exit status: 0 done, 1 the work failed
-while running (an error class with ``exit_status = 1``, e.g. a notebook that raised), 2 a usage
-error (bad flag, unknown profile, bad ``--set``, missing input). The table below is the
-only place that knows every command; a module is imported only when its
-command runs, so ``geoloc --help`` stays fast (no torch import).
+Each command is implemented by a module that defines ``main(args) -> int``; its arguments
+are defined by a function of :mod:`geoloc_lib.pipeline.arguments`, which imports no torch. The
+table below is the only place that knows every command: it names both. The implementing
+module is imported only after the arguments parsed, so ``geoloc --help`` and
+``geoloc COMMAND --help`` answer without importing torch. Exit status: 0 done, 1 the work
+failed while running (an error class with ``exit_status = 1``, e.g. a notebook that raised),
+2 a usage error (bad flag, unknown profile, bad ``--set``, missing input).
 """
 
 from __future__ import annotations
@@ -13,67 +14,91 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
+import geoloc_lib
 from geoloc_lib.core.errors import GeolocError
+from geoloc_lib.pipeline import arguments as A
 
-# (command words) -> (module, one-line help)
-COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("run",): (
+
+class Command(NamedTuple):
+    module: str  # defines main(args) -> int
+    help: str  # one line, shown by `geoloc --help` and as the command's description
+    arguments: Callable[[argparse.ArgumentParser], None]  # adds the command's arguments
+
+
+# (command words) -> the command
+COMMANDS: dict[tuple[str, ...], Command] = {
+    ("run",): Command(
         "geoloc_lib.pipeline.runner",
         "execute the numbered notebooks with papermill for a profile",
+        A.run,
     ),
-    ("notebooks", "record"): (
+    ("notebooks", "record"): Command(
         "geoloc_lib.pipeline.record",
         "re-execute notebooks/ in place at the smoke profile (refreshes nbval's reference outputs)",
+        A.notebooks_record,
     ),
-    ("data", "verify"): (
+    ("data", "verify"): Command(
         "geoloc_lib.data.verify",
         "check a dataset on disk against data_manifest.yaml",
+        A.data_verify,
     ),
-    ("data", "generate"): (
+    ("data", "generate"): Command(
         "geoloc_lib.data.geosynth.cli",
         "generate the embedded GeoSynth benchmark",
+        A.data_generate,
     ),
-    ("data", "weather"): (
+    ("data", "weather"): Command(
         "geoloc_lib.weather.sets",
         "materialise weathered drone query sets on disk",
+        A.data_weather,
     ),
-    ("evaluate",): (
+    ("evaluate",): Command(
         "geoloc_lib.pipeline.evaluate",
         "evaluate a run or checkpoint on a dataset: notebook 02's tables (CSV + Markdown)",
+        A.evaluate,
     ),
-    ("features",): (
+    ("features",): Command(
         "geoloc_lib.pipeline.features",
         "a run's features of a University160k-WX test set, the file geoloc submit reads",
+        A.features,
     ),
-    ("submit",): (
+    ("submit",): Command(
         "geoloc_lib.eval.submit",
         "write a University160k-WX answer.zip from features",
+        A.submit,
     ),
-    ("bench", "eval"): (
+    ("bench", "eval"): Command(
         "geoloc_lib.bench.eval",
         "benchmark the retrieval evaluator against the bare matrix product",
+        A.bench_eval,
     ),
-    ("bench", "train"): (
+    ("bench", "train"): Command(
         "geoloc_lib.bench.train",
         "benchmark training throughput per model, fp32 vs bf16 autocast",
+        A.bench_train,
     ),
-    ("bench", "fit"): (
+    ("bench", "fit"): Command(
         "geoloc_lib.bench.fit",
         "benchmark end-to-end training (real fit runs: data, weather, validation) and levers",
+        A.bench_fit,
     ),
-    ("bench", "data"): (
+    ("bench", "data"): Command(
         "geoloc_lib.bench.data",
         "write a University160k-WX-sized image slice; time decoding, the loader, the projected eval",
+        A.bench_data,
     ),
-    ("bench", "gpu"): (
+    ("bench", "gpu"): Command(
         "geoloc_lib.bench.gpu",
         "GPU numbers of the paper configurations (inference, training, evaluation) in one run",
+        A.bench_gpu,
     ),
-    ("bench", "weather"): (
+    ("bench", "weather"): Command(
         "geoloc_lib.bench.weather",
         "benchmark the weather synthesis (images/s per condition)",
+        A.bench_weather,
     ),
 }
 
@@ -86,9 +111,9 @@ def _groups() -> dict[str, list[tuple[str, ...]]]:
 
 
 def _usage() -> str:
-    lines = ["usage: geoloc COMMAND [ARGS...]", "", "commands:"]
-    for words, (_, text) in COMMANDS.items():
-        lines.append(f"  {' '.join(words):<18} {text}")
+    lines = ["usage: geoloc [--version] COMMAND [ARGS...]", "", "commands:"]
+    for words, command in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<18} {command.help}")
     lines.append("")
     lines.append("Run 'geoloc COMMAND --help' for a command's arguments.")
     return "\n".join(lines)
@@ -110,6 +135,9 @@ def _resolve(argv: Sequence[str]) -> tuple[tuple[str, ...], list[str]]:
         raise SystemExit(USAGE_ERROR)
     if argv[0] in ("-h", "--help"):
         print(_usage())
+        raise SystemExit(0)
+    if argv[0] in ("-V", "--version"):
+        print(f"geoloc {geoloc_lib.__version__}")
         raise SystemExit(0)
     head = argv[0]
     if head not in groups:
@@ -135,11 +163,13 @@ def _resolve(argv: Sequence[str]) -> tuple[tuple[str, ...], list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     words, rest = _resolve(argv)
-    module_name, text = COMMANDS[words]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog="geoloc " + " ".join(words), description=text)
-    module.add_arguments(parser)
-    args = parser.parse_args(rest)
+    command = COMMANDS[words]
+    parser = argparse.ArgumentParser(
+        prog="geoloc " + " ".join(words), description=command.help, formatter_class=A.HelpFormatter
+    )
+    command.arguments(parser)
+    args = parser.parse_args(rest)  # --help and usage errors exit here, before the import
+    module = importlib.import_module(command.module)
     try:
         return int(module.main(args) or 0)
     except GeolocError as err:

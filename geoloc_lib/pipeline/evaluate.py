@@ -172,52 +172,6 @@ def evaluate_tables(
     return [report.root / f"{name}.csv" for name in written]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from geoloc_lib.weather.sets import MIXED
-    from geoloc_lib.weather.synth import CONDITIONS
-
-    parser.add_argument("run", type=Path, help="run folder (runs_dir/<name>) or checkpoint file")
-    parser.add_argument(
-        "--dataset",
-        required=True,
-        choices=DATASETS,
-        help="university1652 for drone->satellite models; cvusa or cvact for street models",
-    )
-    parser.add_argument("--root", required=True, type=Path, help="the dataset's folder")
-    parser.add_argument(
-        "--conditions",
-        nargs="+",
-        choices=(*CONDITIONS, MIXED),
-        default=None,
-        metavar="COND",
-        help="weather conditions of the drone images, e.g. --conditions normal fog mixed "
-        f"(default: all: {' '.join((*CONDITIONS, MIXED))})",
-    )
-    parser.add_argument(
-        "--tasks",
-        nargs="+",
-        choices=DRONE_TASKS,
-        default=["drone->satellite"],
-        metavar="TASK",
-        help="University-1652 tasks (default: drone->satellite; satellite->drone too: "
-        "--tasks drone->satellite satellite->drone)",
-    )
-    parser.add_argument(
-        "--max-queries",
-        type=int,
-        default=None,
-        help="drone queries per condition, a seeded subset (default: all)",
-    )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="folder for the tables (default: evaluation/<run name> in the current folder)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
 def main(args: argparse.Namespace) -> int:
     from geoloc_lib.core.runtime import terminal_progress
 

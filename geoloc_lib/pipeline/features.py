@@ -13,26 +13,6 @@ from pathlib import Path
 from geoloc_lib.core.errors import ConfigError
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", type=Path, help="run folder (runs_dir/<name>) or checkpoint file")
-    parser.add_argument(
-        "--root",
-        required=True,
-        type=Path,
-        help="University160k-WX test folder: query_drone_160k_wx_24/, gallery_satellite_160k/, "
-        "query_drone_name.txt",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("features.pt"),
-        help="feature file to write, .pt or .npz (default: features.pt)",
-    )
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default: auto)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
 def main(args: argparse.Namespace) -> int:
     from geoloc_lib.core.runtime import terminal_progress
     from geoloc_lib.data.university import load_university160k_wx

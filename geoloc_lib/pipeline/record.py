@@ -68,17 +68,12 @@ def record_reference_tables() -> None:
     target = REFERENCE_TABLES_DIR
     target.mkdir(parents=True, exist_ok=True)
     for old in target.glob("*.csv"):
-        old.unlink()  # tables the notebooks no longer write must not linger as references
+        old.unlink()  # a table the notebooks do not write must not linger as a reference
     for table in sorted(source.glob("*.csv")):
         shutil.copyfile(table, target / table.name)
     print(f"recorded {len(list(target.glob('*.csv')))} reference tables in {target}")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
-
-
 def main(args: argparse.Namespace) -> int:
-    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    record_notebooks(only)
+    record_notebooks(args.only or None)
     return 0

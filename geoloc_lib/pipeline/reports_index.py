@@ -55,6 +55,8 @@ CAPTIONS = {
     "restored image, heatmaps, top-5 matches.",
     "03_mcgf_weather_matches": "Rank of the true satellite tile for each weather and rotation of the query.",
     "03_gradcam_geoviewmatch": "Grad-CAM (target: cosine similarity to the matched view's embedding).",
+    "03_gradcam_pair_cosines": "Cosine similarity of each Grad-CAM pair's panorama and tile "
+    "descriptors (the target the Grad-CAM maps explain).",
     "04_table5": "GeoViewMatch Table 5 on GeoSynth: BS, BS+CL, BS+MF, BS+CL+MF at one budget.",
     "04_table5_paper": "GeoViewMatch Table 5 as printed in the paper (CVUSA / CVACT), for comparison.",
     "04_table6": "GeoViewMatch Table 6 on GeoSynth: Swin stages feeding the descriptor.",
@@ -89,6 +91,14 @@ CAPTIONS = {
     "04_restoration_deltas": "Restored minus weathered PSNR, SSIM and correlation (one pass and last step), per condition.",
 }
 
+# Figures written under the same stem as a table: the figure's own caption.
+FIGURE_CAPTIONS = {
+    "04_geoviewmatch_ablations": "GeoViewMatch ablations (Tables 5 and 6): our recall per variant "
+    "and metric with 95 % intervals (bars), the paper's values as markers on the right axis.",
+    "04_mcgf_weather": "What each MCGF part adds: R@1 and AP per weather condition, one bar per "
+    "variant, with 95 % intervals.",
+}
+
 # Tables that open the index, before the per-notebook sections.
 LEAD = ("claims",)
 # The notebook whose run writes each lead table (its provenance is that notebook's).
@@ -115,7 +125,9 @@ def _commit() -> str:
     return f"{out} (with uncommitted changes to the code)" if dirty else out
 
 
-def _caption(stem: str) -> str:
+def _caption(stem: str, figure: bool = False) -> str:
+    if figure and stem in FIGURE_CAPTIONS:
+        return FIGURE_CAPTIONS[stem]
     return CAPTIONS.get(stem, stem.replace("_", " "))
 
 
@@ -218,7 +230,7 @@ def write_reports_index(
         # tables first, then figures, each in name order
         for kind, path in sorted(groups[prefix], key=lambda kp: (kp[0] != "table", kp[1].name)):
             rel = path.relative_to(root).as_posix()
-            lines += [f"**{path.stem}** — {_caption(path.stem)}", ""]
+            lines += [f"**{path.stem}** — {_caption(path.stem, kind != 'table')}", ""]
             if kind == "table":
                 lines += [path.read_text().rstrip(), "", f"([CSV]({rel[:-3]}.csv))", ""]
             else:

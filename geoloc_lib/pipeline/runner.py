@@ -244,45 +244,13 @@ def _executed_dir(profile: str, reports_dirs: list[str], notebooks_dir: Path) ->
     return (notebooks_dir / reports_dirs[0] / "executed").resolve()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--profile", required=True, help="smoke | default | paper (configs/profiles.yaml)"
-    )
-    parser.add_argument(
-        "--only", default=None, help="comma-separated notebook numbers or names, e.g. 00,02"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="[NN.]KEY=VALUE",
-        help="override a parameter (all notebooks that have it, or one with NN.)",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="resolve and check; execute nothing")
-    parser.add_argument(
-        "--out",
-        default=None,
-        help="folder for executed notebooks (default: the profile's reports_dir/executed)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="write into existing folders geoloc did not create (reports_dir, runs_dir, --out); "
-        "they get a .geoloc marker file",
-    )
-
-
 def main(args: argparse.Namespace) -> int:
-    only = None
-    if args.only is not None:
-        only = [s.strip() for s in args.only.split(",") if s.strip()]
-        if not only:
-            raise ConfigError(
-                f"--only {args.only!r} names no notebook; pass notebook numbers or names "
-                "separated by commas, e.g. --only 00,02 (leave --only out to run them all)"
-            )
+    only = args.only  # a list (ListAction): --only 00 02 or --only 00,02
+    if only is not None and not only:
+        raise ConfigError(
+            "--only names no notebook; pass notebook numbers or names, e.g. --only 00 02 "
+            "(leave --only out to run them all)"
+        )
     run_pipeline(
         args.profile,
         only=only,

@@ -68,8 +68,7 @@ class TrainSettings:
     optimizer: str = "sgd"  # sgd (the paper's) | adamw
     augment: str = "flip_rot90"  # a geoloc_lib.data.augment.PAIR_AUGMENTS name
     val_every: int = 1  # epochs between validation passes (and always after the last one)
-    # The restoration module's own group (MCGF.param_groups); None: lr_head, as the CPU presets
-    # were measured with.
+    # The restoration module's own group (MCGF.param_groups); None: lr_head (the CPU presets).
     lr_restoration: float | None = None
     # Not a field (run.json keeps the fields only): MCGF §3 trains with plain SGD, no ASAM.
     asam: ClassVar[bool] = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,36 @@ def _location_files(uni: Path, location_id: str, split: str) -> tuple[Path, list
     sat = sat_dir / location_id / f"{location_id}.jpg"
     drones = sorted((drone_dir / location_id).glob("image-*.jpeg"))
     return sat, drones
+
+
+# How the drone and street views were captured relative to the satellite tile (GeoSynth's
+# ``drone_capture`` / ``street_capture``, recorded in geosynth.json), in the figure's footnote.
+DRONE_NOTES = {
+    "same_imagery": "rendered from the satellite's imagery, so with its sun, season and colour "
+    "balance and a light haze (as University-1652's Google Earth views)",
+    "independent": "each orbit under its own sun, season, haze and colour balance "
+    "(like drone photographs taken at another time)",
+}
+STREET_NOTES = {
+    "different_time": "captured at another time (season, sun and shadows may differ)",
+    "same_time": "under the satellite's sun and season",
+}
+
+
+def _captures(root: Path) -> tuple[str, str]:
+    """``(drone_capture, street_capture)`` of the GeoSynth folder (its generation defaults when
+    geosynth.json does not say)."""
+    from geoloc_lib.data.geosynth.profiles import GeoSynthProfile
+
+    params: dict = {}
+    manifest = root / "geosynth.json"
+    if manifest.is_file():
+        params = json.loads(manifest.read_text(encoding="utf-8")).get("params") or {}
+    fields = GeoSynthProfile.__dataclass_fields__
+    return (
+        str(params.get("drone_capture", fields["drone_capture"].default)),
+        str(params.get("street_capture", fields["street_capture"].default)),
+    )
 
 
 def location_figure(
@@ -58,7 +90,7 @@ def location_figure(
 
     n_cols = max(len(drones), 4)
     fig = Figure(figsize=(2.0 * n_cols, 6.0), layout="constrained")
-    grid = fig.add_gridspec(3, n_cols, height_ratios=[2.2, 1.0, 0.5])
+    grid = fig.add_gridspec(3, n_cols, height_ratios=[2.2, 1.0, 0.6])
     ax = fig.add_subplot(grid[0, : n_cols // 2])
     ax.imshow(read_image_array(sat))
     ax.set_title(
@@ -89,12 +121,17 @@ def location_figure(
                 )
     ax = fig.add_subplot(grid[2, :])
     ax.axis("off")
+    drone_capture, street_capture = _captures(root)
+    notes = [
+        "Satellite: orthographic nadir tile (one sun and season per district).",
+        "Drone: oblique perspective views along a descending orbit (facades visible), "
+        f"{DRONE_NOTES.get(drone_capture, drone_capture)}.",
+        "Street: ground-level 360° equirectangular panorama ray-cast from the same height map, "
+        f"{STREET_NOTES.get(street_capture, street_capture)}.",
+    ]
+    width = int(2.0 * n_cols * 15)  # characters per line at 8 pt across the figure
     ax.text(
-        0.0, 0.9,
-        "Satellite: orthographic nadir tile (one sun and season per district).\n"
-        "Drone: oblique perspective views along a descending orbit (facades visible, other sun, "
-        "season, haze and colour balance).\nStreet: ground-level 360° equirectangular panorama "
-        "ray-cast from the same height map.",
+        0.0, 1.0, "\n".join(textwrap.fill(n, width, subsequent_indent="  ") for n in notes),
         fontsize=8, va="top",
     )  # fmt: skip
     if path is not None:

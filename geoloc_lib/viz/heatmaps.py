@@ -1,11 +1,14 @@
 """Heatmap figures (03_heatmaps): GeoViewMatch Figures 8/9, MCGF Figure 3, Grad-CAM.
 
 Heatmaps are ``[H, W]`` tensors in [0, 1] (``geoloc_lib.analysis.explain``), drawn with the ``jet``
-colormap (red high, blue low, as in the papers) over the image they explain.
+colormap (red high, blue low, as in the papers) over the image they explain; every figure carries
+the colour bar of that scale. Long row or column labels (the datasets' 22-character pair ids)
+are shown as "pair 1", "pair 2", ..., with the ids in a footnote.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +16,8 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -20,6 +25,8 @@ from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.images import read_image
 
 MATCH_COLOUR, MISS_COLOUR = "#1a9641", "#d7191c"
+LABEL_SIZE = 10  # row labels and column titles
+SHORT_LABEL = 12  # labels longer than this (e.g. CVACT's pair ids) become "pair 1", ...
 
 
 def overlay_heatmap(
@@ -39,7 +46,9 @@ def _to_rgb(image: Tensor) -> np.ndarray:
     return image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def _panel(ax: Axes, rgb: np.ndarray, title: str | None = None, frame: str | None = None) -> None:
+def _panel(
+    ax: Axes, rgb: np.ndarray, title: str | None = None, frame: str | None = None, size: int = 8
+) -> None:
     ax.imshow(rgb)  # matplotlib's default: nearest when enlarging, antialiased when shrinking
     ax.set_xticks([])
     ax.set_yticks([])
@@ -49,11 +58,34 @@ def _panel(ax: Axes, rgb: np.ndarray, title: str | None = None, frame: str | Non
             spine.set_edgecolor(frame)
             spine.set_linewidth(3)
     if title:
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=size)
 
 
 def _row_label(ax: Axes, text: str) -> None:
-    ax.set_ylabel(text, fontsize=8)
+    """A row's label, on two lines when long (``"multi-scale\n2+3+4"``)."""
+    ax.set_ylabel(
+        text if len(text) <= SHORT_LABEL else text.replace(" ", "\n", 1), fontsize=LABEL_SIZE
+    )
+
+
+def _short_labels(fig: Figure, labels: Sequence[str], noun: str = "pair") -> list[str]:
+    """``labels`` as they are when short; otherwise "pair 1", "pair 2", ... with the full
+    labels in a footnote under the figure."""
+    labels = [str(x) for x in labels]
+    if all(len(x) <= SHORT_LABEL for x in labels):
+        return labels
+    short = [f"{noun} {i + 1}" for i in range(len(labels))]
+    note = "; ".join(f"{s}: {x}" for s, x in zip(short, labels, strict=True))
+    fig.supxlabel(f"ids: {note}", fontsize=7, color="#444444")
+    return short
+
+
+def _colour_bar(fig: Figure, ax: Axes, cmap: str = "jet") -> None:
+    """The heat scale as a vertical bar to the right of ``ax`` (an inset: no grid cell)."""
+    cax = ax.inset_axes([1.04, 0.0, 0.05, 1.0])
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap), cax=cax)
+    bar.set_ticks([0.0, 0.5, 1.0], labels=["0 low", "0.5", "1 high"], fontsize=7)
+    bar.set_label("heat (scaled per image)", fontsize=8)
 
 
 def _check_maps(images: Tensor, maps: dict[str, Tensor], what: str) -> None:
@@ -81,38 +113,72 @@ def stage_heatmaps_figure(
     n = aerial.shape[0]
     pano_ratio = ground.shape[-1] / ground.shape[-2]
     ratios = [1.0] * (1 + len(aerial_maps)) + [pano_ratio]
-    fig = Figure(figsize=(panel * sum(ratios), panel * n + 0.4), layout="constrained")
+    fig = Figure(figsize=(panel * sum(ratios) + 0.4, panel * n + 0.8), layout="constrained")
     axes = fig.subplots(n, len(ratios), squeeze=False, width_ratios=ratios)
+    labels = _short_labels(fig, row_labels)
     for i in range(n):
-        _panel(axes[i, 0], _to_rgb(aerial[i]), "RS image" if i == 0 else None)
-        _row_label(axes[i, 0], row_labels[i])
+        _panel(axes[i, 0], _to_rgb(aerial[i]), "RS image" if i == 0 else None, size=LABEL_SIZE)
+        _row_label(axes[i, 0], labels[i])
         for j, (key, maps) in enumerate(aerial_maps.items(), start=1):
-            _panel(axes[i, j], overlay_heatmap(aerial[i], maps[i]), key if i == 0 else None)
+            title = key if i == 0 else None
+            _panel(axes[i, j], overlay_heatmap(aerial[i], maps[i]), title, size=LABEL_SIZE)
         _panel(
             axes[i, -1],
             overlay_heatmap(ground[i], ground_map[i]),
             f"street view: {ground_title}" if i == 0 else None,
+            size=LABEL_SIZE,
         )
+    _colour_bar(fig, axes[0, -1])
+    fig.suptitle(
+        "GeoViewMatch: channel-mean feature heatmaps per Swin stage (aerial tiles) and on the "
+        "panorama",
+        fontsize=11,
+    )
     return fig
 
 
 def panorama_heatmaps_figure(
-    ground: Tensor, ground_maps: dict[str, Tensor], col_labels: Sequence[str], panel: float = 1.2
+    ground: Tensor,
+    ground_maps: dict[str, Tensor],
+    col_labels: Sequence[str],
+    panel: float = 1.3,
+    max_width: float = 14.0,
 ) -> Figure:
-    """Panoramas (columns) and their heatmaps (rows, in ``ground_maps`` order)."""
+    """Panoramas (columns) and their heatmaps (rows, in ``ground_maps`` order).
+
+    As many panoramas side by side as fit ``max_width`` inches (at least one); the rest
+    continue in another block of rows below, so the figure stays readable at any count.
+    """
     _check_maps(ground, ground_maps, "panorama_heatmaps_figure")
     n = ground.shape[0]
     ratio = ground.shape[-1] / ground.shape[-2]
-    rows = 1 + len(ground_maps)
-    fig = Figure(figsize=(panel * ratio * n, panel * rows + 0.4), layout="constrained")
-    axes = fig.subplots(rows, n, squeeze=False)
+    cols = max(1, min(n, int(max_width // (panel * ratio))))
+    blocks = math.ceil(n / cols)
+    per_block = 1 + len(ground_maps)
+    fig = Figure(
+        figsize=(panel * ratio * cols + 1.6, panel * per_block * blocks + 0.9),
+        layout="constrained",
+    )
+    grid = fig.add_gridspec(per_block * blocks, cols)
+    labels = _short_labels(fig, col_labels)
+    first_heat = None
     for j in range(n):
-        _panel(axes[0, j], _to_rgb(ground[j]), col_labels[j])
+        block, col = divmod(j, cols)
+        top = block * per_block
+        ax = fig.add_subplot(grid[top, col])
+        _panel(ax, _to_rgb(ground[j]), labels[j], size=LABEL_SIZE)
+        if col == 0:
+            _row_label(ax, "panorama")
         for i, (key, maps) in enumerate(ground_maps.items(), start=1):
-            _panel(axes[i, j], overlay_heatmap(ground[j], maps[j]))
-            if j == 0:
-                _row_label(axes[i, j], key)
-    _row_label(axes[0, 0], "panorama")
+            ax = fig.add_subplot(grid[top + i, col])
+            _panel(ax, overlay_heatmap(ground[j], maps[j]))
+            if col == 0:
+                _row_label(ax, key)
+            if first_heat is None and col == cols - 1:
+                first_heat = ax
+    if ground_maps:
+        _colour_bar(fig, first_heat if first_heat is not None else ax)
+    fig.suptitle("GeoViewMatch: the heatmaps of each stage on the street panoramas", fontsize=11)
     return fig
 
 
@@ -130,15 +196,21 @@ def gradcam_pairs_figure(
     _check_maps(ground, {"ground": ground_cam}, "gradcam_pairs_figure")
     n = aerial.shape[0]
     ratios = [1.0, 1.0, ground.shape[-1] / ground.shape[-2]]
-    fig = Figure(figsize=(panel * sum(ratios), panel * n + 0.4), layout="constrained")
+    fig = Figure(figsize=(panel * sum(ratios) + 0.8, panel * n + 0.8), layout="constrained")
     axes = fig.subplots(n, 3, squeeze=False, width_ratios=ratios)
     titles = ("RS image", "RS Grad-CAM", "street-view Grad-CAM")
+    labels = _short_labels(fig, row_labels)
     for i in range(n):
-        first = i == 0
-        _panel(axes[i, 0], _to_rgb(aerial[i]), titles[0] if first else None)
-        _row_label(axes[i, 0], row_labels[i])
-        _panel(axes[i, 1], overlay_heatmap(aerial[i], aerial_cam[i]), titles[1] if first else None)
-        _panel(axes[i, 2], overlay_heatmap(ground[i], ground_cam[i]), titles[2] if first else None)
+        shown = titles if i == 0 else (None, None, None)
+        _panel(axes[i, 0], _to_rgb(aerial[i]), shown[0], size=LABEL_SIZE)
+        _row_label(axes[i, 0], labels[i])
+        _panel(axes[i, 1], overlay_heatmap(aerial[i], aerial_cam[i]), shown[1], size=LABEL_SIZE)
+        _panel(axes[i, 2], overlay_heatmap(ground[i], ground_cam[i]), shown[2], size=LABEL_SIZE)
+    _colour_bar(fig, axes[0, -1])
+    fig.suptitle(
+        "GeoViewMatch Grad-CAM: tile towards its panorama's descriptor, panorama towards its tile's",
+        fontsize=11,
+    )
     return fig
 
 
@@ -191,4 +263,6 @@ def weather_matches_figure(
         _row_label(axes[i, 0], key)
     for r in range(k):
         _row_label(axes[top + r, 0], f"top-{r + 1}")
+    if heatmaps:
+        _colour_bar(fig, axes[len(image_rows), -1])
     return fig

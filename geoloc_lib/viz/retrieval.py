@@ -121,31 +121,83 @@ def examples_figure(examples: RetrievalExamples, title: str | None = None) -> Fi
     )
 
 
-def recall_curves_figure(
-    curves: pd.DataFrame, group: str = "condition", title: str | None = None
-) -> Figure:
-    """Recall@k (%) against k, one line per ``group`` value with its 95 % band (``lo``/``hi``),
-    from :func:`geoloc_lib.eval.uncertainty.recall_curves`."""
+SUMMARY_GROUPS = ("mixed", "mean")  # not a weather condition: black, dashed
+
+
+def group_colors(groups: Sequence[str]) -> list:
+    """A readable qualitative colour per group: tab10 in order for the conditions (Dark2 after
+    the tenth), black for ``mixed`` / ``mean``."""
+    from matplotlib import colormaps
+
+    tab10, dark2 = colormaps["tab10"], colormaps["Dark2"]
+    colors, i = [], 0
+    for g in groups:
+        if str(g) in SUMMARY_GROUPS:
+            colors.append((0.0, 0.0, 0.0, 1.0))
+            continue
+        colors.append(tab10(i) if i < 10 else dark2((i - 10) % 8))
+        i += 1
+    return colors
+
+
+def _check_curves(curves: pd.DataFrame, group: str, what: str) -> None:
     needed = {group, "k", "recall", "lo", "hi"}
     if not needed <= set(curves.columns):
         raise ConfigError(
-            f"recall_curves_figure: curves lack {sorted(needed - set(curves.columns))}; pass "
+            f"recall_curves_figure: {what} lack {sorted(needed - set(curves.columns))}; pass "
             "what eval.uncertainty.recall_curves returns"
         )
+
+
+def recall_curves_figure(
+    curves: pd.DataFrame,
+    group: str = "condition",
+    title: str | None = None,
+    compare: pd.DataFrame | None = None,
+    labels: tuple[str, str] = ("model", "compared model"),
+    headline: str = "mixed",
+) -> Figure:
+    """Recall@k (%) against k, one line per ``group`` value with its 95 % band (``lo``/``hi``),
+    from :func:`geoloc_lib.eval.uncertainty.recall_curves`.
+
+    ``compare``: the same curves of a second model (e.g. MCGF's matching branch alone beside
+    MCGF); a second panel then draws both models' ``headline`` group (default ``mixed``, else
+    each one's first group) with their bands, named by ``labels``.
+    """
+    _check_curves(curves, group, "curves")
+    if compare is not None:
+        _check_curves(compare, group, "compare")
     groups = list(dict.fromkeys(curves[group]))
-    fig = Figure(figsize=(7.5, 4.6))
-    ax = fig.subplots()
-    colors = plt_colors(len(groups))
-    for g, color in zip(groups, colors, strict=True):
+    panels = 1 if compare is None else 2
+    fig = Figure(figsize=(7.5 + 4.6 * (panels - 1), 4.6))
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    ax = axes[0]
+    for g, color in zip(groups, group_colors(groups), strict=True):
         part = curves[curves[group] == g]
-        style = "--" if g in ("mixed", "mean") else "-"
-        ax.plot(part["k"], part["recall"], style, color=color, lw=1.4, label=str(g))
-        ax.fill_between(part["k"], part["lo"], part["hi"], color=color, alpha=0.12, lw=0)
-    ax.set_xscale("log")
-    ax.set_xlabel("k")
-    ax.set_ylabel("recall@k (%)")
-    ax.legend(fontsize=7, ncols=2, loc="upper left")
-    ax.set_title(title or "recall@k with 95 % bootstrap intervals")
+        style = "--" if g in SUMMARY_GROUPS else "-"
+        ax.plot(part["k"], part["recall"], style, color=color, lw=1.6, label=str(g))
+        ax.fill_between(part["k"], part["lo"], part["hi"], color=color, alpha=0.10, lw=0)
+    ax.legend(fontsize=7, ncols=2, loc="upper left", title=group, title_fontsize=7)
+    ax.set_title(title or "recall@k with 95 % bootstrap intervals", fontsize=10)
+    if compare is not None:
+        ax = axes[1]
+        for frame, label, style, color in (
+            (curves, labels[0], "-", "#1f77b4"),
+            (compare, labels[1], "--", "#d62728"),
+        ):
+            shown = headline if headline in set(frame[group]) else frame[group].iloc[0]
+            part = frame[frame[group] == shown]
+            ax.plot(
+                part["k"], part["recall"], style, color=color, lw=1.8, label=f"{label} ({shown})"
+            )
+            ax.fill_between(part["k"], part["lo"], part["hi"], color=color, alpha=0.15, lw=0)
+        ax.legend(fontsize=8, loc="upper left")
+        ax.set_title(f"{labels[0]} vs {labels[1]}, {headline}", fontsize=10)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("k")
+        ax.set_ylabel("recall@k (%)")
+        ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
 

@@ -220,28 +220,6 @@ def materialise_weather_queries(
     return _write_one(queries, out, condition, seed, query_folder, *options)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", required=True, help="University-1652-layout dataset root")
-    parser.add_argument("--out", required=True, help="output folder (a new dataset-layout tree)")
-    parser.add_argument(
-        "--condition",
-        default="mixed",
-        help=f"one of {', '.join(CONDITIONS)}, or 'mixed' (random per query) or 'all'",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="weather seed (default 0)")
-    parser.add_argument("--query-folder", default="query_drone", help="folder under test/")
-    parser.add_argument("--size", type=int, default=None, help="resize to SIZE x SIZE first")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
-    parser.add_argument(
-        "--reference-size",
-        type=int,
-        default=WEATHER_REFERENCE_SIZE,
-        help=f"draw particles as at this size (default {WEATHER_REFERENCE_SIZE}, as evaluation)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
 def main(args: argparse.Namespace) -> int:
     out = materialise_weather_queries(
         args.root,

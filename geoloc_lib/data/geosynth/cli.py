@@ -10,25 +10,6 @@ from geoloc_lib.core.runtime import terminal_progress
 DATASETS = ("geosynth",)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", help="dataset to generate (only 'geosynth')")
-    parser.add_argument(
-        "--profile", default="smoke", help="smoke (CI, seconds) or default (the benchmark)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="random seed (same seed -> identical files)"
-    )
-    parser.add_argument(
-        "--out",
-        required=True,
-        help="output folder (files an earlier GeoSynth run wrote there are replaced; others kept)",
-    )
-    parser.add_argument(
-        "--workers", type=int, default=None, help="parallel processes (default: up to 2)"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
 def main(args: argparse.Namespace) -> int:
     if args.dataset not in DATASETS:
         raise ConfigError(f"argument dataset: {choices_message('dataset', args.dataset, DATASETS)}")

@@ -92,7 +92,7 @@ PROFILES: dict[str, GeoSynthProfile] = {
     ),
     # University-1652 trains on 701 buildings: 11 districts of 8 x 8 = 704 training classes. The
     # street pairs stay at 640 (58 per district; 638): the street models are limited by input
-    # size and compute, not by pairs (issue 19: 4x the pairs at equal compute did not help), and
+    # size and compute, not by pairs (4x the pairs at equal compute do not raise their recall), and
     # CVUSA/CVACT's 35,532 pairs are far beyond a 2-core budget.
     "default": GeoSynthProfile(
         name="default", train_campuses=11, test_campuses=5, campus_grid=8, distractor_campuses=16,
