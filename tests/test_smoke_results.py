@@ -16,6 +16,7 @@ A broken loss or protocol moves the numbers far past the tolerances and fails he
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from pathlib import Path
@@ -31,6 +32,7 @@ TABLES = REPO_ROOT / "reports" / "smoke" / "tables"
 pytestmark = pytest.mark.after_notebooks
 
 
+@functools.cache
 def _rules() -> list[dict]:
     return yaml.safe_load((REFERENCE / "tolerances.yaml").read_text())["rules"]
 
