@@ -162,3 +162,60 @@ def test_local_challenge_never_writes_into_a_users_folder(tmp_path):
     with pytest.raises(ConfigError, match="local challenge folder .* no .geoloc marker"):
         write_local_challenge(None, None, None, folder)  # refused before any work
     assert (folder / "query_drone_name.txt").read_text() == "my list\n"
+
+
+# --------------------------------------------------------------------------- geoloc data weather
+
+
+def _weather(root, out, *extra):
+    return ["data", "weather", "--root", str(root), "--out", str(out), "--no-progress", *extra]
+
+
+def test_data_weather_refuses_a_users_folder_unless_forced(tmp_path, capsys):
+    from layouts import make_university1652
+
+    root = make_university1652(tmp_path / "u", train_ids=(1,), test_ids=(10,), views=1)
+    folder = _user_folder(tmp_path)
+    assert cli_main(_weather(root, folder, "--condition", "fog")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert str(folder) in err and "--force" in err
+    assert not (folder / MARKER).exists() and not (folder / "weather.csv").exists()
+    # --force: written beside the user's files, which are kept
+    assert cli_main(_weather(root, folder, "--condition", "fog", "--force")) == 0
+    assert (folder / "weather.csv").is_file() and (folder / MARKER).is_file()
+    assert (folder / "README.md").read_text() == "my notes\n"
+    # a weather set there already: never replaced, even with --force
+    before = (folder / "weather.csv").read_text()
+    assert cli_main(_weather(root, folder, "--condition", "rain", "--force")) == 2
+    assert "weather.csv" in capsys.readouterr().err
+    assert (folder / "weather.csv").read_text() == before
+
+
+def test_data_weather_never_replaces_a_users_file_even_forced(tmp_path, capsys):
+    from layouts import make_university1652
+
+    root = make_university1652(tmp_path / "u", train_ids=(1,), test_ids=(10,), views=1)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "weather.csv").write_text("my table\n")
+    assert cli_main(_weather(root, folder, "--condition", "fog", "--force")) == 2
+    assert "weather.csv" in capsys.readouterr().err
+    assert (folder / "weather.csv").read_text() == "my table\n"
+    assert not (folder / "test").exists()
+    # a new folder is marked as geoloc's
+    new = tmp_path / "new" / "fog"
+    assert cli_main(_weather(root, new, "--condition", "fog")) == 0
+    assert (new / MARKER).is_file() and (new / "weather.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "path, words",
+    [("", "empty path"), (str(REPO_ROOT), "repository root"), (str(NOTEBOOKS_DIR), "notebooks")],
+)
+def test_data_weather_refuses_the_repository_root_notebooks_and_empty_paths(
+    tmp_path, capsys, path, words
+):
+    assert cli_main(_weather(tmp_path / "no_dataset", path, "--force")) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1

@@ -271,7 +271,17 @@ def data_generate(parser: argparse.ArgumentParser) -> None:
 def data_weather(parser: argparse.ArgumentParser) -> None:
     """``geoloc data weather``."""
     parser.add_argument("--root", required=True, help="University-1652-layout dataset root")
-    parser.add_argument("--out", required=True, help="output folder (a new dataset-layout tree)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output folder: new or empty, or one geoloc wrote (it has a .geoloc marker file)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an --out folder geoloc did not create (it gets a .geoloc marker file; "
+        "an existing weather set there is still never replaced)",
+    )
     parser.add_argument(
         "--condition",
         default=MIXED,
