@@ -219,3 +219,74 @@ def test_data_weather_refuses_the_repository_root_notebooks_and_empty_paths(
     assert cli_main(_weather(tmp_path / "no_dataset", path, "--force")) == 2
     err = capsys.readouterr().err
     assert words in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- bench --csv / --out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["bench", "fit", "--root", "no_such_root"],
+        ["bench", "data", "--out", "SLICE"],
+    ],
+)
+def test_bench_csv_never_replaces_a_file_it_did_not_write(tmp_path, capsys, command):
+    command = [str(tmp_path / "slice") if a == "SLICE" else a for a in command]
+    notes = tmp_path / "notes.csv"
+    notes.write_text("a,b\n1,2\n")
+    assert cli_main([*command, "--csv", str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert f"--csv {notes}" in err and "--force" in err
+    assert notes.read_text() == "a,b\n1,2\n"
+    assert not (tmp_path / "slice").exists()  # refused before any work
+
+
+def test_a_bench_csv_is_recognised_by_its_header_and_its_folder_created(tmp_path):
+    from geoloc_lib.bench.data import CSV_COLUMNS as DATA_COLUMNS
+    from geoloc_lib.bench.fit import CSV_COLUMNS as FIT_COLUMNS
+    from geoloc_lib.core.outputs import claim_output_file, is_table_csv
+
+    for columns in (FIT_COLUMNS, DATA_COLUMNS):
+        own = tmp_path / "own.csv"
+        own.write_text(",".join((*columns, "extra")) + "\n1\n")
+        assert is_table_csv(own, columns)
+        assert claim_output_file(own, "--csv", columns=columns) == own.resolve()
+        other = tmp_path / "other.csv"
+        other.write_text(",".join(reversed(columns)) + "\n")
+        assert not is_table_csv(other, columns)
+        with pytest.raises(ConfigError, match="--force"):
+            claim_output_file(other, "--csv", columns=columns)
+        assert claim_output_file(other, "--csv", columns=columns, force=True) == other.resolve()
+    nested = claim_output_file(tmp_path / "a" / "b" / "t.csv", "--csv", columns=FIT_COLUMNS)
+    assert nested.parent.is_dir() and not nested.exists()
+    with pytest.raises(ConfigError, match="is a folder"):
+        claim_output_file(tmp_path, "--csv", columns=FIT_COLUMNS, force=True)
+    with pytest.raises(ConfigError, match="empty path"):
+        claim_output_file("", "--csv", columns=FIT_COLUMNS, force=True)
+    with pytest.raises(ConfigError, match="notebooks folder"):
+        claim_output_file(NOTEBOOKS_DIR / "t.csv", "--csv", columns=FIT_COLUMNS, force=True)
+
+
+def test_bench_gpu_out_refuses_a_users_folder(tmp_path, capsys):
+    folder = _user_folder(tmp_path)
+    assert cli_main(["bench", "gpu", "--allow-cpu", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert str(folder) in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert not (folder / "gpu_bench.json").exists()
+
+
+def test_features_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
+    notes = tmp_path / "notes.pt"
+    notes.write_text("my notes")
+    args = ["features", str(tmp_path / "no_run"), "--root", str(tmp_path), "--out", str(notes)]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--out {notes} exists and is not a feature file" in err and "--force" in err
+    assert len(err.strip().splitlines()) == 1 and notes.read_text() == "my notes"
+    own = tmp_path / "own.pt"  # a feature file as geoloc writes it: accepted (the run is missing)
+    _features(tmp_path)
+    (tmp_path / "f.pt").rename(own)
+    assert cli_main([*args[:-1], str(own)]) == 2
+    assert "exists and is not a feature file" not in capsys.readouterr().err
