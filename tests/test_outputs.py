@@ -277,6 +277,41 @@ def test_bench_gpu_out_refuses_a_users_folder(tmp_path, capsys):
     assert not (folder / "gpu_bench.json").exists()
 
 
+# --------------------------------------------------------------------------- run folders
+
+
+def test_run_folders_refuse_a_users_runs_dir(tmp_path):
+    from geoloc_lib.analysis import ablations as A
+    from geoloc_lib.training import runs
+
+    folder = _user_folder(tmp_path)
+    variant = A.Variant("fast", "mcgf_matching_only", {"val_queries": 0}, "fast")
+    calls = [
+        lambda: runs.train_run("mcgf_matching_only", None, folder, preset="smoke"),
+        lambda: runs.train_runs({"mcgf_matching_only": {}}, None, folder, preset="smoke"),
+        lambda: runs.ensure_run(
+            "mcgf_matching_only", None, folder, name="x", preset="smoke", epochs=1, seed=0
+        ),
+        lambda: A.ensure_run(variant, None, folder, preset="smoke", epochs=1, seed=0),
+    ]
+    for call in calls:
+        with pytest.raises(ConfigError, match=rf"runs_dir {folder} .*no \.geoloc marker") as err:
+            call()
+        assert len(str(err.value).splitlines()) == 1 and ".geoloc file" in str(err.value)
+    assert sorted(p.name for p in folder.rglob("*")) == ["00_counts.md", "README.md", "tables"]
+
+
+def test_a_new_runs_dir_is_marked(tmp_path):
+    from geoloc_lib.training.runs import claim_runs_dir
+
+    new = claim_runs_dir(tmp_path / "runs" / "smoke")
+    assert json.loads((new / MARKER).read_text())["kind"] == "runs"
+    assert claim_runs_dir(new) == new.resolve()
+    for bad, words in (("", "empty path"), (NOTEBOOKS_DIR, "notebooks folder")):
+        with pytest.raises(ConfigError, match=words):
+            claim_runs_dir(bad)
+
+
 def test_features_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
     notes = tmp_path / "notes.pt"
     notes.write_text("my notes")
