@@ -422,7 +422,8 @@ def test_weather_set_saved_inside_geosynth_survives_notebook_00(gens, tmp_path):
         root / "University-1652", root / "University-1652/fog_queries", "fog", progress=False
     )
     files = sorted(p for p in out.rglob("*") if p.is_file())
-    assert len(files) == TINY.campus_grid**2 * TINY.drone_views + 1  # images + weather.csv
+    # images + weather.csv + the .geoloc marker of the new folder
+    assert len(files) == TINY.campus_grid**2 * TINY.drone_views + 2
     with pytest.warns(UserWarning, match=f"{len(files)} file.* are kept"):
         meta = prepare_geosynth(root, "tiny", 0)
     assert meta["reused"] is True and len(meta["kept_files"]) == len(files)

@@ -162,3 +162,166 @@ def test_local_challenge_never_writes_into_a_users_folder(tmp_path):
     with pytest.raises(ConfigError, match="local challenge folder .* no .geoloc marker"):
         write_local_challenge(None, None, None, folder)  # refused before any work
     assert (folder / "query_drone_name.txt").read_text() == "my list\n"
+
+
+# --------------------------------------------------------------------------- geoloc data weather
+
+
+def _weather(root, out, *extra):
+    return ["data", "weather", "--root", str(root), "--out", str(out), "--no-progress", *extra]
+
+
+def test_data_weather_refuses_a_users_folder_unless_forced(tmp_path, capsys):
+    from layouts import make_university1652
+
+    root = make_university1652(tmp_path / "u", train_ids=(1,), test_ids=(10,), views=1)
+    folder = _user_folder(tmp_path)
+    assert cli_main(_weather(root, folder, "--condition", "fog")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert str(folder) in err and "--force" in err
+    assert not (folder / MARKER).exists() and not (folder / "weather.csv").exists()
+    # --force: written beside the user's files, which are kept
+    assert cli_main(_weather(root, folder, "--condition", "fog", "--force")) == 0
+    assert (folder / "weather.csv").is_file() and (folder / MARKER).is_file()
+    assert (folder / "README.md").read_text() == "my notes\n"
+    # a weather set there already: never replaced, even with --force
+    before = (folder / "weather.csv").read_text()
+    assert cli_main(_weather(root, folder, "--condition", "rain", "--force")) == 2
+    assert "weather.csv" in capsys.readouterr().err
+    assert (folder / "weather.csv").read_text() == before
+
+
+def test_data_weather_never_replaces_a_users_file_even_forced(tmp_path, capsys):
+    from layouts import make_university1652
+
+    root = make_university1652(tmp_path / "u", train_ids=(1,), test_ids=(10,), views=1)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "weather.csv").write_text("my table\n")
+    assert cli_main(_weather(root, folder, "--condition", "fog", "--force")) == 2
+    assert "weather.csv" in capsys.readouterr().err
+    assert (folder / "weather.csv").read_text() == "my table\n"
+    assert not (folder / "test").exists()
+    # a new folder is marked as geoloc's
+    new = tmp_path / "new" / "fog"
+    assert cli_main(_weather(root, new, "--condition", "fog")) == 0
+    assert (new / MARKER).is_file() and (new / "weather.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "path, words",
+    [("", "empty path"), (str(REPO_ROOT), "repository root"), (str(NOTEBOOKS_DIR), "notebooks")],
+)
+def test_data_weather_refuses_the_repository_root_notebooks_and_empty_paths(
+    tmp_path, capsys, path, words
+):
+    assert cli_main(_weather(tmp_path / "no_dataset", path, "--force")) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- bench --csv / --out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["bench", "fit", "--root", "no_such_root"],
+        ["bench", "data", "--out", "SLICE"],
+    ],
+)
+def test_bench_csv_never_replaces_a_file_it_did_not_write(tmp_path, capsys, command):
+    command = [str(tmp_path / "slice") if a == "SLICE" else a for a in command]
+    notes = tmp_path / "notes.csv"
+    notes.write_text("a,b\n1,2\n")
+    assert cli_main([*command, "--csv", str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert f"--csv {notes}" in err and "--force" in err
+    assert notes.read_text() == "a,b\n1,2\n"
+    assert not (tmp_path / "slice").exists()  # refused before any work
+
+
+def test_a_bench_csv_is_recognised_by_its_header_and_its_folder_created(tmp_path):
+    from geoloc_lib.bench.data import CSV_COLUMNS as DATA_COLUMNS
+    from geoloc_lib.bench.fit import CSV_COLUMNS as FIT_COLUMNS
+    from geoloc_lib.core.outputs import claim_output_file, is_table_csv
+
+    for columns in (FIT_COLUMNS, DATA_COLUMNS):
+        own = tmp_path / "own.csv"
+        own.write_text(",".join((*columns, "extra")) + "\n1\n")
+        assert is_table_csv(own, columns)
+        assert claim_output_file(own, "--csv", columns=columns) == own.resolve()
+        other = tmp_path / "other.csv"
+        other.write_text(",".join(reversed(columns)) + "\n")
+        assert not is_table_csv(other, columns)
+        with pytest.raises(ConfigError, match="--force"):
+            claim_output_file(other, "--csv", columns=columns)
+        assert claim_output_file(other, "--csv", columns=columns, force=True) == other.resolve()
+    nested = claim_output_file(tmp_path / "a" / "b" / "t.csv", "--csv", columns=FIT_COLUMNS)
+    assert nested.parent.is_dir() and not nested.exists()
+    with pytest.raises(ConfigError, match="is a folder"):
+        claim_output_file(tmp_path, "--csv", columns=FIT_COLUMNS, force=True)
+    with pytest.raises(ConfigError, match="empty path"):
+        claim_output_file("", "--csv", columns=FIT_COLUMNS, force=True)
+    with pytest.raises(ConfigError, match="notebooks folder"):
+        claim_output_file(NOTEBOOKS_DIR / "t.csv", "--csv", columns=FIT_COLUMNS, force=True)
+
+
+def test_bench_gpu_out_refuses_a_users_folder(tmp_path, capsys):
+    folder = _user_folder(tmp_path)
+    assert cli_main(["bench", "gpu", "--allow-cpu", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert str(folder) in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert not (folder / "gpu_bench.json").exists()
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def test_run_folders_refuse_a_users_runs_dir(tmp_path):
+    from geoloc_lib.analysis import ablations as A
+    from geoloc_lib.training import runs
+
+    folder = _user_folder(tmp_path)
+    variant = A.Variant("fast", "mcgf_matching_only", {"val_queries": 0}, "fast")
+    calls = [
+        lambda: runs.train_run("mcgf_matching_only", None, folder, preset="smoke"),
+        lambda: runs.train_runs({"mcgf_matching_only": {}}, None, folder, preset="smoke"),
+        lambda: runs.ensure_run(
+            "mcgf_matching_only", None, folder, name="x", preset="smoke", epochs=1, seed=0
+        ),
+        lambda: A.ensure_run(variant, None, folder, preset="smoke", epochs=1, seed=0),
+    ]
+    for call in calls:
+        with pytest.raises(ConfigError, match=rf"runs_dir {folder} .*no \.geoloc marker") as err:
+            call()
+        assert len(str(err.value).splitlines()) == 1 and ".geoloc file" in str(err.value)
+    assert sorted(p.name for p in folder.rglob("*")) == ["00_counts.md", "README.md", "tables"]
+
+
+def test_a_new_runs_dir_is_marked(tmp_path):
+    from geoloc_lib.training.runs import claim_runs_dir
+
+    new = claim_runs_dir(tmp_path / "runs" / "smoke")
+    assert json.loads((new / MARKER).read_text())["kind"] == "runs"
+    assert claim_runs_dir(new) == new.resolve()
+    for bad, words in (("", "empty path"), (NOTEBOOKS_DIR, "notebooks folder")):
+        with pytest.raises(ConfigError, match=words):
+            claim_runs_dir(bad)
+
+
+def test_features_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
+    notes = tmp_path / "notes.pt"
+    notes.write_text("my notes")
+    args = ["features", str(tmp_path / "no_run"), "--root", str(tmp_path), "--out", str(notes)]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--out {notes} exists and is not a feature file" in err and "--force" in err
+    assert len(err.strip().splitlines()) == 1 and notes.read_text() == "my notes"
+    own = tmp_path / "own.pt"  # a feature file as geoloc writes it: accepted (the run is missing)
+    _features(tmp_path)
+    (tmp_path / "f.pt").rename(own)
+    assert cli_main([*args[:-1], str(own)]) == 2
+    assert "exists and is not a feature file" not in capsys.readouterr().err

@@ -3,7 +3,6 @@ exact path, the query-set writer."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -368,6 +367,7 @@ def test_materialise_single_condition_and_all(tmp_path: Path) -> None:
         batch_size=8,
         quality=90,
         reference_size=None,
+        force=False,
     )
     assert main(args) == 0
     for name in ("normal", "wind"):
@@ -375,7 +375,8 @@ def test_materialise_single_condition_and_all(tmp_path: Path) -> None:
         assert set(t["condition"]) == {name}
         im = Image.open(tmp_path / "all" / name / t["file"][0])
         assert im.size == (24, 24)
-    assert math.isclose(len(list((tmp_path / "all").iterdir())), 10)
+    written = {p.name for p in (tmp_path / "all").iterdir()}
+    assert written == {*CONDITIONS, ".geoloc"}  # one set per condition, and geoloc's marker
 
 
 def test_materialise_refuses_an_existing_output(tmp_path: Path) -> None:
@@ -385,7 +386,10 @@ def test_materialise_refuses_an_existing_output(tmp_path: Path) -> None:
     _make_dataset(root)
     out = materialise_weather_queries(root, tmp_path / "fog", "fog", progress=False)
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    with pytest.raises(ConfigError, match=r"--out .*fog already holds files \(e.g. "):
+    with pytest.raises(
+        ConfigError,
+        match=r"--out folder .*fog already holds a weather set \(.*weather.csv exists\)",
+    ):
         materialise_weather_queries(root, out, "rain", progress=False)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 

@@ -256,6 +256,7 @@ def ensure_run(
     """
     if int(epochs) < 1:
         raise ConfigError(f"ablation epochs must be >= 1, got {epochs}")
+    runs.claim_runs_dir(runs_dir)  # runs_dir itself, not only its ablations/ folder
     if not variant.overrides:
         want = run_settings(variant, preset, epochs, seed, weights)
         main = runs.finished_run(Path(runs_dir) / variant.model, want)

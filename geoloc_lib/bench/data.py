@@ -37,6 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.outputs import claim_output_file
 from geoloc_lib.core.runtime import terminal_progress
 from geoloc_lib.data.types import ImageSet
 from geoloc_lib.data.university_torch import eval_loader
@@ -48,6 +49,9 @@ EVAL_SIZE = 448  # MCGF §3: images are resized to 448×448
 
 MANIFEST = "geoloc_bench_data.json"
 WRITER = "geoloc bench data"
+# The table's leading columns: an existing --csv file whose header begins with them is one this
+# command wrote and may be replaced; any other file needs --force.
+CSV_COLUMNS = ("view", "what", "workers", "img/s", "vs library")
 QUALITY = 90  # JPEG and WebP quality of the synthetic slice
 
 
@@ -406,7 +410,7 @@ def bench_data(
                     "vs library": rate / rates[view.name][LIBRARY_METHOD],
                 }
             )
-    return pd.DataFrame(rows), diffs, rates
+    return pd.DataFrame(rows, columns=list(CSV_COLUMNS)), diffs, rates
 
 
 def _hms(seconds: float) -> str:
@@ -419,6 +423,11 @@ def _hms(seconds: float) -> str:
 def main(args: argparse.Namespace) -> int:
     from geoloc_lib.reporting import markdown_table  # matplotlib: only for this command
 
+    csv = (
+        claim_output_file(args.csv, "--csv", columns=CSV_COLUMNS, force=args.force)
+        if args.csv
+        else None
+    )
     workers = (os.cpu_count() or 1) if args.workers is None else args.workers
     if workers < 0:
         raise ConfigError(f"bench data --workers: expected an integer >= 0, got {workers}")
@@ -484,10 +493,9 @@ def main(args: argparse.Namespace) -> int:
             f"  {r['what']}: queries {_hms(r['query s'])}, gallery {_hms(r['gallery s'])}, "
             f"total {_hms(r['total s'])}"
         )
-    if args.csv:
+    if csv is not None:
         full = pd.concat([table, pd.DataFrame(proj_rows)], ignore_index=True)
         full["model img/s"] = model_img_s
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        full.to_csv(args.csv, index=False)
-        print(f"table written to {args.csv}")
+        full.to_csv(csv, index=False)
+        print(f"table written to {csv}")
     return 0

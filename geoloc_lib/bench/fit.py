@@ -35,11 +35,15 @@ import pandas as pd
 import torch
 
 from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.outputs import claim_output_file
 from geoloc_lib.core.parallel import map_side_by_side, runs_at_once
 from geoloc_lib.data.sources import resolve_sources
 from geoloc_lib.training.recipes import recipe_for
 from geoloc_lib.training.runs import train_run
 
+# The table's leading columns: an existing --csv file whose header begins with them is one this
+# command wrote and may be replaced; any other file needs --force.
+CSV_COLUMNS = ("model", "lever", "device", "amp", "images/s", "speed-up", "epoch_s")
 DEFAULT_MODELS = ("mcgf", "mcgf_matching_only", "geoviewmatch", "infonce_baseline")
 
 
@@ -175,11 +179,16 @@ def run_benchmark(
             row["speed-up"] = row["images/s"] / base["images/s"]
             rows.append(row)
     table = pd.DataFrame(rows)
-    first = ["model", "lever", "device", "amp", "images/s", "speed-up", "epoch_s"]
+    first = list(CSV_COLUMNS)
     return table[first + [c for c in table.columns if c not in first]]
 
 
 def main(args: argparse.Namespace) -> int:
+    csv = (
+        claim_output_file(args.csv, "--csv", columns=CSV_COLUMNS, force=args.force)
+        if args.csv
+        else None
+    )
     levers = [parse_lever(text) for text in args.lever]
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -199,6 +208,7 @@ def main(args: argparse.Namespace) -> int:
         f"{torch.get_num_threads()} CPU threads; per-epoch figures exclude the first epoch)"
     )
     print(table.round(3).to_string(index=False))
-    if args.csv:
-        table.to_csv(args.csv, index=False)
+    if csv is not None:
+        table.to_csv(csv, index=False)
+        print(f"table written to {csv}")
     return 0

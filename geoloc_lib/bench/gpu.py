@@ -66,6 +66,7 @@ from geoloc_lib.bench.eval import (
 )
 from geoloc_lib.core.device import autocast_dtype, to_device
 from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.outputs import claim_output_dir
 from geoloc_lib.core.paths import REPO_ROOT
 from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.eval.metrics import evaluate_university1652
@@ -620,6 +621,9 @@ def _settings(args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    out: Path | None = None
+    if args.out is not None:  # geoloc's, new or empty (checked before any measurement)
+        out = claim_output_dir(args.out, "--out folder", kind="bench gpu", force=args.force)
     cuda = torch.cuda.is_available()
     if not cuda and not args.allow_cpu:
         print(NO_CUDA_MESSAGE.format(torch=torch.__version__), file=sys.stderr)
@@ -635,7 +639,6 @@ def main(args: argparse.Namespace) -> int:
         + f"); budget {s['budget_s']:.0f} s"
     )
     result: dict[str, Any] = {"environment": env, "settings": s}
-    out: Path | None = args.out
 
     def section(key: str, title: str, share: float, run: Callable[[], dict[str, Any]]) -> None:
         seconds = budget.open_section(share)

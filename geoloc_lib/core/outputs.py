@@ -8,12 +8,19 @@ and ``runs/`` folders and everything below them (the profiles' default outputs).
 
 Never written, even with ``--force``: an empty path, the repository root or a folder above it,
 and the ``notebooks/`` folder (or a folder inside it).
+
+A single output file (``--csv FILE``) is geoloc's when geoloc recognises it as one it writes:
+a table whose header row begins with the command's own columns (:func:`is_table_csv`), an
+answer archive (:func:`is_answer_zip`). Any other existing file is replaced only with
+``--force``; a file inside ``notebooks/`` never.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from geoloc_lib.core.errors import ConfigError
@@ -113,6 +120,48 @@ def claim_output_dir(
         (resolved / MARKER).write_text(marker_text(kind))
     else:
         resolved.mkdir(parents=True, exist_ok=True)
+    return resolved
+
+
+def is_table_csv(path: Path, columns: Sequence[str]) -> bool:
+    """Whether ``path`` is a CSV table whose header row begins with ``columns`` (a table a
+    geoloc command with those leading columns wrote; later columns may differ)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return bool(columns) and header[: len(columns)] == list(columns)
+
+
+def claim_output_file(
+    path: str | Path | None,
+    what: str,
+    *,
+    columns: Sequence[str],
+    force: bool = False,
+    fix: str = "pass --force to replace it",
+) -> Path:
+    """Accept ``path`` for a CSV table geoloc writes with leading ``columns``; create its folder.
+
+    Refused (a :class:`ConfigError` naming the path and the fix): an empty path, a folder, a
+    file inside ``notebooks/``, and an existing file that is not such a table (``force``
+    accepts it). Nothing is written but the missing folders.
+    """
+    if path is None or str(path).strip() == "":
+        raise ConfigError(f"{what} is an empty path; name the CSV file to write, e.g. bench.csv")
+    resolved = Path(path).expanduser().resolve()
+    refused = _refused(resolved, ())
+    if refused:
+        raise ConfigError(f"{what} {resolved} {refused}; geoloc never writes there")
+    if resolved.is_dir():
+        raise ConfigError(f"{what} {resolved} is a folder; name the CSV file to write")
+    if resolved.exists() and not force and not is_table_csv(resolved, columns):
+        raise ConfigError(
+            f"{what} {resolved} exists and is not a table geoloc wrote (its header does not "
+            f"begin with {','.join(columns)}); name another file, or {fix}"
+        )
+    resolved.parent.mkdir(parents=True, exist_ok=True)
     return resolved
 
 

@@ -271,7 +271,17 @@ def data_generate(parser: argparse.ArgumentParser) -> None:
 def data_weather(parser: argparse.ArgumentParser) -> None:
     """``geoloc data weather``."""
     parser.add_argument("--root", required=True, help="University-1652-layout dataset root")
-    parser.add_argument("--out", required=True, help="output folder (a new dataset-layout tree)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output folder: new or empty, or one geoloc wrote (it has a .geoloc marker file)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an --out folder geoloc did not create (it gets a .geoloc marker file; "
+        "an existing weather set there is still never replaced)",
+    )
     parser.add_argument(
         "--condition",
         default=MIXED,
@@ -348,6 +358,9 @@ def features(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out", type=Path, default=Path("features.pt"), help="feature file to write, .pt or .npz"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace --out even if it is not a feature file"
     )
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
@@ -482,6 +495,11 @@ def bench_fit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--csv", default=None, help="also write the table to this CSV file (default: print only)"
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --csv even if it is not a table this command wrote (its header's columns)",
+    )
 
 
 def bench_data(parser: argparse.ArgumentParser) -> None:
@@ -518,6 +536,11 @@ def bench_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--csv", default=None, help="also write the table to this CSV file (default: print only)"
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --csv even if it is not a table this command wrote (its header's columns)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -525,6 +548,11 @@ def bench_gpu(parser: argparse.ArgumentParser) -> None:
     """``geoloc bench gpu``."""
     parser.add_argument(
         "--out", type=Path, default=None, help="writes gpu_bench.json and .md (default: print only)"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an --out folder geoloc did not create (it gets a .geoloc marker file)",
     )
     parser.add_argument("--allow-cpu", action="store_true", help="no CUDA: tiny sizes on the CPU")
     parser.add_argument(

@@ -3,6 +3,9 @@
 Writes the feature file ``geoloc submit`` reads (:mod:`geoloc_lib.eval.submit`'s format):
 ``geoloc features RUN --root DIR --out features.pt``, then
 ``geoloc submit --features features.pt --query-list DIR/query_drone_name.txt --out answer.zip``.
+
+An existing ``--out`` file is replaced only when it is a feature file (``geoloc submit`` reads
+it) or with ``--force``: a file of someone else is never overwritten.
 """
 
 from __future__ import annotations
@@ -10,7 +13,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError, DatasetError
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """A ConfigError when ``out`` is a folder, or a file other than a feature file (unless
+    ``force``); checked before any work."""
+    from geoloc_lib.eval.submit import load_feature_file
+
+    if out.is_dir():
+        raise ConfigError(
+            f"--out {out} is a folder; pass the file to write, e.g. {out / 'features.pt'}"
+        )
+    if out.exists() and not force:
+        try:
+            load_feature_file(out)
+        except (ConfigError, DatasetError):
+            raise ConfigError(
+                f"--out {out} exists and is not a feature file geoloc wrote (query and gallery "
+                "features and names); name another file, or pass --force to replace it"
+            ) from None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -23,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size: expected an integer >= 1, got {args.batch_size}")
     if args.out.suffix not in (".pt", ".npz"):
         raise ConfigError(f"--out {args.out}: name a .pt or .npz file")
+    _check_out(args.out, args.force)
     trained = load_trained(args.run)
     if not trained.task.startswith("drone"):
         raise ConfigError(

@@ -5,6 +5,11 @@ A *run* is a folder ``runs_dir/<name>/`` holding the engine's ``checkpoint_last.
 the dataset roots it trained on, relative to the repository when inside it). The
 notebooks pass run folders between each other: 01 trains, 02-04 load them by name.
 
+Runs are written only under a ``runs_dir`` that is geoloc's (:func:`claim_runs_dir`): the
+repository's ``runs/``, a folder with geoloc's ``.geoloc`` marker (or inside one), or a new or
+empty folder, which gets the marker. A folder of someone else is refused before anything is
+written, also when a notebook is opened interactively rather than run by ``geoloc run``.
+
 Each model trains by its own recipe (:mod:`geoloc_lib.training.recipes`), which names its task:
 
 - ``mcgf``, ``mcgf_matching_only``: drone -> satellite (University-1652 layout, weathered drones);
@@ -35,6 +40,7 @@ from geoloc_lib.core.checkpoints import (
 from geoloc_lib.core.distributed import dist_info
 from geoloc_lib.core.errors import ConfigError, choices_message, not_writable
 from geoloc_lib.core.locks import folder_lock
+from geoloc_lib.core.outputs import LIBRARY_FIX, claim_output_dir, output_dir_problem
 from geoloc_lib.core.parallel import map_side_by_side, runs_at_once
 from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.data.sources import DataSources
@@ -80,6 +86,20 @@ class Run:
     @property
     def checkpoint(self) -> Path:
         return self.out_dir / CHECKPOINT_LAST
+
+
+def claim_runs_dir(runs_dir: str | Path) -> Path:
+    """``runs_dir`` (resolved) once it may hold runs: geoloc's, new or empty (a new or empty
+    folder gets the ``.geoloc`` marker). A folder of someone else, an empty path, the repository
+    root and ``notebooks/`` are a one-line :class:`ConfigError` naming the folder and the fix.
+    In a distributed run only the main process writes the marker; the others only check."""
+    what = "parameter runs_dir"
+    if dist_info().is_main:
+        return claim_output_dir(runs_dir, what, kind="runs", fix=LIBRARY_FIX)
+    problem = output_dir_problem(runs_dir, what, fix=LIBRARY_FIX)
+    if problem:
+        raise ConfigError(problem)
+    return Path(runs_dir).expanduser().resolve()
 
 
 def check_model(model: str) -> str:
@@ -253,6 +273,7 @@ def train_run(
     value, naming it. The folder is locked while training (:mod:`geoloc_lib.core.locks`): a
     second training into it fails at once, naming the process that holds it.
     """
+    claim_runs_dir(runs_dir)
     name = name or model
     out_dir = Path(runs_dir) / name
     locked = dist_info().is_main
@@ -411,6 +432,7 @@ def train_runs(
     spawned workers with cores // ``parallel_runs`` threads, then each run loaded from its
     folder); one at a time in this process when ``parallel_runs`` or the number of models is 1,
     or on a GPU."""
+    claim_runs_dir(runs_dir)
     models = {m: with_weights(m, kw, weights) for m, kw in models.items()}
     n = runs_at_once(parallel_runs, device, jobs=len(models))
     common = {"preset": preset, "seed": seed, "device": device, "resume": resume}
@@ -582,6 +604,7 @@ def ensure_run(
     settings, or with a checkpoint that cannot be read, is retrained from scratch. The folder is
     locked while training (:func:`train_run`).
     """
+    claim_runs_dir(runs_dir)
     overrides = dict(overrides or {})
     want = run_settings(model, preset, epochs, seed, overrides)
     out = Path(runs_dir) / name

@@ -14,12 +14,15 @@ written: the gallery is the clean one of the source dataset.
 Each image's weather (and, for ``mixed``, its condition) is a pure function of ``seed`` and
 the image's index in the sorted query list (:func:`weather_keys`), so the files do not depend on
 the batch size.
+
+``OUT`` must be geoloc's, new or empty (:mod:`geoloc_lib.core.outputs`; ``--force`` accepts a
+folder of someone else and marks it), and never holds a weather set already: an existing
+``weather.csv`` or query folder at the paths it writes is never replaced, even with ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from geoloc_lib.core.errors import ConfigError, DatasetError, choices_message
+from geoloc_lib.core.outputs import claim_output_dir, output_dir_problem
 from geoloc_lib.core.runtime import resolve_progress, terminal_progress
 from geoloc_lib.data.images import read_image
 from geoloc_lib.data.types import ImageSet
@@ -171,13 +175,16 @@ def materialise_weather_queries(
     batch_size: int = 16,
     quality: int = 95,
     reference_size: int | None = WEATHER_REFERENCE_SIZE,
+    force: bool = False,
 ) -> Path:
     """Write a weathered copy of ``root/test/<query_folder>`` under ``out`` and return ``out``.
 
     ``condition``: one of :data:`CONDITIONS` (every query gets it), ``mixed`` (a random
     condition per query, recorded in ``weather.csv``) or ``all`` (one tree per condition
     under ``out/<condition>/``). ``size``: resize to size x size first (None keeps the source
-    size, as the published sets do: weather is applied before resizing).
+    size, as the published sets do: weather is applied before resizing). ``out`` must be
+    geoloc's, new or empty; ``force`` accepts a folder of someone else. The paths the set is
+    written to (``weather.csv``, ``test/<query_folder>``) must not exist, ``force`` or not.
     """
     if condition not in CONDITIONS and condition not in SPECIAL:
         raise ConfigError(choices_message("--condition", condition, CONDITIONS + SPECIAL))
@@ -188,6 +195,9 @@ def materialise_weather_queries(
         _check_int("--size", size, 1, None)
     if reference_size is not None:
         _check_int("--reference-size", reference_size, 1, None)
+    problem = output_dir_problem(out, "--out folder", force=force)
+    if problem:
+        raise ConfigError(problem)
     root, out = Path(root), Path(out)
     if out.resolve() == root.resolve():
         raise ConfigError(f"--out {out} is the dataset root; choose a separate output folder")
@@ -199,18 +209,21 @@ def materialise_weather_queries(
                 f"weathered copy would break the dataset's next load; choose a folder outside "
                 f"{root / folder}"
             )
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; pass a new or empty folder")
-    if out.is_dir():
-        held = list(itertools.islice((p for p in out.rglob("*") if p.is_file()), 3))
-        if held:
-            shown = ", ".join(str(p.relative_to(out)) for p in held)
-            raise ConfigError(
-                f"--out {out} already holds files (e.g. {shown}); images would be replaced and "
-                "stale ones left next to the new weather.csv. Pass a new or empty folder (move "
-                "or delete the old weather set first to rewrite it)"
-            )
+    sets = [out / name for name in CONDITIONS] if condition == "all" else [out]
+    taken = [
+        path
+        for folder in sets
+        for path in (folder / "weather.csv", folder / "test" / query_folder)
+        if path.exists()
+    ]
+    if taken:
+        raise ConfigError(
+            f"--out folder {out.resolve()} already holds a weather set ({taken[0]} exists); "
+            "geoloc never replaces it: name a new or empty folder (move or delete the old "
+            "weather set first to rewrite it)"
+        )
     queries = _query_set(root, query_folder)
+    claim_output_dir(out, "--out folder", kind="weathered queries", force=force)
     synth = WeatherSynth(reference_size=reference_size)
     options = (size, batch_size, quality, progress, synth)
     if condition == "all":
@@ -232,6 +245,7 @@ def main(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         quality=args.quality,
         reference_size=args.reference_size,
+        force=args.force,
     )
     print(f"wrote weathered queries under {out}")
     return 0
