@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from pathlib import Path
 
@@ -50,8 +51,22 @@ def _rule(table: str, column: str, row: str) -> dict | None:
     return None
 
 
+def _notebook_of(table: str) -> str:
+    """The number of the notebook that writes ``table`` ("claims" is 05's)."""
+    return "05" if table == "claims" else table[:2]
+
+
+def _checked_notebooks() -> set[str] | None:
+    """``GEOLOC_SMOKE_NOTEBOOKS`` ("00 01 02", as ``make test-kernels`` sets it): only these
+    notebooks ran, so only their tables are compared; unset: every notebook's."""
+    value = os.environ.get("GEOLOC_SMOKE_NOTEBOOKS", "").replace(",", " ").split()
+    return set(value) or None
+
+
 def _reference_tables() -> list[str]:
-    return sorted(p.stem for p in (REFERENCE / "tables").glob("*.csv"))
+    names = sorted(p.stem for p in (REFERENCE / "tables").glob("*.csv"))
+    checked = _checked_notebooks()
+    return [n for n in names if checked is None or _notebook_of(n) in checked]
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +141,8 @@ def _verdict_is_stable(row: pd.Series, claim: str) -> bool:
 
 
 def test_claims_verdicts_match_where_no_bound_is_near_zero(fresh_tables: Path):
+    if "claims" not in _reference_tables():
+        pytest.skip("notebook 05 did not run (GEOLOC_SMOKE_NOTEBOOKS)")
     ref = pd.read_csv(REFERENCE / "tables" / "claims.csv").set_index("claim")
     got = pd.read_csv(fresh_tables / "claims.csv").set_index("claim")
     stable = [c for c, row in ref.iterrows() if _verdict_is_stable(row, str(c))]
