@@ -467,6 +467,7 @@ def test_data_weather_writes_the_pixels_evaluation_uses(tmp_path: Path, conditio
         batch_size=4,
         quality=95,
         reference_size=512,  # the CLI's default, as evaluation
+        force=False,
     )
     assert main(args) == 0
 
