@@ -635,3 +635,24 @@ def bench_weather(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="torch threads inside the synthesis (0 leaves torch's setting)",
     )
+
+
+def readme(parser: argparse.ArgumentParser) -> None:
+    """``geoloc readme``."""
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 1 and print the difference when the block is out of date",
+    )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="the file holding the results block (default: the repository's README.md)",
+    )
+    parser.add_argument(
+        "--reports",
+        type=Path,
+        default=None,
+        help="reports folder whose tables/ are read (default: the repository's reports/)",
+    )

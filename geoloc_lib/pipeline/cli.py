@@ -40,6 +40,11 @@ COMMANDS: dict[tuple[str, ...], Command] = {
         "re-execute notebooks/ in place at the smoke profile (refreshes nbval's reference outputs)",
         A.notebooks_record,
     ),
+    ("readme",): Command(
+        "geoloc_lib.pipeline.readme",
+        "rewrite README.md's results block from reports/tables (--check: compare only)",
+        A.readme,
+    ),
     ("data", "verify"): Command(
         "geoloc_lib.data.verify",
         "check a dataset on disk against data_manifest.yaml",

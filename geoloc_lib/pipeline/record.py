@@ -8,14 +8,21 @@ command records too). After an intended change of results, this command
 refreshes those references. The parameters cell of each notebook
 must equal the smoke profile (checked here and by tests/test_profiles.py), so
 a notebook opened in JupyterLab runs the fast configuration out of the box.
+
+Stored figures are downscaled (:func:`shrink_images`): nbval ignores image data, a reader of
+the notebook only needs to see the figure, and the full-resolution figures are in
+``reports/figures/`` and the executed notebooks in ``reports/executed/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import shutil
 import tempfile
 import time
+from typing import Any
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT, REPORTS_DIR
@@ -23,6 +30,47 @@ from geoloc_lib.pipeline.profiles import notebook_parameters, resolve_profile
 from geoloc_lib.pipeline.runner import KERNEL, _kernel_env, kernel_transport
 
 REFERENCE_TABLES_DIR = REPO_ROOT / "tests" / "smoke_reference" / "tables"
+# Stored notebook figures: at most this wide (px), on an adaptive palette of this many colours.
+STORED_IMAGE_WIDTH = 480
+STORED_IMAGE_COLOURS = 256
+
+
+def shrink_png(data: bytes, max_width: int = STORED_IMAGE_WIDTH) -> bytes:
+    """``data`` (a PNG) at most ``max_width`` pixels wide, flattened on white and stored on an
+    adaptive palette; an image already that narrow is returned unchanged (shrinking twice gives
+    the same bytes)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    if image.width <= max_width:
+        return data
+    height = max(1, round(image.height * max_width / image.width))
+    rgba = image.convert("RGBA").resize((max_width, height), Image.Resampling.LANCZOS)
+    flat = Image.new("RGB", rgba.size, "white")
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    small = flat.quantize(colors=STORED_IMAGE_COLOURS, method=Image.Quantize.MEDIANCUT)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def shrink_images(nb: Any, max_width: int = STORED_IMAGE_WIDTH) -> int:
+    """Downscale every ``image/png`` output of the notebook ``nb`` in place (see
+    :func:`shrink_png`); the outputs themselves (their number, types and text) stay as they are.
+    Returns the number of images changed."""
+    changed = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "image/png" not in data:
+                continue
+            raw = base64.b64decode(data["image/png"])
+            small = shrink_png(raw, max_width)
+            if small != raw:
+                data["image/png"] = base64.b64encode(small).decode("ascii")
+                output.get("metadata", {}).pop("image/png", None)  # its recorded width/height
+                changed += 1
+    return changed
 
 
 def record_notebooks(only: list[str] | None = None, profile: str = "smoke") -> None:
@@ -55,6 +103,7 @@ def record_notebooks(only: list[str] | None = None, profile: str = "smoke") -> N
             )
             client.execute()
         nb.metadata.pop("papermill", None)
+        shrink_images(nb)
         nbformat.write(nb, run.notebook)
         print(f"recorded {run.notebook.name} in {time.perf_counter() - start:.1f} s")
     if only is None and profile == "smoke":

@@ -4,7 +4,9 @@ Executed copies go to the profile's ``reports_dir``/``executed/`` (``reports/exe
 ``default`` and ``claims``, ``reports/smoke/executed/`` for ``smoke``) unless ``--out`` names
 another folder; ``notebooks/`` is never written. Every folder a run writes must be geoloc's
 (it carries a ``.geoloc`` marker, or is the repository's own ``reports/`` or ``runs/``), new or
-empty; ``--force`` accepts a folder of someone else.
+empty; ``--force`` accepts a folder of someone else. A run that wrote the repository's
+``reports/`` rewrites the results block of ``README.md`` from its tables
+(:mod:`geoloc_lib.pipeline.readme`).
 On failure the command exits with status 1 naming the notebook and the cell; a usage error
 (bad flag, unknown profile, bad ``--set``, missing data in a dry run) exits with status 2.
 """
@@ -21,8 +23,9 @@ from typing import Any
 
 from geoloc_lib.core.errors import ConfigError, GeolocError
 from geoloc_lib.core.outputs import claim_output_dir, output_dir_problem
-from geoloc_lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT
+from geoloc_lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT, REPORTS_DIR
 from geoloc_lib.pipeline.profiles import ResolvedRun, resolve_profile
+from geoloc_lib.pipeline.readme import README_FILE, update_readme
 from geoloc_lib.pipeline.reports_index import write_reports_index
 
 KERNEL = "python3"
@@ -182,7 +185,27 @@ def run_pipeline(
         ran = [r.notebook.name[:2] for r in runs if r.parameters.get("reports_dir") == reports_dir]
         index = write_reports_index(notebooks_dir / reports_dir, profile, notebooks=ran)
         print(f"reports index: {os.path.relpath(index, REPO_ROOT)}")
+    refresh_readme([notebooks_dir / d for d in reports_dirs])
     return outputs
+
+
+def refresh_readme(
+    written: list[Path], readme: Path = README_FILE, reports: Path = REPORTS_DIR
+) -> bool:
+    """Rewrite the README's results block when the run wrote ``reports`` (the repository's
+    ``reports/``); a run whose reports went elsewhere (``reports/smoke``, a user's folder) leaves
+    it alone. A README without the block is reported, not an error: the run itself succeeded.
+    Returns whether the README changed."""
+    if not any(Path(w).resolve() == Path(reports).resolve() for w in written):
+        return False
+    try:
+        changed = update_readme(readme, reports)
+    except ConfigError as err:
+        print(f"README results block not rewritten: {err}")
+        return False
+    if changed:
+        print(f"README results block rewritten from {os.path.relpath(reports, REPO_ROOT)}/tables")
+    return changed
 
 
 def _shown(value: object) -> str:
