@@ -10,7 +10,7 @@ PROFILE ?= default
 
 # pip must not see a machine-local find-links/index configuration: a local
 # CPU-only torch wheel would shadow the PyPI build that torchvision is compiled
-# against (README: "Why torch comes from PyPI").
+# against (docs/reproducibility.md: "Why torch comes from PyPI").
 PIP := PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_EXTRA_INDEX_URL= $(BIN)/python -m pip
 
 .PHONY: install reproduce test test-kernels lint unit nbval notebooks lab lock clean-venv help

@@ -2,7 +2,7 @@
 
 Map of the package, one layer per folder, lowest first. A module imports only from its own
 layer or below (``tests/test_layers.py`` checks every import; training may also use eval's
-metrics for validation). See README.md for the repository map.
+metrics for validation). docs/architecture.md has the layers and where a change goes.
 
 - ``core/``      errors, paths, config presets, runtime (progress), seeding, distributed,
   device/AMP, checkpoint reading, portable float ops, parallel (runs side by side on a CPU)

@@ -340,8 +340,8 @@ def train_grid(
     On a CPU each run trains in a worker process of its own (spawned: a clean torch per process)
     with ``cores // parallel_runs`` threads; on a GPU the runs train one at a time (a warning
     says so). Between small operators the threads of one run wait on each other; two runs keep
-    both cores busy: on 2 cores notebook 04's street grid trained ≈ 1.25× faster (README,
-    benchmarks). A run's numbers depend in their last bits on its thread count (``run.json``
+    both cores busy: on 2 cores notebook 04's street grid trained ≈ 1.25× faster (docs/benchmarks.md,
+    "Runs side by side"). A run's numbers depend in their last bits on its thread count (``run.json``
     records it). Returns ``{(run_name, seed): trained_now}``, empty when the runs would train
     one at a time (``parallel_runs`` 1, one run, or a GPU): the caller's :func:`ensure_seed_run`
     then trains them; otherwise it loads them from their folders.

@@ -3,7 +3,7 @@
 On a small CPU one run with every core leaves them waiting on each other between small operators;
 ``parallel_runs`` runs with ``cores // parallel_runs`` threads each keep every core on arithmetic
 (2 cores: 1.3–1.4× the training throughput of 3-epoch runs, 1.1–1.25× for notebook 01's and
-04's sets of long runs; README, benchmarks). Each job runs in a spawned worker process (a clean
+04's sets of long runs; docs/benchmarks.md). Each job runs in a spawned worker process (a clean
 torch per process, its thread count set before any work). A job's numbers depend in their last
 bits on its thread count, so callers record it (``run.json``'s ``machine``).
 """

@@ -2,7 +2,7 @@
 step both ``fit``'s decision and ``geoloc bench train`` time.
 
 bf16 autocast was ≈10× slower than fp32 on a CPU without native bf16 (``geoloc bench train``,
-README) and 0.95–1.45× as fast on one with AVX512-BF16/AMX depending on the model, so neither
+docs/benchmarks.md) and 0.95–1.45× as fast on one with AVX512-BF16/AMX depending on the model, so neither
 "always" nor "never" is right. :func:`resolve_fit_amp` states the rule.
 """
 
