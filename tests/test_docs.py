@@ -89,3 +89,25 @@ def test_licence_and_citation_agree_with_the_package():
     assert fields["cff-version"] == "1.2.0" and fields["type"] == "software"
     assert fields["license"] == "MIT"
     assert fields["version"] == version == geoloc_lib.__version__
+
+
+DOC_PAGES = (
+    "usage.md",
+    "real-data.md",
+    "results.md",
+    "readings.md",
+    "reproducibility.md",
+    "benchmarks.md",
+    "architecture.md",
+)
+
+
+@pytest.mark.parametrize("page", DOC_PAGES)
+def test_each_docs_page_is_linked_from_the_readme_and_says_what_it_is_for(page):
+    path = REPO / "docs" / page
+    assert path.is_file()
+    assert f"docs/{page}" in relative_links(REPO / "README.md"), f"README.md does not link {page}"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("# ") and lines[1] == "" and lines[2].strip(), (
+        f"docs/{page}: a title, then one or two sentences saying what the page is for"
+    )
