@@ -98,6 +98,11 @@ def test_claims_in_the_current_format(tmp_path):
     assert "pooling helps (MCGF §2.4)" in block and "+5.33 [+4.10, +6.20]" in block
     assert "noise helps" in block and "fog" not in block and "oracle" not in block
     assert "no `role` column" not in block
+    # the finding names the primary claims by verdict (secondary and measured rows stay out)
+    assert (
+        "2 primary claims (one per paper section), 1 supported (MCGF §2.4); 1 undecided (MCGF §2.1)."
+        in block
+    )
 
 
 def test_a_readme_without_the_block_is_a_clear_error(tmp_path, capsys):

@@ -12,6 +12,7 @@ matches queries to the list by stem and writes gallery names without extension.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,50 @@ def save_feature_file(features: FeatureFile, path: str | Path) -> Path:
                for k, v in entries.items()},
         )  # fmt: skip
     return path
+
+
+@dataclass(frozen=True)
+class ChallengeAnswer:
+    """What :func:`write_challenge_answer` wrote: the feature file and the answer archive."""
+
+    features: Path
+    answer: Path
+    n_queries: int
+    n_gallery: int
+
+
+def write_challenge_answer(
+    model: nn.Module,
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool | None = None,
+) -> ChallengeAnswer:
+    """The University160k-WX answer of ``model``: ``out_dir/features.pt`` (as ``geoloc
+    features`` writes it) and ``out_dir/answer.zip`` (as ``geoloc submit`` writes it from that
+    file: each listed query's top-10 gallery names). The test set's truth is held by the
+    challenge server, so nothing is scored here.
+
+    ``out_dir`` is geoloc's own output folder (a report folder): a feature file or answer
+    archive there is replaced, any other file of those names is refused."""
+    from geoloc_lib.core.device import resolve_device
+    from geoloc_lib.data.university import load_university160k_wx
+    from geoloc_lib.eval.submit import load_feature_file, make_submission
+
+    device = str(resolve_device(device))
+
+    out_dir = Path(out_dir)
+    features_path = out_dir / "features.pt"
+    if features_path.exists():
+        load_feature_file(features_path)  # a file geoloc did not write fails here, naming it
+    test = load_university160k_wx(root)
+    features = challenge_features(
+        model, test, batch_size=batch_size, device=device, progress=progress
+    )
+    save_feature_file(features, features_path)
+    answer = make_submission(features, test.query_order, out_dir / "answer.zip", device=device)
+    return ChallengeAnswer(
+        features_path, answer, len(features.query_names), len(features.gallery_names)
+    )

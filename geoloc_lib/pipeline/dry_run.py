@@ -10,7 +10,8 @@ read them (relative to its folder, ``notebooks/``; ``--set`` paths are already a
   drone->satellite models, the street root for the street models, each only when its task is
   in ``tasks``; the roots of ``tasks`` for the notebooks that take no model list) must exist and
   pass a quick layout check (the folders the loaders need, nothing opened: ``geoloc data
-  verify`` checks the contents). A failure raises :class:`ConfigError` naming the ``--set``
+  verify`` checks the contents); so must a given University160k-WX root (``wx_root``, notebook
+  02's challenge answer). A failure raises :class:`ConfigError` naming the ``--set``
   that fixes it. GeoSynth roots are only reported: notebook 00 generates them.
 - Weights: every file the ``weights`` parameter names must exist (relative paths resolve
   against ``notebooks/``).
@@ -36,6 +37,7 @@ from geoloc_lib.training.runs import (
 )
 
 DRONE, STREET = "university_root", "street_root"
+WX, WX_DATASET = "wx_root", "university160k_wx"  # notebook 02's challenge test set
 
 
 def _tasks(params: dict) -> tuple[str, ...]:
@@ -74,11 +76,11 @@ def _roots_of_models(params: dict) -> set[str] | None:
     return {DRONE if str(task).startswith("drone") else STREET for task in names}
 
 
-def _street_layout(street_format: str) -> list[tuple[str, str]]:
-    """``(path, kind)`` of the manifest's layout entry for the street dataset."""
+def _manifest_layout(dataset: str) -> list[tuple[str, str]]:
+    """``(path, kind)`` of the manifest's layout entry for ``dataset``."""
     from geoloc_lib.data.verify import load_manifest
 
-    entry = load_manifest().get(street_format, {})
+    entry = load_manifest().get(dataset, {})
     return [(str(item["path"]), item.get("kind", "dir")) for item in entry.get("layout", [])]
 
 
@@ -94,8 +96,10 @@ def layout_problem(key: str, root: Path, street_format: str = "cvact") -> str | 
         expected = [(s, "dir") for s in REQUIRED_SETS]
         layout = "University-1652 layout: train/ and test/ with <id>/ folders"
     else:
-        expected = _street_layout(street_format)
-        layout = f"{street_format.upper()} layout, data_manifest.yaml entry '{street_format}'"
+        name = WX_DATASET if key == WX else street_format
+        expected = _manifest_layout(name)
+        label = "University160k-WX" if key == WX else street_format.upper()
+        layout = f"{label} layout, data_manifest.yaml entry '{name}'"
     missing = [
         rel
         for rel, kind in expected
@@ -160,6 +164,17 @@ def _data_checks(params: dict, base: Path) -> list[str]:
     return notes
 
 
+def _wx_checks(params: dict, base: Path) -> list[str]:
+    """A given University160k-WX root (``wx_root``) has the challenge's layout (drone task)."""
+    if not params.get(WX) or "drone" not in _tasks(params):
+        return []
+    where = _where(params[WX], base)
+    problem = layout_problem(WX, where)
+    if problem:
+        raise ConfigError(f"--set {WX}=PATH: {problem} (or --set {WX}= for no challenge answer)")
+    return [f"{WX} {where}: layout OK"]
+
+
 def _weight_checks(params: dict, base: Path) -> list[str]:
     """Every file of the ``weights`` parameter exists (relative: to the notebook's folder)."""
     weights = absolute_paths("weights", params.get("weights") or {}, base)
@@ -206,6 +221,7 @@ def check_run(run: ResolvedRun, profile: str) -> list[str]:
         return (
             skipped
             + _data_checks(params, base)
+            + _wx_checks(params, base)
             + _weight_checks(params, base)
             + _model_checks(params, base)
         )

@@ -128,6 +128,24 @@ def _signed(value: str) -> str:
         return value or "—"
 
 
+def _headline(rows: list[dict[str, str]]) -> list[str]:
+    """The finding in two sentences: the primary claims (one per paper section) by verdict, and
+    what was tested (the ``tested`` column)."""
+    primary = [r for r in rows if r.get("role") == "primary"]
+    if not primary:
+        return []
+    parts = []
+    for verdict in dict.fromkeys(r["verdict"] for r in primary):
+        named = [r["where"].split(" / ")[0] for r in primary if r["verdict"] == verdict]
+        parts.append(f"{len(named)} {verdict} ({', '.join(named)})")
+    tested = primary[0].get("tested", "")
+    finding = (
+        f"**Finding.** Of the papers' {len(primary)} primary claims (one per paper section), "
+        f"{'; '.join(parts)}."
+    )
+    return [f"{finding} Tested at {tested}." if tested else finding]
+
+
 def _claims_lines(tables: Path) -> list[str]:
     rows = _read(tables / CLAIMS_TABLE)
     if rows is None:
@@ -142,9 +160,10 @@ def _claims_lines(tables: Path) -> list[str]:
     counts = ", ".join(f"{found.count(v)} {v}" for v in order)
     seeds = sorted({r.get("n_seeds", "") for r in rows} - {""})
     seeds_text = f" over {' / '.join(seeds)} seeds" if seeds else ""
-    lines = [f"**Claims** ([`claims.csv`](reports/tables/claims.csv), {len(rows)} rows{seeds_text}): "
-             f"{counts}."]  # fmt: skip
     has_role = "role" in rows[0]
+    lines = [*_headline(rows), ""] if has_role else []
+    lines += [f"**Claims** ([`claims.csv`](reports/tables/claims.csv), {len(rows)} rows{seeds_text}): "
+              f"{counts}."]  # fmt: skip
     shown = [r for r in rows if r.get("role") == "primary"] if has_role else rows
     if not has_role:
         lines[0] += (
