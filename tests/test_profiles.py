@@ -31,10 +31,10 @@ def test_claims_profile_runs_data_prep_and_claims_beside_the_default_reports():
     assert claims["seeds"] == [0, 1, 2]
     # seed 0 is the default profile's ablation runs (same folder, preset and budgets)
     assert claims["runs_dir"] == "../runs/default" and claims["reports_dir"] == "../reports"
-    for key in ("ablation_epochs", "mcgf_ablation_epochs", "max_queries", "preset", "data_root"):
+    for key in ("epochs", "max_queries", "preset", "data_root"):
         assert claims[key] == default["04_ablations"][key], key
     smoke = {r.notebook.stem: r.parameters for r in resolve_profile("smoke")}
-    for key in ("ablation_epochs", "mcgf_ablation_epochs", "max_queries"):
+    for key in ("epochs", "max_queries"):
         assert smoke["05_claims"][key] == smoke["04_ablations"][key], key
     assert resolve_profile("claims", only=["05"])[0].notebook.stem == "05_claims"
     with pytest.raises(ConfigError, match="profile 'claims' does not run that notebook"):
