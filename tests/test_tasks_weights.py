@@ -15,11 +15,10 @@ from safetensors.torch import save_file
 from geoloc_lib.analysis import ablations as A
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.sources import counts_table, resolve_sources, select_tasks
-from geoloc_lib.models.geoviewmatch import GeoViewMatchConfig
-from geoloc_lib.models.mcgf import MCGFConfig
 from geoloc_lib.pipeline.dry_run import check_run
 from geoloc_lib.pipeline.profiles import ResolvedRun, resolve_profile
 from geoloc_lib.training import runs
+from geoloc_lib.training.recipes import preset_for
 
 
 def _geoloc(argv: list[str]) -> int:
@@ -34,7 +33,7 @@ def _geoloc(argv: list[str]) -> int:
 
 def _content_file(path: Path) -> tuple[Path, int]:
     """A weight file for the smoke-size EVA-02 of MCGF's matching branch; (path, tensors)."""
-    cfg = MCGFConfig.preset("smoke")
+    cfg = preset_for("mcgf", "smoke").config
     torch.manual_seed(5)
     net = timm.create_model(cfg.content, num_classes=0, img_size=cfg.img_size, **cfg.content_arch)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +44,7 @@ def _content_file(path: Path) -> tuple[Path, int]:
 
 def _swin_file(path: Path) -> Path:
     """A weight file for the smoke-size SwinV2 of GeoViewMatch."""
-    cfg = GeoViewMatchConfig.preset("smoke")
+    cfg = preset_for("geoviewmatch", "smoke").config
     arch = dict(embed_dim=cfg.embed_dim, depths=cfg.depths, num_heads=cfg.num_heads,
                 window_size=cfg.window_size, img_size=cfg.aerial_size, num_classes=0)  # fmt: skip
     torch.manual_seed(3)

@@ -249,6 +249,9 @@ def variant_epochs(model: str, epochs: Epochs) -> int | None:
 
 def grid_epochs(preset: str, epochs: Epochs, models: Sequence[str]) -> dict[str, int]:
     """The epochs each of ``models`` trains in a grid at ``preset`` with ``epochs``."""
+    if isinstance(epochs, Mapping):
+        for model in epochs:
+            runs.check_model(model)  # a typo fails here, before any training
     return {m: preset_for(m, preset).with_epochs(variant_epochs(m, epochs)).epochs for m in models}
 
 
@@ -257,9 +260,9 @@ def variant_preset(
 ) -> Preset:
     """The resolved preset of ``variant``: its overrides with the model's pretrained files of
     ``weights``, and its epochs (:func:`variant_epochs`)."""
-    overrides = runs.with_weights(variant.model, variant.overrides, weights)
-    resolved = preset_for(variant.model, preset, overrides)
-    return resolved.with_epochs(variant_epochs(variant.model, epochs))
+    return runs.run_preset(
+        variant.model, preset, variant_epochs(variant.model, epochs), variant.overrides, weights
+    )
 
 
 def run_settings(
@@ -951,3 +954,9 @@ def cost_comparison(costs: pd.DataFrame) -> pd.DataFrame:
     df["paper memory (GB)"] = np.where(is_gvm, paper[1], nan)
     df["paper latency (ms)"] = np.where(is_gvm, paper[2], nan)
     return df
+
+
+def budget_line(preset: str, epochs: Epochs, models: Sequence[str]) -> str:
+    """One line naming the epochs each model's variants train (:func:`grid_epochs`)."""
+    budget = grid_epochs(preset, epochs, models)
+    return "budget (epochs per variant): " + ", ".join(f"{m} {n}" for m, n in budget.items())

@@ -165,8 +165,7 @@ def _overrides(value: Any) -> str | None:
     for section, fields in value.items():
         if section not in OVERRIDE_SECTIONS:
             return (
-                f"unknown section {section!r}; expected {', '.join(OVERRIDE_SECTIONS)} "
-                f"({example})"
+                f"unknown section {section!r}; expected {', '.join(OVERRIDE_SECTIONS)} ({example})"
             )
         if not isinstance(fields, dict):
             return f"section {section}: expected a mapping of {OVERRIDE_SECTIONS[section]}"

@@ -429,6 +429,20 @@ def _model_map(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(value)
 
 
+def run_preset(
+    model: str,
+    preset: str | Preset,
+    epochs: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    weights: Mapping[str, Any] | None = None,
+) -> Preset:
+    """The resolved preset of a ``model`` run: ``preset`` with its structured ``overrides``,
+    the model's pretrained files of ``weights`` (:func:`with_weights`) and ``epochs`` (None:
+    the preset's). Notebook 01's runs and the ablation grids' variants resolve through it, so
+    equal settings give equal records (and 01's runs are reused)."""
+    return as_preset(model, preset, with_weights(model, overrides, weights)).with_epochs(epochs)
+
+
 def train_runs(
     models: list[str],
     sources: DataSources,
@@ -456,14 +470,9 @@ def train_runs(
     claim_runs_dir(runs_dir)
     epochs, overrides = _model_map("epochs", epochs), _model_map("overrides", overrides)
     kwargs = {
-        m: {
-            "preset": as_preset(m, preset, with_weights(m, overrides.get(m), weights)),
-            "epochs": epochs.get(m),
-        }
+        m: {"preset": run_preset(m, preset, epochs.get(m), overrides.get(m), weights)}
         for m in models
     }
-    for kw in kwargs.values():
-        kw["preset"] = kw["preset"].with_epochs(kw.pop("epochs"))
     n = runs_at_once(parallel_runs, device, jobs=len(kwargs))
     common = {"seed": seed, "device": device, "resume": resume}
     if n == 1:
