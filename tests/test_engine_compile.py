@@ -102,10 +102,14 @@ def test_train_run_passes_compile_and_records_it(tmp_path):
         preset="smoke",
         epochs=1,
         progress=False,
-        val_queries=0,
-        max_steps_per_epoch=1,
-        num_threads=1,
-        compile="aot_eager",
+        overrides={
+            "run": {
+                "val_queries": 0,
+                "max_steps_per_epoch": 1,
+                "num_threads": 1,
+                "compile": "aot_eager",
+            }
+        },
     )
     info = json.loads((run.out_dir / "run.json").read_text())
     assert info["compile"] == "aot_eager" and info["overrides"]["compile"] == "aot_eager"

@@ -35,7 +35,7 @@ def workdir(tmp_path_factory):
         )  # fmt: skip
         sources = DataSources("real", uni, None, "cvact")
         train_run("mcgf", sources, Path("runs"), preset="smoke", epochs=1, progress=False,
-                  val_queries=2, max_steps_per_epoch=2)  # fmt: skip
+                  overrides={"run": {"val_queries": 2, "max_steps_per_epoch": 2}})  # fmt: skip
     return folder
 
 

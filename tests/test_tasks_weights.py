@@ -72,7 +72,7 @@ def test_weights_given_once_reach_the_runs_of_01_04_and_05(tmp_path, monkeypatch
     model, kw = "mcgf_matching_only", dict(preset="smoke", device="cpu", progress=False)
 
     # 01: train_runs with the notebook's weights
-    first = runs.train_runs({model: {"epochs": 1}}, sources, "runs", weights=weights, **kw)
+    first = runs.train_runs([model], sources, "runs", epochs={model: 1}, weights=weights, **kw)
     info = _run_json(tmp_path / "runs" / model)
     assert info["weights_source"] == loaded == first[model].info["weights_source"]
     assert info["config"]["model"]["content_pretrained_file"] == "w/eva.safetensors"
@@ -84,7 +84,7 @@ def test_weights_given_once_reach_the_runs_of_01_04_and_05(tmp_path, monkeypatch
     )
     assert not trained and run.out_dir == Path("runs", model)
     # a variant with a change of its own trains under ablations/ with the same files
-    fast = A.Variant("fast", model, {"val_queries": 0, "max_steps_per_epoch": 1}, "fast")
+    fast = A.Variant("fast", model, {"run": {"val_queries": 0, "max_steps_per_epoch": 1}}, "fast")
     _, trained = A.ensure_seed_run(fast, sources, "runs", epochs=1, seed=0, weights=weights, **kw)
     assert trained
     assert _run_json(tmp_path / "runs" / A.ABLATION_DIR / "fast")["weights_source"] == loaded
@@ -109,8 +109,8 @@ def test_every_variant_of_a_model_gets_its_weights(tmp_path, monkeypatch):
     # overrides; the other model's entries stay with that model.
     seen = []
 
-    def fake(model, sources, runs_dir, *, name, seed, overrides, **kw):
-        seen.append((model, name, seed, overrides))
+    def fake(preset, sources, runs_dir, *, name, seed, **kw):
+        seen.append((preset.model, name, seed, preset.overrides.get("model", {})))
         return None, True
 
     monkeypatch.setattr(runs, "ensure_run", fake)
@@ -150,7 +150,7 @@ def test_every_variant_of_a_model_gets_its_weights(tmp_path, monkeypatch):
 def test_weight_parts_are_the_models_config_keys():
     assert set(runs.WEIGHT_PARTS) == set(runs.TASKS)
     for model, parts in runs.WEIGHT_PARTS.items():
-        cfg = runs.resolved_config(model, "smoke")["model"]
+        cfg = runs.resolved_config(preset_for(model, "smoke"))["model"]
         files = {k for k in cfg if k.endswith("pretrained_file")}
         assert set(parts) <= files, model
         if cfg.get("restoration", True):

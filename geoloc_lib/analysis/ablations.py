@@ -488,15 +488,15 @@ def run_street_seeds(
     from geoloc_lib.eval.street import evaluate_street_model
 
     seeds = check_seeds(seeds)
-    split = split or street_eval_split(sources)
-    pairs = sources.street(split)
     variants = geoviewmatch_variants(labels, preset) + ([INFONCE_BASELINE] if baselines else [])
     variants += [GEO_NEIGHBOURS] if deviations else []
+    n_epochs = {v.label: variant_preset(v, preset, epochs).epochs for v in variants}
+    split = split or street_eval_split(sources)
+    pairs = sources.street(split)
     trained_apart = train_grid(
         variants, seeds, sources, runs_dir, preset=preset, epochs=epochs, device=device,
         parallel_runs=parallel_runs, weights=weights,
     )  # fmt: skip
-    n_epochs = {v.label: variant_preset(v, preset, epochs).epochs for v in variants}
     rows, frames = [], []
     for seed in seeds:
         done: dict[str, tuple[dict[str, float], pd.DataFrame, bool, str, float]] = {}

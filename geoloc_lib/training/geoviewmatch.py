@@ -232,6 +232,7 @@ def train_street_model(
         keep_epoch_checkpoints=opts["keep_epoch_checkpoints"],
         progress=progress,
         preset=preset.name,
+        fp32_cpu=preset.fp32_cpu,
         compile=opts["compile"],
         run_settings=run_settings,
     )

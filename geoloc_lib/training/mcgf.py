@@ -253,6 +253,7 @@ def train_mcgf(
         resume=resume,
         progress=progress,
         preset=preset.name,
+        fp32_cpu=preset.fp32_cpu,
         num_threads=opts["num_threads"],
         compile=opts["compile"],
         run_settings=run_settings,

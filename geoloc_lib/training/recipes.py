@@ -40,6 +40,9 @@ OVERRIDE_SECTIONS = {
     "train": "training-settings fields",
     "run": "options of the train function",
 }
+# Presets whose amp="auto" is fp32 on every CPU, without measuring: CI runs the notebooks at the
+# smoke preset on whatever CPU it gets, and their results must not depend on it.
+FP32_CPU_PRESETS = ("smoke",)
 OVERRIDES_EXAMPLE = (
     '{"model": {"w_nce": 0.0}, "train": {"lr_head": 0.01}, "run": {"val_queries": 0}}'
 )
@@ -81,7 +84,8 @@ class Preset:
     ``config``: the model's config object; ``train``: the training settings (``train.epochs``
     included); ``run``: the train function's options (every one, defaults filled in);
     ``overrides``: the overrides applied to the preset, by section (non-empty sections only),
-    as ``run.json`` records them. Obtained from :func:`preset_for` only.
+    as ``run.json`` records them; ``fp32_cpu``: ``amp="auto"`` on a CPU trains in fp32 without
+    measuring (:data:`FP32_CPU_PRESETS`). Obtained from :func:`preset_for` only.
     """
 
     model: str
@@ -90,6 +94,7 @@ class Preset:
     train: Any
     run: Mapping[str, Any]
     overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    fp32_cpu: bool = False
 
     @property
     def recipe(self) -> Recipe:
@@ -211,6 +216,7 @@ def preset_for(model: str, name: str, overrides: Mapping[str, Any] | None = None
         config=config,
         train=copy.deepcopy(recipe.presets[name]),
         run=dict(recipe.run_options),
+        fp32_cpu=name in FP32_CPU_PRESETS,
     )
     return preset.with_overrides(overrides)
 

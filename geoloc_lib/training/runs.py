@@ -467,12 +467,12 @@ def train_runs(
 
     Every model's preset and overrides are resolved before any training, so a bad key fails
     at once."""
-    claim_runs_dir(runs_dir)
     epochs, overrides = _model_map("epochs", epochs), _model_map("overrides", overrides)
     kwargs = {
         m: {"preset": run_preset(m, preset, epochs.get(m), overrides.get(m), weights)}
         for m in models
     }
+    claim_runs_dir(runs_dir)
     n = runs_at_once(parallel_runs, device, jobs=len(kwargs))
     common = {"seed": seed, "device": device, "resume": resume}
     if n == 1:
