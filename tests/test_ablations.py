@@ -486,7 +486,7 @@ def test_deltas_and_claims_get_paired_intervals():
 def test_seed_runs_get_their_own_folders(tiny_sources, tmp_path, monkeypatch):
     names = []
 
-    def fake(model, sources, runs_dir, *, name, seed, **kw):
+    def fake(preset, sources, runs_dir, *, name, seed, **kw):
         names.append((name, seed))
         return SimpleNamespace(out_dir=runs_dir / name), True
 

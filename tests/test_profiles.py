@@ -217,7 +217,7 @@ def test_set_paths_resolve_from_the_callers_folder(tmp_path, monkeypatch):
             "university_root=data/University-1652",
             "02.runs_dir=../elsewhere/runs",
             "street_root=",  # not given: stays empty
-            "overrides={mcgf: {encoder_pretrained_file: weights/enc.pth, w_nce: 0.5}}",
+            "overrides={mcgf: {model: {encoder_pretrained_file: weights/enc.pth, w_nce: 0.5}}}",
         ],
     )
     params = {r.notebook.stem: r.parameters for r in runs}
@@ -226,7 +226,7 @@ def test_set_paths_resolve_from_the_callers_folder(tmp_path, monkeypatch):
         assert params[stem]["street_root"] == ""
     assert params["02_evaluate"]["runs_dir"] == str(tmp_path.parent / "elsewhere" / "runs")
     assert params["01_train"]["runs_dir"] == "../runs/paper"  # from profiles.yaml, unchanged
-    mcgf = params["01_train"]["overrides"]["mcgf"]
+    mcgf = params["01_train"]["overrides"]["mcgf"]["model"]
     assert mcgf == {"encoder_pretrained_file": str(tmp_path / "weights/enc.pth"), "w_nce": 0.5}
     absolute = resolve_profile("paper", only=["02"], overrides=["university_root=/d/U"])
     assert absolute[0].parameters["university_root"] == "/d/U"

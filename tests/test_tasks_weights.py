@@ -176,13 +176,16 @@ def test_bad_weights_fail_naming_the_parameter(weights, message):
 
 def test_a_part_given_in_overrides_and_weights_must_agree():
     w = {"geoviewmatch": {"pretrained_file": "a.pth"}}
-    assert runs.with_weights("geoviewmatch", {"w_con": 0.1}, w) == {
-        "w_con": 0.1,
-        "pretrained_file": "a.pth",
+    # the files join the model section; the other sections are kept as they are
+    over = {"model": {"w_con": 0.1}, "train": {"lr_head": 0.01}}
+    assert runs.with_weights("geoviewmatch", over, w) == {
+        "model": {"w_con": 0.1, "pretrained_file": "a.pth"},
+        "train": {"lr_head": 0.01},
     }
+    assert over == {"model": {"w_con": 0.1}, "train": {"lr_head": 0.01}}  # not changed
     assert runs.with_weights("infonce_baseline", {}, w) == {}
     with pytest.raises(ConfigError, match="pretrained_file is given twice"):
-        runs.with_weights("geoviewmatch", {"pretrained_file": "b.pth"}, w)
+        runs.with_weights("geoviewmatch", {"model": {"pretrained_file": "b.pth"}}, w)
 
 
 def test_weights_paths_resolve_like_other_paths_and_reach_01_04_05(tmp_path, monkeypatch):

@@ -278,7 +278,7 @@ def ensure_run(
     sources: DataSources,
     runs_dir: str | Path,
     *,
-    preset: str,
+    preset: str | Preset,
     epochs: Epochs = None,
     seed: int,
     device: str = "auto",
@@ -287,27 +287,22 @@ def ensure_run(
 ) -> tuple[Run, bool]:
     """Load ``runs_dir/ablations/<run>`` if it holds this finished run, else train it.
 
+    ``preset``: a preset name, resolved here with the variant's overrides, ``epochs`` and
+    ``weights`` (:func:`variant_preset`), or the variant's :class:`Preset` so resolved.
     A variant without overrides (a main model) first looks for 01_train's run of the model,
     ``runs_dir/<model>``: trained with the same settings (the same epochs and ``weights``
     files included), it is that run, reused as it is. Returns ``(run, trained_now)``; the
     caching itself is :func:`geoloc_lib.training.runs.ensure_run`.
     """
-    resolved = variant_preset(variant, preset, epochs, weights)
-    return _ensure(variant, resolved, sources, runs_dir, seed, device, progress)
-
-
-def _ensure(
-    variant: Variant, resolved: Preset, sources: DataSources, runs_dir: str | Path, seed: int,
-    device: str, progress: bool | None, want: dict[str, Any] | None = None,
-) -> tuple[Run, bool]:  # fmt: skip
+    if not isinstance(preset, Preset):
+        preset = variant_preset(variant, preset, epochs, weights)
     runs.claim_runs_dir(runs_dir)  # runs_dir itself, not only its ablations/ folder
     if not variant.overrides:
-        want = want or runs.run_settings(resolved, seed)
-        main = runs.finished_run(Path(runs_dir) / variant.model, want)
+        main = runs.finished_run(Path(runs_dir) / variant.model, runs.run_settings(preset, seed))
         if main is not None:
             return main, False
     return runs.ensure_run(
-        resolved,
+        preset,
         sources,
         Path(runs_dir) / ABLATION_DIR,
         name=variant.run_name,
@@ -338,14 +333,16 @@ def ensure_seed_run(
     seeds coexist; a finished run of this seed in the seedless folder (where notebook 04 trains
     its one seed) is reused."""
     resolved = variant_preset(variant, preset, epochs, weights)
-    want = None
     if int(seed) != 0:
-        want = runs.run_settings(resolved, seed)
-        held = runs.finished_run(Path(runs_dir) / ABLATION_DIR / variant.run_name, want)
+        held = runs.finished_run(
+            Path(runs_dir) / ABLATION_DIR / variant.run_name, runs.run_settings(resolved, seed)
+        )
         if held is not None:
             return held, False
         variant = dataclasses.replace(variant, run_name=seed_run_name(variant, seed))
-    return _ensure(variant, resolved, sources, runs_dir, seed, device, progress, want)
+    return ensure_run(
+        variant, sources, runs_dir, preset=resolved, seed=seed, device=device, progress=progress
+    )
 
 
 def _train_one(
@@ -490,7 +487,7 @@ def run_street_seeds(
     seeds = check_seeds(seeds)
     variants = geoviewmatch_variants(labels, preset) + ([INFONCE_BASELINE] if baselines else [])
     variants += [GEO_NEIGHBOURS] if deviations else []
-    n_epochs = {v.label: variant_preset(v, preset, epochs).epochs for v in variants}
+    budget = {v.label: variant_preset(v, preset, epochs).epochs for v in variants}
     split = split or street_eval_split(sources)
     pairs = sources.street(split)
     trained_apart = train_grid(
@@ -523,7 +520,7 @@ def run_street_seeds(
                     "variant": v.label,
                     "run": folder,
                     "trained_now": trained,
-                    "epochs": n_epochs[v.label],
+                    "epochs": budget[v.label],
                     "train_s": train_s,
                     "queries": len(pairs),
                     **{m: float(metrics[m]) for m in STREET_METRICS},
@@ -621,7 +618,7 @@ def run_mcgf_seeds(
         variants, seeds, sources, runs_dir, preset=preset, epochs=epochs, device=device,
         parallel_runs=parallel_runs, weights=weights,
     )  # fmt: skip
-    n_epochs = {v.label: variant_preset(v, preset, epochs).epochs for v in variants}
+    budget = {v.label: variant_preset(v, preset, epochs).epochs for v in variants}
     frames, per_query = [], []
     for seed in seeds:
         models: list[tuple[str, str, bool, int, float, bool, object]] = []
@@ -643,7 +640,7 @@ def run_mcgf_seeds(
             # a test-time variant trains nothing of its own: no training time (compute ratios)
             train_s = np.nan if v.eval_overrides else _train_seconds(run)
             models.append(
-                (v.label, run.out_dir.name, trained, n_epochs[v.label], train_s, clean, model)
+                (v.label, run.out_dir.name, trained, budget[v.label], train_s, clean, model)
             )
         if raw_pixels:
             if img_size is None:
