@@ -168,6 +168,9 @@ def test_04s_main_variants_are_01s_runs(profile):
         preset=grid["preset"]
     )
     main = [v for v in variants if not v.overrides]
+    # the rows that are the main models themselves, each with the run name 04 trains it under
+    labels = {A.FULL, A.WITHOUT_RESTORATION, "BS+CL+MF", "f4+f3"}
+    assert labels <= {v.label for v in main}
     assert {v.model for v in main} == {"mcgf", "mcgf_matching_only", "geoviewmatch"}
     for v in main:
         of_01 = runs.run_preset(
