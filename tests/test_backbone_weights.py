@@ -126,4 +126,4 @@ def test_dry_run_config_check_refuses_a_wrong_file(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), path)
     with pytest.raises(ConfigError, match="does not fit backbone"):
-        check_config("geoviewmatch", "smoke", {"pretrained_file": str(path)})
+        check_config("geoviewmatch", "smoke", {"model": {"pretrained_file": str(path)}})
