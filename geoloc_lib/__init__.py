@@ -4,7 +4,7 @@ Map of the package, one layer per folder, lowest first. A module imports only fr
 layer or below (``tests/test_layers.py`` checks every import; training may also use eval's
 metrics for validation). docs/architecture.md has the layers and where a change goes.
 
-- ``core/``      errors, paths, config presets, runtime (progress), seeding, distributed,
+- ``core/``      errors, paths, config checks, runtime (progress), seeding, distributed,
   device/AMP, checkpoint reading, portable float ops, parallel (runs side by side on a CPU)
 - ``data/``      dataset loaders (University-1652, CVUSA, CVACT), torch datasets, pair
   augmentation, the GeoSynth generator, manifest checks (``data/sources.py``: which folders a

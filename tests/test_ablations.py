@@ -25,7 +25,9 @@ from geoloc_lib.analysis.cost import (
 )
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.sources import DataSources
+from geoloc_lib.models.geoviewmatch import ablation_fields
 from geoloc_lib.training import runs
+from geoloc_lib.training.recipes import preset_for
 
 # --------------------------------------------------------------------------- variants
 
@@ -39,7 +41,11 @@ def test_geoviewmatch_variants_share_runs_of_equal_configurations():
     # the preset's own model (BS+CL+MF = f4+f3) has no overrides: it can be 01's run
     full = {"BS+CL+MF", "f4+f3"}
     assert all(v.overrides == {} for v in variants if v.label in full)
-    assert all(v.overrides == {"ablation": v.run_name} for v in variants if v.label not in full)
+    assert all(
+        v.overrides == {"model": ablation_fields(v.run_name)}
+        for v in variants
+        if v.label not in full
+    )
     assert [v.run_name for v in A.geoviewmatch_variants(A.TABLE6, "smoke")][:2] == [
         "BS+CL",
         "BS+CL+MF",
@@ -49,13 +55,11 @@ def test_geoviewmatch_variants_share_runs_of_equal_configurations():
 
 
 def test_each_mcgf_variant_changes_one_thing():
-    from geoloc_lib.models.mcgf import MCGFConfig
-
     v = {x.label: x for x in A.mcgf_variants()}
-    full = MCGFConfig.preset("default")
+    full = preset_for("mcgf", "default").config
     # the full model is the paper's method: joint optimisation, InfoNCE on what it matches
     assert full.mat_to_restorer and full.nce_drone == "restored" and full.train_noise
-    no_noise = MCGFConfig.preset("default", **v[A.NO_NOISE].overrides)
+    no_noise = preset_for("mcgf", "default", v[A.NO_NOISE].overrides).config
     changed = {k for k, x in no_noise.to_dict().items() if full.to_dict()[k] != x}
     assert changed == {"train_noise"} and not v[A.NO_NOISE].eval_overrides
     # the two halves of "w/o diffusion": the no-noise run at one pass; the full run at one pass
@@ -65,14 +69,14 @@ def test_each_mcgf_variant_changes_one_thing():
     assert v[A.ONE_PASS].eval_overrides == {"infer_steps": 1}
     assert v[A.CLEAN_QUERY].run_name == v[A.FULL].run_name
     for dev in A.DEVIATIONS:  # each deviation trains its own run with one change of the preset
-        cfg = MCGFConfig.preset("default", **dev.overrides)
+        cfg = preset_for("mcgf", "default", dev.overrides).config
         changed = {k for k, x in cfg.to_dict().items() if full.to_dict()[k] != x}
-        assert changed == set(dev.overrides), dev.label
+        assert list(dev.overrides) == ["model"] and changed == set(dev.overrides["model"])
         assert dev.run_name not in {x.run_name for x in A.mcgf_variants(deviations=False)}
     # the paper's noise levels scale with the schedule: the smoke preset's T is 100
     smoke = {x.label: x for x in A.mcgf_variants(preset="smoke")}[A.PAPER_NOISE].overrides
-    assert (smoke["t_max"], smoke["t_start"]) == (20, 10)
-    MCGFConfig.preset("smoke", **smoke)
+    assert (smoke["model"]["t_max"], smoke["model"]["t_start"]) == (20, 10)
+    preset_for("mcgf", "smoke", smoke)
     assert {x.label for x in A.mcgf_variants(deviations=False)} == set(v) - {
         d.label for d in A.DEVIATIONS
     }
@@ -81,10 +85,8 @@ def test_each_mcgf_variant_changes_one_thing():
 def test_no_training_noise_feeds_the_restorer_the_weathered_image():
     import torch
 
-    from geoloc_lib.models import create_model
-
     torch.manual_seed(0)
-    model = create_model("mcgf", preset="smoke", num_classes=4, train_noise=False)
+    model = preset_for("mcgf", "smoke").build(num_classes=4, train_noise=False)
     seen = []
     model.denoise = lambda z_t, t: seen.append(z_t) or torch.zeros_like(z_t)
     x = torch.rand(2, 3, 32, 32)
@@ -103,12 +105,10 @@ def test_no_training_noise_feeds_the_restorer_the_weathered_image():
 def test_queries_not_restored_reuses_the_full_run_and_skips_restoration_at_test():
     import torch
 
-    from geoloc_lib.models import create_model
-
     v = {x.label: x for x in A.mcgf_variants()}
     assert v["queries not restored"].run_name == v["MCGF (full)"].run_name
     assert v["queries not restored"].overrides == v["MCGF (full)"].overrides
-    model = create_model("mcgf", preset="smoke", num_classes=4).eval()
+    model = preset_for("mcgf", "smoke").build(num_classes=4).eval()
     torch.manual_seed(0)
     torch.nn.init.normal_(model.restore.deconv3[0].weight, std=0.1)  # a non-identity restorer
     x = torch.rand(2, 3, 32, 32)
@@ -170,7 +170,7 @@ def tiny_sources(tmp_path_factory):
 
 
 def _variant() -> A.Variant:
-    fast = {"val_queries": 0, "max_steps_per_epoch": 1}
+    fast = {"run": {"val_queries": 0, "max_steps_per_epoch": 1}}
     return A.Variant("w/o restoration", "mcgf_matching_only", fast, "matching")
 
 
@@ -206,7 +206,7 @@ def test_ensure_run_reuses_a_finished_run_and_retrains_on_other_settings(
     (out / runs.PENDING_FILE).write_text(json.dumps(A.run_settings(v, "smoke", 1, 1)))
     _, trained = A.ensure_run(v, tiny_sources, tmp_path, **{**kw, "seed": 1})
     assert trained and calls[-1]["resume"] is True and (out / "run.json").is_file()
-    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+    with pytest.raises(ConfigError, match="epochs: expected an integer >= 1"):
         A.ensure_run(v, tiny_sources, tmp_path, **{**kw, "epochs": 0})
 
 
@@ -227,7 +227,9 @@ def test_ensure_run_reuses_the_main_run_of_01_when_settings_match(tiny_sources, 
     # another budget than 01's: trained under ablations/
     run, trained = A.ensure_run(plain, tiny_sources, tmp_path, **{**kw, "epochs": 2})
     assert trained and run.out_dir == tmp_path / A.ABLATION_DIR / "matching"
-    assert run.info["config"] == runs.resolved_config("mcgf_matching_only", "smoke", {})
+    assert run.info["config"] == runs.resolved_config(
+        preset_for("mcgf_matching_only", "smoke").with_epochs(2)
+    )
 
 
 # --------------------------------------------------------------------------- tables
@@ -484,7 +486,7 @@ def test_deltas_and_claims_get_paired_intervals():
 def test_seed_runs_get_their_own_folders(tiny_sources, tmp_path, monkeypatch):
     names = []
 
-    def fake(model, sources, runs_dir, *, name, seed, **kw):
+    def fake(preset, sources, runs_dir, *, name, seed, **kw):
         names.append((name, seed))
         return SimpleNamespace(out_dir=runs_dir / name), True
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from geoloc_lib.core import device as D
 from geoloc_lib.training import amp as A
+from geoloc_lib.training.recipes import preset_for
 
 CPUINFO_BF16 = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -123,9 +124,11 @@ CPU = torch.device("cpu")
 @pytest.mark.parametrize("preset", ["smoke", None])
 def test_smoke_and_unknown_preset_are_fp32_without_measuring(preset, monkeypatch, tmp_path):
     monkeypatch.setattr(A, "cpu_bf16_support", lambda: NATIVE)
+    fp32 = preset is not None and preset_for("mcgf", preset).fp32_cpu
     choice = A.resolve_fit_amp(
-        "auto", CPU, _Toy(), preset=preset, batch=4, cache_path=tmp_path / "c.json", measure=_never
-    )
+        "auto", CPU, _Toy(), preset=preset, fp32_cpu=fp32, batch=4,
+        cache_path=tmp_path / "c.json", measure=_never,
+    )  # fmt: skip
     assert choice.mode == "off" and choice.fp32_img_s is None
     assert not (tmp_path / "c.json").exists()
 
@@ -186,7 +189,11 @@ def test_fit_records_the_choice(tmp_path, monkeypatch):
     model = _Toy()
     data = [{"drone": torch.rand(4, 3, 8, 8), "label": torch.arange(4)}]
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    cfg = FitConfig(epochs=1, device="cpu", out_dir=tmp_path, preset="smoke", progress=False)
+    smoke = preset_for("mcgf", "smoke")
+    cfg = FitConfig(
+        epochs=1, device="cpu", out_dir=tmp_path, preset=smoke.name, fp32_cpu=smoke.fp32_cpu,
+        progress=False,
+    )  # fmt: skip
     hist = fit(model, data, opt, cfg)
     assert hist.amp["mode"] == "off" and hist.amp["asked"] == "auto"
     assert "smoke" in hist.amp["reason"]

@@ -10,6 +10,7 @@ from torch import nn
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.training.optim import ASAM
+from geoloc_lib.training.recipes import preset_for
 
 
 def _net() -> nn.Module:
@@ -167,10 +168,9 @@ def test_adaptive_scale_applies_to_weight_tensors_only() -> None:
 
 
 def test_weight_tensor_ids_skip_biases_norms_and_temperatures() -> None:
-    from geoloc_lib.models import create_model
     from geoloc_lib.training.optim import weight_tensor_ids
 
-    model = create_model("geoviewmatch", preset="smoke")
+    model = preset_for("geoviewmatch", "smoke").build()
     ids = weight_tensor_ids(model.named_parameters())
     named = dict(model.named_parameters())
     picked = {n for n, p in named.items() if id(p) in ids}
@@ -185,11 +185,10 @@ def test_ascent_moves_each_parameter_by_its_formula_exactly() -> None:
     """On a model with weights, biases, norm gains and a temperature (GeoViewMatch at its smoke
     size): weight tensors move by T·(T g)·rho/‖T g‖ with T = |w| + eta, the others by
     g·rho/‖T g‖, bit for bit, and restore puts every parameter back."""
-    from geoloc_lib.models import create_model
     from geoloc_lib.training.optim import weight_tensor_ids
 
     torch.manual_seed(0)
-    model = create_model("geoviewmatch", preset="smoke")
+    model = preset_for("geoviewmatch", "smoke").build()
     params = [p for p in model.parameters() if p.requires_grad]
     g = torch.Generator().manual_seed(3)
     for p in params:

@@ -8,16 +8,14 @@ import timm
 import torch
 
 from geoloc_lib.core.errors import ConfigError
-from geoloc_lib.models import create_model
 from geoloc_lib.models.backbones import create_backbone
-from geoloc_lib.models.geoviewmatch import GeoViewMatchConfig
-from geoloc_lib.models.mcgf import MCGFConfig
+from geoloc_lib.training.recipes import preset_for
 
 SWIN = "swinv2_tiny_window8_256"
 
 
 def _smoke_arch() -> dict:
-    cfg = GeoViewMatchConfig.preset("smoke")
+    cfg = preset_for("geoviewmatch", "smoke").config
     return dict(
         embed_dim=cfg.embed_dim,
         depths=cfg.depths,
@@ -61,7 +59,7 @@ def test_resnet_file_for_geoviewmatch_is_refused(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), path)
     with pytest.raises(ConfigError, match=r"resnet18\.pth does not fit backbone 'swinv2_tiny") as e:
-        create_model("geoviewmatch", preset="smoke", pretrained_file=str(path))
+        preset_for("geoviewmatch", "smoke").build(pretrained_file=str(path))
     assert "missing (e.g. patch_embed.proj.weight" in str(e.value)
     assert "conv1.weight" in str(e.value)
 
@@ -77,14 +75,14 @@ def test_resnet_file_for_mcgf_encoder_names_the_argument(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), path)
     with pytest.raises(ConfigError, match=r"^encoder_pretrained_file .*does not fit backbone"):
-        create_model("mcgf", preset="smoke", num_classes=5, encoder_pretrained_file=str(path))
+        preset_for("mcgf", "smoke").build(num_classes=5, encoder_pretrained_file=str(path))
 
 
 def test_full_size_weights_with_smoke_preset_is_one_line(tmp_path):
     path = tmp_path / "swinv2_t.pth"
     torch.save(timm.create_model(SWIN, num_classes=0).state_dict(), path)
     with pytest.raises(ConfigError) as e:
-        create_model("geoviewmatch", preset="smoke", pretrained_file=str(path))
+        preset_for("geoviewmatch", "smoke").build(pretrained_file=str(path))
     msg = str(e.value)
     assert "\n" not in msg and "with another shape" in msg and len(msg) < 700
 
@@ -101,22 +99,20 @@ def test_garbage_file_names_the_file(tmp_path, suffix):
 def test_mcgf_offline_message_names_its_arguments(monkeypatch):
     monkeypatch.setenv("GEOLOC_OFFLINE", "1")
     with pytest.raises(ConfigError, match="content_pretrained_file=") as e:
-        create_model("mcgf", preset="smoke", num_classes=5, pretrained=True)
+        preset_for("mcgf", "smoke").build(num_classes=5, pretrained=True)
     assert " pretrained_file=" not in str(e.value)
 
 
 def test_mcgf_offline_message_names_the_encoder_argument(tmp_path, monkeypatch):
     monkeypatch.setenv("GEOLOC_OFFLINE", "1")
-    cfg = MCGFConfig.preset("smoke")
+    cfg = preset_for("mcgf", "smoke").config
     content = create_backbone(
         cfg.content, num_classes=0, **{"img_size": cfg.img_size, **cfg.content_arch}
     )
     path = tmp_path / "content.pth"
     torch.save(content.state_dict(), path)
     with pytest.raises(ConfigError, match="encoder_pretrained_file="):
-        create_model(
-            "mcgf",
-            preset="smoke",
+        preset_for("mcgf", "smoke").build(
             num_classes=5,
             pretrained=True,
             content_pretrained_file=str(path),
@@ -130,4 +126,4 @@ def test_dry_run_config_check_refuses_a_wrong_file(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), path)
     with pytest.raises(ConfigError, match="does not fit backbone"):
-        check_config("geoviewmatch", "smoke", {"pretrained_file": str(path)})
+        check_config("geoviewmatch", "smoke", {"model": {"pretrained_file": str(path)}})

@@ -26,6 +26,18 @@ def test_parse_lever_reads_json_values_and_bare_words():
         B.parse_lever("val_every")
 
 
+def test_a_lever_goes_to_the_section_that_has_it():
+    assert B.lever_overrides("mcgf", "val_every", 5) == {"train": {"val_every": 5}}
+    # amp is a train-function option of MCGF and a training setting of GeoViewMatch
+    assert B.lever_overrides("mcgf", "amp", "off") == {"run": {"amp": "off"}}
+    assert B.lever_overrides("geoviewmatch", "amp", "off") == {"train": {"amp": "off"}}
+    assert B.lever_overrides("mcgf", "model.w_nce", 0.0) == {"model": {"w_nce": 0.0}}
+    with pytest.raises(ConfigError, match="not an override of mcgf; valid keys: model: "):
+        B.lever_overrides("mcgf", "w_foo", 1)
+    with pytest.raises(ConfigError, match="unknown section 'optim'"):
+        B.lever_overrides("mcgf", "optim.lr", 1)
+
+
 def test_epoch_breakdown_skips_the_first_epoch_and_counts_validation():
     history = pd.DataFrame(
         {
@@ -48,9 +60,9 @@ def test_run_benchmark_trains_real_runs_and_compares_a_lever(tmp_path):
     root = make_university1652(tmp_path / "u", train_ids=range(1, 9), test_ids=(10, 11), views=2)
     sources = DataSources("geosynth", root, None, "cvact")
     table = B.run_benchmark(
-        sources, ["mcgf_matching_only"], [("val_queries", 0)], epochs=2, preset="smoke"
+        sources, ["mcgf_matching_only"], [("run.val_queries", 0)], epochs=2, preset="smoke"
     )
-    assert list(table["lever"]) == ["baseline", "val_queries=0"]
+    assert list(table["lever"]) == ["baseline", "run.val_queries=0"]
     assert table["images/s"].gt(0).all() and table["speed-up"].iloc[0] == 1.0
     assert table["validate_s per epoch"].iloc[0] > 0 and table["validate_s per epoch"].iloc[1] == 0
     with pytest.raises(ConfigError, match="at least 2"):

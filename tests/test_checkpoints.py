@@ -16,8 +16,9 @@ from test_engine import _setup
 from geoloc_lib.core import checkpoints as C
 from geoloc_lib.core.errors import ConfigError, NotWritableError
 from geoloc_lib.core.seeding import rng_state, set_rng_state
-from geoloc_lib.models import create_model, load_model
+from geoloc_lib.models import load_model
 from geoloc_lib.training.engine import CHECKPOINT_LAST, FitConfig, fit
+from geoloc_lib.training.recipes import preset_for
 from geoloc_lib.training.runs import load_run
 
 
@@ -140,7 +141,7 @@ def test_an_old_checkpoint_is_refused_in_one_line_and_can_be_upgraded(tmp_path):
 
 
 def _mcgf_checkpoint(path, name="mcgf_matching_only"):
-    model = create_model(name, preset="smoke", num_classes=4, pretrained=False)
+    model = preset_for(name, "smoke").build(num_classes=4, pretrained=False)
     ckpt = {
         "model": model.state_dict(),
         "model_name": name,
@@ -181,7 +182,7 @@ def test_a_checkpoint_of_another_model_names_both(tmp_path):
     from geoloc_lib.eval.university import evaluate_mcgf
 
     path = tmp_path / "street.pt"
-    model = create_model("infonce_baseline", preset="smoke", pretrained=False)
+    model = preset_for("infonce_baseline", "smoke").build(pretrained=False)
     C.save_checkpoint(
         {
             "model": model.state_dict(),

@@ -9,7 +9,7 @@ from torch import nn
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.models import create_model, list_models
 from geoloc_lib.models.contract import GeolocModel
-from geoloc_lib.training.recipes import recipes
+from geoloc_lib.training.recipes import preset_for, recipes
 
 VIEWS = {"drone->satellite": ("drone", "satellite"), "street->aerial": ("ground", "aerial")}
 RAW = {"raw_pixels": ("drone", "satellite"), "street_raw_pixels": ("ground", "aerial")}
@@ -22,7 +22,11 @@ def test_every_trainable_model_has_a_recipe_and_the_raw_matchers_are_registered(
 @pytest.mark.parametrize("name", sorted(set(recipes()) | set(RAW)))
 def test_model_follows_the_contract(name: str):
     views = RAW.get(name) or VIEWS[recipes()[name].task]
-    kw = {} if name in RAW else {"preset": "smoke", **recipes()[name].data_config}
+    kw = (
+        {}
+        if name in RAW
+        else {"config": preset_for(name, "smoke").config, **recipes()[name].data_config}
+    )
     with torch.device("meta"):
         model = create_model(name, **kw)
     assert isinstance(model, GeolocModel)
@@ -45,7 +49,11 @@ GRAD_CAM = {"mcgf", "mcgf_matching_only", "geoviewmatch"}
 @pytest.mark.parametrize("name", sorted(set(recipes()) | set(RAW)))
 def test_explanation_hooks_or_an_error_naming_the_model(name: str):
     views = RAW.get(name) or VIEWS[recipes()[name].task]
-    kw = {} if name in RAW else {"preset": "smoke", **recipes()[name].data_config}
+    kw = (
+        {}
+        if name in RAW
+        else {"config": preset_for(name, "smoke").config, **recipes()[name].data_config}
+    )
     torch.manual_seed(0)
     model = create_model(name, **kw).eval()
     own = {id(m) for m in model.modules()}

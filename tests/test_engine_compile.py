@@ -102,13 +102,17 @@ def test_train_run_passes_compile_and_records_it(tmp_path):
         preset="smoke",
         epochs=1,
         progress=False,
-        val_queries=0,
-        max_steps_per_epoch=1,
-        num_threads=1,
-        compile="aot_eager",
+        overrides={
+            "run": {
+                "val_queries": 0,
+                "max_steps_per_epoch": 1,
+                "num_threads": 1,
+                "compile": "aot_eager",
+            }
+        },
     )
     info = json.loads((run.out_dir / "run.json").read_text())
-    assert info["compile"] == "aot_eager" and info["overrides"]["compile"] == "aot_eager"
+    assert info["compile"] == "aot_eager" and info["overrides"]["run"]["compile"] == "aot_eager"
     assert torch.isfinite(torch.tensor(float(run.history["loss"].iloc[0])))
     assert "compile" not in info["config"]["model"]  # a run option, not a model setting
     assert info["machine"]["cpu_threads"] == 1  # num_threads=1: what the numbers were trained with

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from geoloc_lib.core.errors import ConfigError
-from geoloc_lib.models import create_model
 from geoloc_lib.models.geoviewmatch import (
     ABLATIONS,
     FeatureAggregation,
-    GeoViewMatchConfig,
+    ablation_fields,
 )
+from geoloc_lib.training.recipes import preset_for
 
 
 def _batch(cfg, n: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -29,7 +29,7 @@ def _batch(cfg, n: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def smoke():
     torch.manual_seed(0)
-    return create_model("geoviewmatch", preset="smoke")
+    return preset_for("geoviewmatch", "smoke").build()
 
 
 def test_feature_aggregation_matches_a_per_head_loop() -> None:
@@ -138,7 +138,7 @@ def test_augment_batch_views_are_consistent(smoke) -> None:
     [("BS", 1, False), ("BS+CL", 1, True), ("BS+MF", 2, False), ("f4+f3+f2+f1", 4, True)],
 )
 def test_ablation_switches(ablation: str, n_stages: int, has_head: bool) -> None:
-    m = create_model("geoviewmatch", preset="smoke", ablation=ablation)
+    m = preset_for("geoviewmatch", "smoke", {"model": ablation_fields(ablation)}).build()
     assert len(m.aggregators) == 2 * n_stages
     assert (m.head is not None) == has_head
     out = m.training_losses(_batch(m.cfg))
@@ -149,22 +149,22 @@ def test_ablation_switches(ablation: str, n_stages: int, has_head: bool) -> None
 
 def test_config_errors() -> None:
     with pytest.raises(ConfigError, match="preset"):
-        GeoViewMatchConfig.preset("huge")
-    with pytest.raises(ConfigError, match="unknown GeoViewMatch config key"):
-        GeoViewMatchConfig.preset("smoke", widht=3)
+        preset_for("geoviewmatch", "huge")
+    with pytest.raises(ConfigError, match="section .model.: unknown key"):
+        preset_for("geoviewmatch", "smoke", {"model": dict(widht=3)})
     with pytest.raises(ConfigError, match="stage"):
-        GeoViewMatchConfig.preset("smoke", stages=(5,))
+        preset_for("geoviewmatch", "smoke", {"model": dict(stages=(5,))})
     with pytest.raises(ConfigError, match="divisible by 4"):
-        GeoViewMatchConfig.preset("smoke", ground_size=(32, 130))
+        preset_for("geoviewmatch", "smoke", {"model": dict(ground_size=(32, 130))})
     with pytest.raises(ConfigError, match="ablation"):
-        create_model("geoviewmatch", preset="smoke", ablation="BS+XX")
+        ablation_fields("BS+XX")
 
 
 @pytest.mark.slow  # two paper-size SwinV2-T on CPU (~20 s on an idle 2-core machine)
 def test_paper_size_shapes() -> None:
     """SwinV2-T at 128x640 / 256x256: stage maps 8x40 & 4x20 / 16x16 & 8x8, 9,216-d descriptors."""
     torch.manual_seed(0)
-    m = create_model("geoviewmatch", preset="paper", pretrained=False).eval()
+    m = preset_for("geoviewmatch", "paper").build(pretrained=False).eval()
     shapes = {k: fa.hw for k, fa in m.aggregators.items()}
     assert shapes == {"ground_s3": 320, "ground_s4": 80, "aerial_s3": 256, "aerial_s4": 64}
     assert m.embed_dim == (384 + 768) * 8 == 9216
@@ -178,7 +178,7 @@ def test_paper_size_shapes() -> None:
 
 def test_infonce_baseline_shapes_and_loss() -> None:
     torch.manual_seed(0)
-    m = create_model("infonce_baseline", preset="smoke")
+    m = preset_for("infonce_baseline", "smoke").build()
     batch = _batch(m.cfg)
     out = m.training_losses(batch)
     assert set(out) >= {"loss", "infonce", "logit_scale"}
@@ -197,7 +197,7 @@ def test_engine_step_with_asam_uses_the_same_views() -> None:
     from geoloc_lib.training.optim import ASAM
 
     torch.manual_seed(0)
-    m = create_model("geoviewmatch", preset="smoke")
+    m = preset_for("geoviewmatch", "smoke").build()
     calls = []
 
     def transform(batch):
@@ -307,17 +307,17 @@ def test_train_resume_and_evaluate_street_model(tmp_path) -> None:
     from geoloc_lib.training.geoviewmatch import train_street_model
 
     root = _write_cvact(tmp_path / "cvact")
-    kw = dict(model="geoviewmatch", preset="smoke", seed=0, device="cpu", progress=False)
-    kw.update(max_steps_per_epoch=1, batch_size=4)
-    full = train_street_model(
-        root, epochs=2, out_dir=tmp_path / "full", keep_epoch_checkpoints=True, **kw
-    )
+    kw = dict(seed=0, device="cpu", progress=False)
+    over = {"train": {"epochs": 2, "batch_size": 4}, "run": {"max_steps_per_epoch": 1}}
+    preset = preset_for("geoviewmatch", "smoke", over)
+    keep = preset.with_overrides({"run": {"keep_epoch_checkpoints": True}})
+    full = train_street_model(root, keep, out_dir=tmp_path / "full", **kw)
     assert list(full.history["epoch"]) == [1, 2]
     assert {"loss", "con", "ret1", "ret2", "val_R@1", "val_R@1%"} <= set(full.history.columns)
     # A run stopped after epoch 1 and resumed replays the uninterrupted one (ASAM, sampler, RNG).
     resumed = train_street_model(
         root,
-        epochs=2,
+        preset,
         out_dir=tmp_path / "part",
         resume=tmp_path / "full" / "checkpoint_epoch1.pt",
         **kw,
@@ -340,19 +340,15 @@ def test_baseline_trains_with_the_same_function(tmp_path) -> None:
     from geoloc_lib.training.geoviewmatch import train_street_model
 
     root = _write_cvact(tmp_path / "cvact")
-    res = train_street_model(
-        root,
-        model="infonce_baseline",
-        preset="smoke",
-        epochs=1,
-        device="cpu",
-        progress=False,
-        max_steps_per_epoch=2,
-        batch_size=4,
-    )
+    over = {"train": {"epochs": 1, "batch_size": 4}, "run": {"max_steps_per_epoch": 2}}
+    preset = preset_for("infonce_baseline", "smoke", over)
+    res = train_street_model(root, preset, device="cpu", progress=False)
     assert "infonce" in res.history.columns and res.checkpoint is None
-    with pytest.raises(ConfigError, match="ablations"):
-        train_street_model(root, model="infonce_baseline", preset="smoke", ablation="BS")
+    # the train functions take a resolved preset of their own models only
+    with pytest.raises(ConfigError, match="preset must be resolved.*preset_for"):
+        train_street_model(root, "smoke")
+    with pytest.raises(ConfigError, match="unknown model 'mcgf'"):
+        train_street_model(root, preset_for("mcgf", "smoke"))
 
 
 def test_model_cost_counts_flops_and_shared_parameters_once(smoke) -> None:
@@ -388,21 +384,21 @@ def test_paper_parameter_count_is_two_backbones_within_3_percent_of_table4() -> 
     inference = total - head
     assert abs(inference / 57.47e6 - 1) < 0.03, inference
     assert abs(total / 57.47e6 - 1) > 0.03  # with the projection head it would not match
-    shared = build_for_cost("geoviewmatch", "paper", "meta", ablation="shared-backbone")
+    shared = build_for_cost("geoviewmatch", "paper", "meta", share_backbone=True)
     assert shared.backbone.shared and count_parameters(shared) - head < 0.65 * inference
 
 
 def test_geo_neighbour_batches_are_an_option_off_for_geoviewmatch() -> None:
-    from geoloc_lib.training.geoviewmatch import make_street_sampler, resolve_street_settings
+    from geoloc_lib.training.geoviewmatch import make_street_sampler
 
     coords = np.random.default_rng(0).normal(size=(256, 2)) * 100
     for preset in ("paper", "default", "smoke"):  # random batches, as the paper trains
-        settings = resolve_street_settings("geoviewmatch", preset)
+        settings = preset_for("geoviewmatch", preset).train
         assert make_street_sampler(256, coords, settings).neighbours is None
         # the baseline keeps Sample4Geo's neighbour batches
-        baseline = resolve_street_settings("infonce_baseline", preset)
+        baseline = preset_for("infonce_baseline", preset).train
         assert make_street_sampler(256, coords, baseline).neighbours is not None
-    on = resolve_street_settings("geoviewmatch", "default", geo_neighbours=True)
+    on = preset_for("geoviewmatch", "default", {"train": dict(geo_neighbours=True)}).train
     assert make_street_sampler(256, coords, on).neighbours is not None
 
 

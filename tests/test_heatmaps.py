@@ -14,6 +14,7 @@ from geoloc_lib.analysis import explain
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.models import create_model
 from geoloc_lib.models.cam import NHWCToNCHW, TokensToNCHW, swin_stage_blocks, vit_last_block
+from geoloc_lib.training.recipes import preset_for
 from geoloc_lib.viz import heatmaps as viz
 
 
@@ -32,13 +33,13 @@ def _trained_norms(model: torch.nn.Module) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def gvm():
     torch.manual_seed(0)
-    return _trained_norms(create_model("geoviewmatch", preset="smoke")).eval()
+    return _trained_norms(preset_for("geoviewmatch", "smoke").build()).eval()
 
 
 @pytest.fixture(scope="module")
 def mcgf():
     torch.manual_seed(0)
-    return create_model("mcgf", preset="smoke").eval()
+    return preset_for("mcgf", "smoke").build().eval()
 
 
 def _images(b: int, hw: tuple[int, int], seed: int = 0) -> torch.Tensor:
@@ -127,7 +128,7 @@ def test_feature_heatmaps_names_and_combinations(gvm):
 
 def test_swinv2_at_init_gives_flat_maps_not_noise():
     torch.manual_seed(0)
-    fresh = create_model("geoviewmatch", preset="smoke").eval()
+    fresh = preset_for("geoviewmatch", "smoke").build().eval()
     maps = explain.stage_heatmaps(fresh, _images(2, fresh.cfg.aerial_size), "aerial")
     assert all(torch.equal(m, torch.zeros_like(m)) for m in maps.values())
 
@@ -150,7 +151,7 @@ def test_mcgf_feature_heatmap_is_on_the_restored_query(mcgf):
 
 def test_matching_only_mcgf_explains_the_query_itself():
     torch.manual_seed(0)
-    model = create_model("mcgf_matching_only", preset="smoke").eval()
+    model = preset_for("mcgf_matching_only", "smoke").build().eval()
     query = _images(2, (32, 32), 8)
     assert torch.equal(explain.explained_images(model, query, "drone"), query)
     drone = explain.feature_heatmaps(model, query, "drone")["content last block"]
@@ -160,7 +161,7 @@ def test_matching_only_mcgf_explains_the_query_itself():
 
 def test_infonce_baseline_has_stage_heatmaps_but_no_grad_cam():
     torch.manual_seed(0)
-    model = create_model("infonce_baseline", preset="smoke").eval()
+    model = preset_for("infonce_baseline", "smoke").build().eval()
     aerial = _images(2, model.cfg.aerial_size)
     maps = explain.stage_heatmaps(model, aerial, "aerial", (1, 2, 3, 4), ((3, 4),))
     assert list(maps) == ["stage 1", "stage 2", "stage 3", "stage 4", "multi-scale 3+4"]

@@ -63,7 +63,7 @@ def test_university1652_missing_root_and_bad_task(tmp_path):
     with pytest.raises(DatasetError, match="valid choices: test, val"):
         data.task("drone->satellite", split="train")
     one = load_university1652(make_university1652(tmp_path / "one", train_ids=(1,)))
-    with pytest.raises(DatasetError, match="too few to hold any out.*val_queries=0"):
+    with pytest.raises(DatasetError, match="too few to hold any out.*'val_queries': 0"):
         one.task("drone->satellite", split="val")
 
 

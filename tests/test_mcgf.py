@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.university import load_university1652
 from geoloc_lib.data.university_torch import ShardedSampler, UniversityTrainSet
-from geoloc_lib.models import create_model
 from geoloc_lib.models.backbones import create_backbone
-from geoloc_lib.models.mcgf import RESIDUALS, MCGFConfig
+from geoloc_lib.models.mcgf import RESIDUALS
+from geoloc_lib.training.recipes import preset_for
 
 sys.path.insert(0, str(Path(__file__).parent))
 from layouts import make_university1652  # noqa: E402
@@ -36,7 +36,7 @@ def _batch(size: int, b: int = 4, classes: int = 5, seed: int = 0) -> dict[str, 
 def test_paper_size_architecture_on_meta_device():
     # The real paper-size modules (Swin-T, EVA-02 base at 448) built without allocating weights.
     with torch.device("meta"):
-        model = create_model("mcgf", preset="paper", pretrained=False, num_classes=701)
+        model = preset_for("mcgf", "paper").build(pretrained=False, num_classes=701)
     b = {k: v.to("meta") for k, v in _batch(448, b=2, classes=701).items()}
     with torch.no_grad():
         out = model.training_losses(b)
@@ -59,7 +59,7 @@ def test_paper_size_architecture_on_meta_device():
 @pytest.mark.parametrize("name", ["mcgf", "mcgf_matching_only"])
 def test_tiny_forward_backward_reaches_every_parameter(name):
     torch.manual_seed(0)
-    model = create_model(name, preset="smoke", num_classes=5)
+    model = preset_for(name, "smoke").build(num_classes=5)
     out = model.training_losses(_batch(model.cfg.img_size))
     out["loss"].backward()
     assert torch.isfinite(out["loss"])
@@ -73,8 +73,8 @@ def test_tiny_forward_backward_reaches_every_parameter(name):
 
 def test_loss_terms():
     torch.manual_seed(0)
-    model = create_model(
-        "mcgf", preset="smoke", num_classes=5, w_res=0.0, w_mat=0.0, w_cls=1.0, w_nce=0.0
+    model = preset_for("mcgf", "smoke").build(
+        num_classes=5, w_res=0.0, w_mat=0.0, w_cls=1.0, w_nce=0.0
     )
     batch = _batch(model.cfg.img_size)
     out = model.training_losses(batch)
@@ -104,7 +104,7 @@ def test_one_content_pass_over_the_views_gives_each_view_its_own_features(train)
     features equal a pass of its own (BatchNorm statistics per view in training), and do not
     depend on the other views' images."""
     torch.manual_seed(0)
-    model = create_model("mcgf", preset="smoke", num_classes=5).train(train)
+    model = preset_for("mcgf", "smoke").build(num_classes=5).train(train)
     batch = _batch(model.cfg.img_size, b=6)
     views = (batch["satellite"], batch["drone"], batch["drone_weather"])
     with torch.no_grad():
@@ -119,9 +119,7 @@ def test_one_content_pass_over_the_views_gives_each_view_its_own_features(train)
 
 def test_matching_loss_stops_gradient_at_the_clean_target():
     torch.manual_seed(0)
-    model = create_model(
-        "mcgf",
-        preset="smoke",
+    model = preset_for("mcgf", "smoke").build(
         num_classes=5,
         w_res=0.0,
         w_cls=0.0,
@@ -139,8 +137,8 @@ def test_matching_loss_stops_gradient_at_the_clean_target():
 @pytest.mark.parametrize("to_restorer", [True, False])
 def test_matching_loss_reaches_the_restorer_only_when_asked(to_restorer):
     torch.manual_seed(0)
-    model = create_model(
-        "mcgf", preset="smoke", num_classes=5, w_res=0.0, w_nce=0.0, mat_to_restorer=to_restorer
+    model = preset_for("mcgf", "smoke").build(
+        num_classes=5, w_res=0.0, w_nce=0.0, mat_to_restorer=to_restorer
     )
     model.training_losses(_batch(model.cfg.img_size))["loss"].backward()
 
@@ -155,7 +153,7 @@ def test_matching_loss_reaches_the_restorer_only_when_asked(to_restorer):
 
 def test_ddim_inference_is_deterministic_and_multi_step():
     torch.manual_seed(0)
-    model = create_model("mcgf", preset="smoke", num_classes=5, pool_steps=False).eval()
+    model = preset_for("mcgf", "smoke").build(num_classes=5, pool_steps=False).eval()
     x = torch.rand(3, 3, model.cfg.img_size, model.cfg.img_size)
     with torch.no_grad():
         assert torch.allclose(model.restore_query(x)[-1], x, atol=1e-5)  # identity at init
@@ -184,10 +182,8 @@ def test_restorer_output_size_and_residual_modes(residual, patch):
     """ẑ_0 has the input's size for any encoder patch size; at init (last deconvolution zero)
     the residual modes return their input and "none" a grey image."""
     torch.manual_seed(0)
-    arch = {**MCGFConfig.preset("smoke").encoder_arch, "patch_size": patch}
-    model = create_model(
-        "mcgf", preset="smoke", num_classes=5, residual=residual, encoder_arch=arch
-    )
+    arch = {**preset_for("mcgf", "smoke").config.encoder_arch, "patch_size": patch}
+    model = preset_for("mcgf", "smoke").build(num_classes=5, residual=residual, encoder_arch=arch)
     z = torch.rand(2, 3, model.cfg.img_size, model.cfg.img_size) * 1.6 - 0.8
     t = torch.zeros(2, dtype=torch.long)
     with torch.no_grad():
@@ -205,8 +201,8 @@ def test_restorer_output_size_and_residual_modes(residual, patch):
 def test_pretrained_rules(tmp_path, monkeypatch):
     monkeypatch.setenv("GEOLOC_OFFLINE", "1")
     with pytest.raises(ConfigError, match="pretrained_file"):
-        create_model("mcgf", preset="smoke", num_classes=5, pretrained=True)
-    arch = dict(MCGFConfig.preset("smoke").content_arch, img_size=32, num_classes=0)
+        preset_for("mcgf", "smoke").build(num_classes=5, pretrained=True)
+    arch = dict(preset_for("mcgf", "smoke").config.content_arch, img_size=32, num_classes=0)
     ref = create_backbone("eva02_base_patch14_448", **arch)
     assert ref.weights_source == "random"
     path = tmp_path / "eva.pth"
@@ -226,23 +222,23 @@ def test_pretrained_rules(tmp_path, monkeypatch):
 
 def test_config_validation():
     with pytest.raises(ConfigError, match="valid keys"):
-        MCGFConfig.preset("smoke", wrong_key=1)
+        preset_for("mcgf", "smoke", {"model": dict(wrong_key=1)})
     with pytest.raises(ConfigError, match="preset"):
-        MCGFConfig.preset("huge")
+        preset_for("mcgf", "huge")
     with pytest.raises(ConfigError, match="t_start"):
-        MCGFConfig.preset("smoke", t_start=100)
+        preset_for("mcgf", "smoke", {"model": dict(t_start=100)})
     with pytest.raises(ConfigError, match="content_norm"):
-        MCGFConfig.preset("smoke", content_norm="imagenet")
+        preset_for("mcgf", "smoke", {"model": dict(content_norm="imagenet")})
     with pytest.raises(ConfigError, match="residual"):
-        MCGFConfig.preset("smoke", residual=True)
+        preset_for("mcgf", "smoke", {"model": dict(residual=True)})
 
 
 def test_per_image_content_norm_removes_brightness_and_contrast():
     torch.manual_seed(0)
     x = torch.rand(2, 3, 32, 32) * 0.6 + 0.2
     dark = x * 0.25 + 0.01  # a darker, lower-contrast copy, same colour ratios around the mean
-    per_image = create_model("mcgf", preset="smoke", num_classes=4, content_norm="per_image").eval()
-    clip = create_model("mcgf", preset="smoke", num_classes=4, content_norm="clip").eval()
+    per_image = preset_for("mcgf", "smoke").build(num_classes=4, content_norm="per_image").eval()
+    clip = preset_for("mcgf", "smoke").build(num_classes=4, content_norm="clip").eval()
     clip.load_state_dict(per_image.state_dict())
     with torch.no_grad():
         normed, normed_dark = per_image.content_norm(x), per_image.content_norm(dark)
@@ -300,16 +296,12 @@ def test_train_and_evaluate_end_to_end(tmp_path):
     from geoloc_lib.training.mcgf import train_mcgf
 
     root = make_university1652(tmp_path / "u", train_ids=range(1, 9), test_ids=(10, 11), views=2)
-    res = train_mcgf(
-        root,
-        preset="smoke",
-        epochs=1,
-        out_dir=tmp_path / "run",
-        device="cpu",
-        progress=False,
-        val_queries=2,
-        max_steps_per_epoch=2,
+    preset = preset_for(
+        "mcgf",
+        "smoke",
+        {"train": {"epochs": 1}, "run": {"val_queries": 2, "max_steps_per_epoch": 2}},
     )
+    res = train_mcgf(root, preset, out_dir=tmp_path / "run", device="cpu", progress=False)
     assert res.checkpoint.is_file() and (tmp_path / "run" / "history.csv").is_file()
     assert {"loss", "res", "mat", "cls", "val_r1"} <= set(res.history.columns)
     df = evaluate_mcgf(
@@ -338,10 +330,9 @@ def _lr_at_epoch(scheduler, group: int, epoch: int, steps_per_epoch: int) -> flo
 def test_paper_lr_steps_down_by_ten_at_epoch_80():
     # The per-step schedule counts its step size in steps (80 x steps per epoch), so the rate
     # drops at epoch 80: 0.01 at epochs 0 and 79, 0.001 at 80 and 119.
-    from geoloc_lib.training.mcgf import resolve_train_settings
     from geoloc_lib.training.optim import build_optimizer, build_scheduler
 
-    settings = resolve_train_settings("paper")
+    settings = preset_for("mcgf", "paper").train
     net = torch.nn.Linear(2, 2)
     net.param_groups = lambda lr: [{"params": list(net.parameters()), "lr": lr["backbone"]}]
     steps = 2184  # 701 locations x 54 drone views / batch 16 (any value > 1 works)
@@ -352,11 +343,10 @@ def test_paper_lr_steps_down_by_ten_at_epoch_80():
 
 def test_restoration_module_has_its_own_group_at_the_backbone_rate_in_paper():
     # §3: 0.1 for the classification layer only; the restoration module at the backbone's 0.01.
-    from geoloc_lib.training.mcgf import resolve_train_settings
     from geoloc_lib.training.optim import build_optimizer
 
-    model = create_model("mcgf", preset="smoke", num_classes=5)
-    opt = build_optimizer(model, resolve_train_settings("paper"))
+    model = preset_for("mcgf", "smoke").build(num_classes=5)
+    opt = build_optimizer(model, preset_for("mcgf", "paper").train)
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs == {"backbone": 0.01, "head": 0.1, "restoration": 0.01}
     restore_ids = {id(p) for p in model.restore.parameters()}
@@ -365,7 +355,7 @@ def test_restoration_module_has_its_own_group_at_the_backbone_rate_in_paper():
     assert {id(p) for p in model.head.parameters()} <= groups["head"]  # + the InfoNCE scale
     assert not groups["head"] & (restore_ids | {id(p) for p in model.encoder.parameters()})
     # CPU presets: the restoration group at lr_head
-    opt = build_optimizer(model, resolve_train_settings("default"))
+    opt = build_optimizer(model, preset_for("mcgf", "default").train)
     assert {g["name"]: g["lr"] for g in opt.param_groups}["restoration"] == 1e-3
 
 
@@ -373,9 +363,11 @@ def test_literal_restoration_module_without_lateral_connections():
     # §2.3: "three deconvolutions, an upsampling, and a Tanh": reachable with lateral=False,
     # residual="none", time_embed=False; then the output depends on the last stage map only.
     torch.manual_seed(0)
-    model = create_model(
-        "mcgf", preset="smoke", num_classes=5, lateral=False, residual="none", time_embed=False
-    ).eval()
+    model = (
+        preset_for("mcgf", "smoke")
+        .build(num_classes=5, lateral=False, residual="none", time_embed=False)
+        .eval()
+    )
     restore = model.restore
     params = {name.split(".")[0] for name, _ in restore.named_parameters()}
     assert params == {"deconv1", "deconv2", "deconv3"}
@@ -404,18 +396,20 @@ def test_literal_restoration_module_without_lateral_connections():
     torch.testing.assert_close(out, other)  # the stage-2/3 maps are not read
     assert out.shape == (2, 3, size, size)
     # the default keeps the lateral connections
-    assert create_model("mcgf", preset="smoke", num_classes=5).restore.lateral3 is not None
+    assert preset_for("mcgf", "smoke").build(num_classes=5).restore.lateral3 is not None
 
 
 def test_ddim_starts_from_a_noise_level_training_draws():
     # Training feeds the restorer z_t ~ q(z_t | y), t ~ U[0, t_max); the paper preset's DDIM must
     # start from such a draw at t_start (a fixed noise field: deterministic per image), not from
     # the noise-free mean sqrt(ab) y.
-    assert MCGFConfig.preset("paper").infer_start == "noise"
+    assert preset_for("mcgf", "paper").config.infer_start == "noise"
     torch.manual_seed(0)
-    model = create_model(
-        "mcgf", preset="smoke", num_classes=5, infer_start="noise", t_max=60, t_start=50
-    ).eval()
+    model = (
+        preset_for("mcgf", "smoke")
+        .build(num_classes=5, infer_start="noise", t_max=60, t_start=50)
+        .eval()
+    )
     seen = []
     denoise = model.denoise
 
@@ -438,13 +432,11 @@ def test_ddim_starts_from_a_noise_level_training_draws():
     torch.testing.assert_close(residual[0], residual[2], atol=1e-4, rtol=0)
     torch.testing.assert_close(first_alone, in_batch, atol=1e-5, rtol=0)
     with pytest.raises(ConfigError, match="t_start"):
-        MCGFConfig.preset("smoke", t_max=20, t_start=20)
+        preset_for("mcgf", "smoke", {"model": dict(t_max=20, t_start=20)})
     with pytest.raises(ConfigError, match="infer_start"):
-        MCGFConfig.preset("smoke", infer_start="zeros")
+        preset_for("mcgf", "smoke", {"model": dict(infer_start="zeros")})
 
 
 def test_train_settings_overrides_keep_explicit_none():
-    from geoloc_lib.training.mcgf import resolve_train_settings
-
-    s = resolve_train_settings("default", epochs=None, batch_size=8, grad_clip=None)
+    s = preset_for("mcgf", "default", {"train": dict(batch_size=8, grad_clip=None)}).train
     assert s.epochs == 22 and s.batch_size == 8 and s.grad_clip is None

@@ -14,6 +14,7 @@ from geoloc_lib.pipeline.cli import main as cli_main
 from geoloc_lib.pipeline.reports_index import write_reports_index
 from geoloc_lib.pipeline.runner import run_pipeline
 from geoloc_lib.reporting import ReportDir
+from geoloc_lib.training.recipes import preset_for
 
 
 def _user_folder(tmp_path, name="mine"):
@@ -285,12 +286,12 @@ def test_run_folders_refuse_a_users_runs_dir(tmp_path):
     from geoloc_lib.training import runs
 
     folder = _user_folder(tmp_path)
-    variant = A.Variant("fast", "mcgf_matching_only", {"val_queries": 0}, "fast")
+    variant = A.Variant("fast", "mcgf_matching_only", {"run": {"val_queries": 0}}, "fast")
     calls = [
         lambda: runs.train_run("mcgf_matching_only", None, folder, preset="smoke"),
-        lambda: runs.train_runs({"mcgf_matching_only": {}}, None, folder, preset="smoke"),
+        lambda: runs.train_runs(["mcgf_matching_only"], None, folder, preset="smoke"),
         lambda: runs.ensure_run(
-            "mcgf_matching_only", None, folder, name="x", preset="smoke", epochs=1, seed=0
+            preset_for("mcgf_matching_only", "smoke"), None, folder, name="x", seed=0
         ),
         lambda: A.ensure_run(variant, None, folder, preset="smoke", epochs=1, seed=0),
     ]

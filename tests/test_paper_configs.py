@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoloc_lib.models import create_model
 from geoloc_lib.training.optim import ASAM, build_optimizer, build_scheduler
+from geoloc_lib.training.recipes import preset_for
 
 
 def _lr_at_epoch(scheduler, group: int, epoch: float, steps_per_epoch: int) -> float:
@@ -21,11 +21,10 @@ def _lr_at_epoch(scheduler, group: int, epoch: float, steps_per_epoch: int) -> f
 
 @pytest.mark.parametrize("model_name", ["mcgf", "mcgf_matching_only"])
 def test_mcgf_paper_training_configuration(model_name):
-    from geoloc_lib.training.mcgf import resolve_train_settings
 
-    settings = resolve_train_settings("paper")
+    settings = preset_for("mcgf", "paper").train
     with torch.device("meta"):
-        net = create_model(model_name, preset="paper", pretrained=False, num_classes=701)
+        net = preset_for(model_name, "paper").build(pretrained=False, num_classes=701)
     # MCGF §3: "448 x 448", "SGD ... momentum of 0.9 and weight decay of 5e-4", "mini-batch size
     # of 16", "0.01 for the backbone layer and 0.1 for the classification layer".
     assert net.cfg.img_size == 448
@@ -58,11 +57,11 @@ def test_mcgf_paper_training_configuration(model_name):
 
 
 def test_geoviewmatch_paper_training_configuration():
-    from geoloc_lib.training.geoviewmatch import make_street_sampler, resolve_street_settings
+    from geoloc_lib.training.geoviewmatch import make_street_sampler
 
-    settings = resolve_street_settings("geoviewmatch", "paper")
+    settings = preset_for("geoviewmatch", "paper").train
     with torch.device("meta"):
-        net = create_model("geoviewmatch", preset="paper", pretrained=False)
+        net = preset_for("geoviewmatch", "paper").build(pretrained=False)
     cfg = net.cfg
     # GeoViewMatch §4.3: SwinV2-T, 128x640 / 256x256, N = 8, alpha = 10, weights 0.5/0.25/0.25,
     # "200 epochs with a batch size set to 32".
@@ -110,19 +109,19 @@ def test_one_builder_reads_each_recipes_settings():
     from dataclasses import asdict, fields, replace
 
     from geoloc_lib.core.errors import ConfigError
-    from geoloc_lib.training.geoviewmatch import StreetTrainSettings, resolve_street_settings
-    from geoloc_lib.training.mcgf import TrainSettings, resolve_train_settings
+    from geoloc_lib.training.geoviewmatch import StreetTrainSettings
+    from geoloc_lib.training.mcgf import TrainSettings
 
     # the recipes' fixed choices are class constants, not fields: run.json keeps the fields only
     assert {"optimizer", "scheduler", "step_size"}.isdisjoint(
         f.name for f in fields(StreetTrainSettings)
     )
     assert "asam" not in {f.name for f in fields(TrainSettings)}
-    street = resolve_street_settings("infonce_baseline", "smoke")
+    street = preset_for("infonce_baseline", "smoke").train
     assert (street.optimizer, street.scheduler, street.asam) == ("adamw", "cosine", False)
     assert "optimizer" not in asdict(street)
     with torch.device("meta"):
-        net = create_model("infonce_baseline", preset="smoke")
+        net = preset_for("infonce_baseline", "smoke").build()
     assert type(build_optimizer(net, street)) is torch.optim.AdamW
     with pytest.raises(ConfigError, match="parameter optimizer: .*choices: adamw, sgd"):
-        build_optimizer(net, replace(resolve_train_settings("smoke"), optimizer="lion"))
+        build_optimizer(net, replace(preset_for("mcgf", "smoke").train, optimizer="lion"))

@@ -223,7 +223,7 @@ def test_dry_run_reads_weight_files_where_the_notebook_reads_them(tmp_path, monk
 
     monkeypatch.chdir(tmp_path)
     params = {"models": ["geoviewmatch"], "preset": "smoke",
-              "overrides": {"geoviewmatch": {"pretrained_file": "w/x.pth"}}}  # fmt: skip
+              "overrides": {"geoviewmatch": {"model": {"pretrained_file": "w/x.pth"}}}}  # fmt: skip
     run = ResolvedRun(tmp_path / "notebooks" / "01_train.ipynb", params)
     with pytest.raises(ConfigError, match=str(tmp_path / "notebooks" / "w" / "x.pth")):
         check_run(run, "p")

@@ -31,10 +31,10 @@ def test_claims_profile_runs_data_prep_and_claims_beside_the_default_reports():
     assert claims["seeds"] == [0, 1, 2]
     # seed 0 is the default profile's ablation runs (same folder, preset and budgets)
     assert claims["runs_dir"] == "../runs/default" and claims["reports_dir"] == "../reports"
-    for key in ("ablation_epochs", "mcgf_ablation_epochs", "max_queries", "preset", "data_root"):
+    for key in ("epochs", "max_queries", "preset", "data_root"):
         assert claims[key] == default["04_ablations"][key], key
     smoke = {r.notebook.stem: r.parameters for r in resolve_profile("smoke")}
-    for key in ("ablation_epochs", "mcgf_ablation_epochs", "max_queries"):
+    for key in ("epochs", "max_queries"):
         assert smoke["05_claims"][key] == smoke["04_ablations"][key], key
     assert resolve_profile("claims", only=["05"])[0].notebook.stem == "05_claims"
     with pytest.raises(ConfigError, match="profile 'claims' does not run that notebook"):
@@ -217,7 +217,7 @@ def test_set_paths_resolve_from_the_callers_folder(tmp_path, monkeypatch):
             "university_root=data/University-1652",
             "02.runs_dir=../elsewhere/runs",
             "street_root=",  # not given: stays empty
-            "overrides={mcgf: {encoder_pretrained_file: weights/enc.pth, w_nce: 0.5}}",
+            "overrides={mcgf: {model: {encoder_pretrained_file: weights/enc.pth, w_nce: 0.5}}}",
         ],
     )
     params = {r.notebook.stem: r.parameters for r in runs}
@@ -226,7 +226,7 @@ def test_set_paths_resolve_from_the_callers_folder(tmp_path, monkeypatch):
         assert params[stem]["street_root"] == ""
     assert params["02_evaluate"]["runs_dir"] == str(tmp_path.parent / "elsewhere" / "runs")
     assert params["01_train"]["runs_dir"] == "../runs/paper"  # from profiles.yaml, unchanged
-    mcgf = params["01_train"]["overrides"]["mcgf"]
+    mcgf = params["01_train"]["overrides"]["mcgf"]["model"]
     assert mcgf == {"encoder_pretrained_file": str(tmp_path / "weights/enc.pth"), "w_nce": 0.5}
     absolute = resolve_profile("paper", only=["02"], overrides=["university_root=/d/U"])
     assert absolute[0].parameters["university_root"] == "/d/U"

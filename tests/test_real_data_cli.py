@@ -12,6 +12,7 @@ from layouts import make_cvact, make_university160k_wx_from, make_university1652
 
 from geoloc_lib.data.sources import DataSources
 from geoloc_lib.pipeline.cli import main as geoloc
+from geoloc_lib.training.recipes import preset_for
 from geoloc_lib.training.runs import train_run
 
 
@@ -34,7 +35,7 @@ def workdir(tmp_path_factory):
         )  # fmt: skip
         sources = DataSources("real", uni, None, "cvact")
         train_run("mcgf", sources, Path("runs"), preset="smoke", epochs=1, progress=False,
-                  val_queries=2, max_steps_per_epoch=2)  # fmt: skip
+                  overrides={"run": {"val_queries": 2, "max_steps_per_epoch": 2}})  # fmt: skip
     return folder
 
 
@@ -110,11 +111,9 @@ def test_features_submit_and_the_local_score_round_trip(workdir, monkeypatch, ca
 def test_evaluate_a_street_checkpoint_on_cvact(tmp_path, monkeypatch, capsys):
     import torch
 
-    from geoloc_lib.models import create_model
-
     monkeypatch.chdir(tmp_path)
     make_cvact(Path("data/CVACT"))
-    net = create_model("infonce_baseline", preset="smoke", pretrained=False)
+    net = preset_for("infonce_baseline", "smoke").build(pretrained=False)
     Path("weights").mkdir()
     torch.save({"model": net.state_dict(), "model_name": "infonce_baseline",
                 "model_config": net.config_dict()}, "weights/street.pt")  # fmt: skip

@@ -29,7 +29,7 @@ from geoloc_lib.eval.restoration import (
 )
 from geoloc_lib.eval.uncertainty import bootstrap_interval
 from geoloc_lib.eval.university import eval_queries
-from geoloc_lib.models import create_model
+from geoloc_lib.training.recipes import preset_for
 from geoloc_lib.weather.sets import eval_weather
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -142,7 +142,7 @@ def root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    model = create_model("mcgf", preset="smoke", num_classes=5).eval()
+    model = preset_for("mcgf", "smoke").build(num_classes=5).eval()
     torch.nn.init.normal_(model.restore.deconv3[0].weight, std=0.2)  # the steps differ
     return model
 
@@ -211,10 +211,10 @@ def test_same_seed_same_table_and_model_mode_kept(table, model, root):
 
 
 def test_models_without_a_restorer_are_refused(root):
-    baseline = create_model("mcgf", preset="smoke", num_classes=5, restoration=False)
+    baseline = preset_for("mcgf", "smoke").build(num_classes=5, restoration=False)
     with pytest.raises(ConfigError, match="restoration=False"):
         restoration_quality(baseline, root, ("normal",), device="cpu")
-    model = create_model("mcgf", preset="smoke", num_classes=5)
+    model = preset_for("mcgf", "smoke").build(num_classes=5)
     with pytest.raises(ConfigError, match="condition"):
         restoration_quality(model, root, ("drizzle",), device="cpu")
 

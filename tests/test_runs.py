@@ -10,8 +10,9 @@ from layouts import make_university1652
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.models import create_model, load_model
+from geoloc_lib.models import load_model
 from geoloc_lib.models.losses import SymmetricInfoNCE, first_occurrence
+from geoloc_lib.training.recipes import preset_for
 from geoloc_lib.training.runs import (
     check_config,
     export_weights,
@@ -22,6 +23,18 @@ from geoloc_lib.training.runs import (
     training_summary,
 )
 from geoloc_lib.viz.training import loss_columns, training_curves_figure, val_columns
+
+# the run every resume test starts from: a model field and two train-function options
+_OVERRIDES = {"model": {"w_nce": 0.5}, "run": {"val_queries": 2, "max_steps_per_epoch": 2}}
+
+
+def _kw(**change):
+    """train_run keywords of the trained run with ``change``: ``model`` / ``train`` sections
+    merged into its overrides, anything else (epochs, seed) as a keyword."""
+    over = {s: dict(v) for s, v in _OVERRIDES.items()}
+    for section in ("model", "train"):
+        over.setdefault(section, {}).update(change.pop(section, {}))
+    return {"preset": "smoke", "progress": False, "overrides": over, **change}
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +50,7 @@ def trained(tmp_path_factory):
         preset="smoke",
         epochs=2,
         progress=False,
-        val_queries=2,
-        max_steps_per_epoch=2,
-        w_nce=0.5,
+        overrides=_OVERRIDES,
     )
     return tmp, run
 
@@ -48,7 +59,7 @@ def test_train_run_writes_a_loadable_run(trained):
     tmp, run = trained
     info = json.loads((tmp / "runs" / "baseline" / "run.json").read_text())
     assert info["model"] == "mcgf_matching_only" and info["epochs"] == 2
-    assert info["overrides"]["w_nce"] == 0.5 and info["task"] == "drone->satellite"
+    assert info["overrides"] == _OVERRIDES and info["task"] == "drone->satellite"
     assert "nce" in run.history.columns  # the override reached the model config
     # the data it trained on: absolute outside the repository (relative to it inside)
     assert info["data"] == {
@@ -92,10 +103,15 @@ def test_missing_runs_name_the_folder(tmp_path):
 
 
 def test_check_config_builds_on_meta_and_rejects_bad_input():
-    assert "M parameters" in check_config("geoviewmatch", "paper", {"ablation": "BS"})
-    assert "M parameters" in check_config("mcgf", "default", {"lr_backbone": 0.1, "w_nce": 1.0})
-    with pytest.raises(ConfigError, match="w_foo"):
-        check_config("mcgf", "default", {"w_foo": 1})
+    assert "M parameters" in check_config(
+        "geoviewmatch", "paper", {"model": {"contrastive": False}}
+    )
+    over = {"train": {"lr_backbone": 0.1}, "model": {"w_nce": 1.0}}
+    assert "M parameters" in check_config("mcgf", "default", over)
+    with pytest.raises(ConfigError, match="section 'model': unknown key.*w_foo"):
+        check_config("mcgf", "default", {"model": {"w_foo": 1}})
+    with pytest.raises(ConfigError, match="unknown section 'w_nce'"):
+        check_config("mcgf", "default", {"w_nce": 1.0})
     with pytest.raises(ConfigError, match="preset"):
         check_config("infonce_baseline", "huge")
     with pytest.raises(ConfigError, match="mcgf_matching_only"):
@@ -120,8 +136,8 @@ def test_mcgf_nce_term_is_added_with_its_weight():
         "satellite": torch.rand(4, 3, 32, 32),
         "label": torch.tensor([0, 1, 2, 3]),
     }
-    model = create_model("mcgf", preset="smoke", num_classes=5, w_nce=2.0).eval()
-    plain = create_model("mcgf", preset="smoke", num_classes=5, w_nce=0.0).eval()
+    model = preset_for("mcgf", "smoke").build(num_classes=5, w_nce=2.0).eval()
+    plain = preset_for("mcgf", "smoke").build(num_classes=5, w_nce=0.0).eval()
     plain.load_state_dict(model.state_dict(), strict=False)  # all but the InfoNCE scale
     torch.manual_seed(1)  # same noise levels and noise in both steps
     out = model.training_losses(batch)
@@ -141,14 +157,14 @@ def _copy_run(trained, name: str):
     return tmp, dst
 
 
-_RUN_KW = dict(preset="smoke", progress=False, val_queries=2, max_steps_per_epoch=2, w_nce=0.5)
-
-
 @pytest.mark.parametrize(
     "change, message",
     [
         ({"epochs": 1}, "epochs: 2 -> 1"),
-        ({"epochs": 2, "seed": 7, "lr_backbone": 0.1}, "seed: 0 -> 7.*lr_backbone: .* -> 0.1"),
+        (
+            {"epochs": 2, "seed": 7, "train": {"lr_backbone": 0.1}},
+            "seed: 0 -> 7.*lr_backbone: .* -> 0.1",
+        ),
     ],
 )
 def test_resume_refuses_changed_settings(trained, change, message):
@@ -160,7 +176,7 @@ def test_resume_refuses_changed_settings(trained, change, message):
     with pytest.raises(ConfigError, match=f"cannot resume run .*{message}"):
         train_run(
             "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True,
-            **{**_RUN_KW, **change},
+            **_kw(**change),
         )  # fmt: skip
     assert (out / "run.json").read_text() == before  # still describes what was trained
 
@@ -173,32 +189,32 @@ def test_resume_of_an_interrupted_run_checks_the_checkpoint(trained):
     )
     with pytest.raises(ConfigError, match=r"cannot resume run .*checkpoint_last.pt .*seed: 0 -> 7"):
         train_run(
-            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
-            seed=7, **_RUN_KW,
+            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True,
+            **_kw(epochs=2, seed=7),
         )  # fmt: skip
     with pytest.raises(ConfigError, match=r"lr_backbone: 0.001 -> 0.1"):
         train_run(
-            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
-            lr_backbone=0.1, **_RUN_KW,
+            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True,
+            **_kw(epochs=2, train={"lr_backbone": 0.1}),
         )  # fmt: skip
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"repeats": 2}, "repeats: 1 -> 2"),
-        ({"batch_size": 2}, "batch_size: 4 -> 2"),
-        ({"augment": "none"}, 'augment: "flip_rotate" -> "none"'),
-        ({"momentum": 0.5}, "momentum: 0.9 -> 0.5"),
-        ({"weight_decay": 0.01}, "weight_decay: 0.05 -> 0.01"),
-        ({"grad_clip": 1.0}, "grad_clip: 5.0 -> 1.0"),
-        ({"w_nce": 0.25}, "model w_nce: 0.5 -> 0.25"),
+        ({"train": {"repeats": 2}}, "repeats: 1 -> 2"),
+        ({"train": {"batch_size": 2}}, "batch_size: 4 -> 2"),
+        ({"train": {"augment": "none"}}, 'augment: "flip_rotate" -> "none"'),
+        ({"train": {"momentum": 0.5}}, "momentum: 0.9 -> 0.5"),
+        ({"train": {"weight_decay": 0.01}}, "weight_decay: 0.05 -> 0.01"),
+        ({"train": {"grad_clip": 1.0}}, "grad_clip: 5.0 -> 1.0"),
+        ({"model": {"w_nce": 0.25}}, "model w_nce: 0.5 -> 0.25"),
     ],
 )
 def test_an_interrupted_run_refuses_every_changed_setting(trained, change, message):
     """Killed before run.json was written: the checkpoint's record of the run's settings (every
     training setting and the model config) is what a resume must match."""
-    tmp, out = _copy_run(trained, "killed_" + next(iter(change)))
+    tmp, out = _copy_run(trained, "killed_" + next(iter(next(iter(change.values())))))
     (out / "run.json").unlink()
     saved = (out / "checkpoint_last.pt").read_bytes()
     sources = DataSources(
@@ -206,8 +222,8 @@ def test_an_interrupted_run_refuses_every_changed_setting(trained, change, messa
     )
     with pytest.raises(ConfigError, match=f"cannot resume run .*{message}"):
         train_run(
-            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
-            **{**_RUN_KW, **change},
+            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True,
+            **_kw(epochs=2, **change),
         )  # fmt: skip
     assert not (out / "run.json").exists()  # the new value is recorded nowhere
     assert (out / "checkpoint_last.pt").read_bytes() == saved
@@ -220,8 +236,8 @@ def test_resume_with_the_same_settings_keeps_the_training_time(trained):
         "real", university_root=tmp / "u", street_root=None, street_format="cvact"
     )
     run = train_run(
-        "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
-        **_RUN_KW,
+        "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True,
+        **_kw(epochs=2),
     )  # fmt: skip
     assert run.info["train_time_s"] == info["train_time_s"]  # nothing more was trained
     assert run.info["resumed_from_epoch"] == 2 and run.info["epochs"] == 2
@@ -234,8 +250,8 @@ def test_resume_with_the_same_settings_keeps_the_training_time(trained):
     ckpt["elapsed_s"] = 1000.0
     torch.save(ckpt, out / "checkpoint_last.pt")
     run = train_run(
-        "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
-        **_RUN_KW,
+        "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True,
+        **_kw(epochs=2),
     )  # fmt: skip
     assert run.info["train_time_s"] > 1000.0 and run.info["resumed_from_epoch"] == 1
 
@@ -247,10 +263,13 @@ def test_train_runs_side_by_side_gives_the_models_of_one_at_a_time(trained, tmp_
     tmp, _ = trained
     root = tmp / "u"
     sources = DataSources("real", university_root=root, street_root=None, street_format="cvact")
-    spec = {"epochs": 1, "val_queries": 2, "max_steps_per_epoch": 2}
+    models = ["mcgf_matching_only", "mcgf"]
+    epochs = dict.fromkeys(models, 1)
+    fast = {"run": {"val_queries": 2, "max_steps_per_epoch": 2}}
+    spec = dict(epochs=epochs, overrides=dict.fromkeys(models, fast))
     side = train_runs(
-        {"mcgf_matching_only": spec, "mcgf": spec}, sources, tmp_path / "side",
-        preset="smoke", seed=3, device="cpu", parallel_runs=2,
+        models, sources, tmp_path / "side", preset="smoke", seed=3, device="cpu",
+        parallel_runs=2, **spec,
     )  # fmt: skip
     assert side["mcgf"].info["machine"]["cpu_threads"] == max(1, torch.get_num_threads() // 2)
     threads = max(1, torch.get_num_threads() // 2)
@@ -261,8 +280,8 @@ def test_train_runs_side_by_side_gives_the_models_of_one_at_a_time(trained, tmp_
     torch.set_num_threads(threads)
     try:
         alone = train_runs(
-            {"mcgf_matching_only": spec}, sources, tmp_path / "alone", preset="smoke", seed=3,
-            device="cpu", parallel_runs=1, progress=False,
+            ["mcgf_matching_only"], sources, tmp_path / "alone", preset="smoke", seed=3,
+            device="cpu", parallel_runs=1, progress=False, **spec,
         )["mcgf_matching_only"]  # fmt: skip
     finally:
         torch.set_num_threads(before)
@@ -271,7 +290,7 @@ def test_train_runs_side_by_side_gives_the_models_of_one_at_a_time(trained, tmp_
     ):
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="parallel_runs: expected an integer >= 1"):
-        train_runs({"mcgf": spec}, sources, tmp_path / "bad", preset="smoke", parallel_runs=0)
+        train_runs(["mcgf"], sources, tmp_path / "bad", preset="smoke", parallel_runs=0)
 
 
 def test_a_run_from_before_the_validation_hold_out_is_not_reused(trained):
@@ -282,9 +301,9 @@ def test_a_run_from_before_the_validation_hold_out_is_not_reused(trained):
     tmp, out = _copy_run(trained, "before_holdout")
     info = json.loads((out / "run.json").read_text())
     assert info["config"]["training"]["val_split"] == VAL_SPLIT
-    assert resolved_config("geoviewmatch", "smoke")["training"]["val_split"] == STREET_VAL_SPLIT
-    overrides = {k: v for k, v in _RUN_KW.items() if k not in ("preset", "progress")}
-    want = run_settings("mcgf_matching_only", "smoke", 2, 0, overrides)
+    street = resolved_config(preset_for("geoviewmatch", "smoke"))
+    assert street["training"]["val_split"] == STREET_VAL_SPLIT
+    want = run_settings(preset_for("mcgf_matching_only", "smoke", _OVERRIDES).with_epochs(2), 0)
     assert finished_run(out, want) is not None
     # The same run as recorded before training held validation locations out of the training
     # split: it trained on other data, so it is neither reused nor resumed.
@@ -296,8 +315,8 @@ def test_a_run_from_before_the_validation_hold_out_is_not_reused(trained):
     )
     with pytest.raises(ConfigError, match="cannot resume run .*val_split: None -> University"):
         train_run(
-            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True, epochs=2,
-            **_RUN_KW,
+            "mcgf_matching_only", sources, tmp / "runs", name=out.name, resume=True,
+            **_kw(epochs=2),
         )  # fmt: skip
 
 
@@ -308,15 +327,14 @@ def test_ensure_run_resumes_only_a_checkpoint_recorded_with_the_same_settings(tr
 
     tmp, out = _copy_run(trained, "stale")
     (out / "run.json").unlink()
-    overrides = {k: v for k, v in _RUN_KW.items() if k not in ("preset", "progress")}
-    want = run_settings("mcgf_matching_only", "smoke", 2, 7, overrides)
+    preset = preset_for("mcgf_matching_only", "smoke", _OVERRIDES).with_epochs(2)
+    want = run_settings(preset, 7)
     (out / PENDING_FILE).write_text(json.dumps(want))
     sources = DataSources(
         "real", university_root=tmp / "u", street_root=None, street_format="cvact"
     )
     run, trained_now = ensure_run(
-        "mcgf_matching_only", sources, tmp / "runs", name=out.name, preset="smoke", epochs=2,
-        seed=7, overrides=overrides, progress=False,
-    )  # fmt: skip
+        preset, sources, tmp / "runs", name=out.name, seed=7, progress=False
+    )
     assert trained_now and "resumed_from_epoch" not in run.info and run.info["seed"] == 7
     assert not (out / PENDING_FILE).exists()

@@ -30,6 +30,7 @@ from geoloc_lib.data.university import (
     load_university1652,
     split_train_locations,
 )
+from geoloc_lib.training.recipes import preset_for
 
 
 def _pairs(coords: np.ndarray | None, n: int | None = None) -> PairSet:
@@ -179,10 +180,11 @@ def test_mcgf_training_and_its_monitor_never_read_a_test_image(smoke, monkeypatc
 
     data = smoke.university()
     read = _record_reads(monkeypatch)
-    res = train_mcgf(
-        data, preset="smoke", model="mcgf_matching_only", epochs=1, device="cpu",
-        progress=False, val_queries=6, max_steps_per_epoch=1, cache_images=False,
-    )  # fmt: skip
+    preset = preset_for("mcgf_matching_only", "smoke", {
+        "train": {"epochs": 1},
+        "run": {"val_queries": 6, "max_steps_per_epoch": 1, "cache_images": False},
+    })  # fmt: skip
+    res = train_mcgf(data, preset, device="cpu", progress=False)
     assert res.history["val_r1"].notna().any()
     assert res.model.cfg.num_classes == len(data.train_classes)
     test_files = {str(p.resolve()) for key, s in data.sets.items() if key.startswith("test/")
@@ -196,10 +198,10 @@ def test_street_training_and_its_monitor_never_read_an_evaluation_pair(smoke, mo
     from geoloc_lib.training.geoviewmatch import train_street_model
 
     read = _record_reads(monkeypatch)
-    res = train_street_model(
-        smoke, "geoviewmatch", "smoke", epochs=1, device="cpu", progress=False,
-        max_steps_per_epoch=1,
-    )  # fmt: skip
+    preset = preset_for(
+        "geoviewmatch", "smoke", {"train": {"epochs": 1}, "run": {"max_steps_per_epoch": 1}}
+    )
+    res = train_street_model(smoke, preset, device="cpu", progress=False)
     assert res.history["val_R@1"].notna().any()
     evaluation = {
         str(p.resolve())

@@ -15,11 +15,10 @@ from safetensors.torch import save_file
 from geoloc_lib.analysis import ablations as A
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.data.sources import counts_table, resolve_sources, select_tasks
-from geoloc_lib.models.geoviewmatch import GeoViewMatchConfig
-from geoloc_lib.models.mcgf import MCGFConfig
 from geoloc_lib.pipeline.dry_run import check_run
 from geoloc_lib.pipeline.profiles import ResolvedRun, resolve_profile
 from geoloc_lib.training import runs
+from geoloc_lib.training.recipes import preset_for
 
 
 def _geoloc(argv: list[str]) -> int:
@@ -34,7 +33,7 @@ def _geoloc(argv: list[str]) -> int:
 
 def _content_file(path: Path) -> tuple[Path, int]:
     """A weight file for the smoke-size EVA-02 of MCGF's matching branch; (path, tensors)."""
-    cfg = MCGFConfig.preset("smoke")
+    cfg = preset_for("mcgf", "smoke").config
     torch.manual_seed(5)
     net = timm.create_model(cfg.content, num_classes=0, img_size=cfg.img_size, **cfg.content_arch)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +44,7 @@ def _content_file(path: Path) -> tuple[Path, int]:
 
 def _swin_file(path: Path) -> Path:
     """A weight file for the smoke-size SwinV2 of GeoViewMatch."""
-    cfg = GeoViewMatchConfig.preset("smoke")
+    cfg = preset_for("geoviewmatch", "smoke").config
     arch = dict(embed_dim=cfg.embed_dim, depths=cfg.depths, num_heads=cfg.num_heads,
                 window_size=cfg.window_size, img_size=cfg.aerial_size, num_classes=0)  # fmt: skip
     torch.manual_seed(3)
@@ -73,7 +72,7 @@ def test_weights_given_once_reach_the_runs_of_01_04_and_05(tmp_path, monkeypatch
     model, kw = "mcgf_matching_only", dict(preset="smoke", device="cpu", progress=False)
 
     # 01: train_runs with the notebook's weights
-    first = runs.train_runs({model: {"epochs": 1}}, sources, "runs", weights=weights, **kw)
+    first = runs.train_runs([model], sources, "runs", epochs={model: 1}, weights=weights, **kw)
     info = _run_json(tmp_path / "runs" / model)
     assert info["weights_source"] == loaded == first[model].info["weights_source"]
     assert info["config"]["model"]["content_pretrained_file"] == "w/eva.safetensors"
@@ -85,7 +84,7 @@ def test_weights_given_once_reach_the_runs_of_01_04_and_05(tmp_path, monkeypatch
     )
     assert not trained and run.out_dir == Path("runs", model)
     # a variant with a change of its own trains under ablations/ with the same files
-    fast = A.Variant("fast", model, {"val_queries": 0, "max_steps_per_epoch": 1}, "fast")
+    fast = A.Variant("fast", model, {"run": {"val_queries": 0, "max_steps_per_epoch": 1}}, "fast")
     _, trained = A.ensure_seed_run(fast, sources, "runs", epochs=1, seed=0, weights=weights, **kw)
     assert trained
     assert _run_json(tmp_path / "runs" / A.ABLATION_DIR / "fast")["weights_source"] == loaded
@@ -110,8 +109,8 @@ def test_every_variant_of_a_model_gets_its_weights(tmp_path, monkeypatch):
     # overrides; the other model's entries stay with that model.
     seen = []
 
-    def fake(model, sources, runs_dir, *, name, seed, overrides, **kw):
-        seen.append((model, name, seed, overrides))
+    def fake(preset, sources, runs_dir, *, name, seed, **kw):
+        seen.append((preset.model, name, seed, preset.overrides.get("model", {})))
         return None, True
 
     monkeypatch.setattr(runs, "ensure_run", fake)
@@ -151,7 +150,7 @@ def test_every_variant_of_a_model_gets_its_weights(tmp_path, monkeypatch):
 def test_weight_parts_are_the_models_config_keys():
     assert set(runs.WEIGHT_PARTS) == set(runs.TASKS)
     for model, parts in runs.WEIGHT_PARTS.items():
-        cfg = runs.resolved_config(model, "smoke")["model"]
+        cfg = runs.resolved_config(preset_for(model, "smoke"))["model"]
         files = {k for k in cfg if k.endswith("pretrained_file")}
         assert set(parts) <= files, model
         if cfg.get("restoration", True):
@@ -177,13 +176,16 @@ def test_bad_weights_fail_naming_the_parameter(weights, message):
 
 def test_a_part_given_in_overrides_and_weights_must_agree():
     w = {"geoviewmatch": {"pretrained_file": "a.pth"}}
-    assert runs.with_weights("geoviewmatch", {"w_con": 0.1}, w) == {
-        "w_con": 0.1,
-        "pretrained_file": "a.pth",
+    # the files join the model section; the other sections are kept as they are
+    over = {"model": {"w_con": 0.1}, "train": {"lr_head": 0.01}}
+    assert runs.with_weights("geoviewmatch", over, w) == {
+        "model": {"w_con": 0.1, "pretrained_file": "a.pth"},
+        "train": {"lr_head": 0.01},
     }
+    assert over == {"model": {"w_con": 0.1}, "train": {"lr_head": 0.01}}  # not changed
     assert runs.with_weights("infonce_baseline", {}, w) == {}
     with pytest.raises(ConfigError, match="pretrained_file is given twice"):
-        runs.with_weights("geoviewmatch", {"pretrained_file": "b.pth"}, w)
+        runs.with_weights("geoviewmatch", {"model": {"pretrained_file": "b.pth"}}, w)
 
 
 def test_weights_paths_resolve_like_other_paths_and_reach_01_04_05(tmp_path, monkeypatch):

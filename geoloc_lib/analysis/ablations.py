@@ -9,9 +9,13 @@ and f4+f3 repeat Table 5's BS+CL and BS+CL+MF): a variant whose effective config
 MCGF (the paper has no ablation table): the full model, the matching branch alone (w/o
 restoration) and the restoration branch without the noising (w/o diffusion, :data:`NO_DIFFUSION`).
 
-Every variant trains at the same budget and seed into ``runs_dir/ablations/<run>``. A folder that
+Every variant trains at the same seed into ``runs_dir/ablations/<run>``, with its preset's
+epochs unless ``epochs`` (per model, as notebook 01's parameter) says otherwise. A folder that
 already holds a finished run with the same ``run.json`` settings is loaded, not retrained; an
-interrupted one with the same settings resumes from its last checkpoint.
+interrupted one with the same settings resumes from its last checkpoint. A variant without
+overrides is its model's main run: at equal settings it is 01_train's run, reused.
+A variant's ``overrides`` are structured as every run's (``{"model": {...}, "train": {...},
+"run": {...}}``, :mod:`geoloc_lib.training.recipes`).
 
 Repeated over seeds (:func:`run_street_seeds`, :func:`run_mcgf_seeds`, the claims of notebook
 05): seed 0 uses the folders above (so notebook 04's runs are reused) and seed s > 0
@@ -33,7 +37,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +50,7 @@ from geoloc_lib.core.parallel import map_side_by_side, runs_at_once
 from geoloc_lib.data.sources import DataSources
 from geoloc_lib.eval.uncertainty import bound_columns, interval_table, paired_interval
 from geoloc_lib.training import runs
+from geoloc_lib.training.recipes import Preset, preset_for
 from geoloc_lib.training.runs import Run
 
 ABLATION_DIR = "ablations"
@@ -105,11 +110,12 @@ STREET_CLAIMS = (
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of an ablation table: its label, how to train it, and the run folder it uses."""
+    """One row of an ablation table: its label, how to train it (structured ``overrides``),
+    and the run folder it uses."""
 
     label: str
     model: str
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     run_name: str = ""
     # config fields changed on the trained model before evaluation (test-time ablations)
     eval_overrides: dict[str, Any] = field(default_factory=dict)
@@ -122,17 +128,18 @@ def geoviewmatch_variants(
     named after the first such label in ``ABLATIONS`` (f4 -> BS+CL, whatever ``labels`` holds).
     The labels that are the preset's own model (BS+CL+MF, f4+f3) carry no overrides, so at 01's
     budget they reuse 01's ``geoviewmatch`` run (:func:`ensure_run`) instead of training it again."""
-    from geoloc_lib.models.geoviewmatch import ABLATIONS, GeoViewMatchConfig
+    from geoloc_lib.models.geoviewmatch import ABLATIONS, ablation_fields
+
+    base = preset_for("geoviewmatch", preset).config
 
     def key(label: str) -> tuple:
-        cfg = GeoViewMatchConfig.preset(preset, **ABLATIONS[label])
+        cfg = dataclasses.replace(base, **ABLATIONS[label])
         # all that differs between the variants
         return (cfg.contrastive, cfg.used_stages, cfg.share_backbone)
 
     canonical: dict[tuple, str] = {}
     for label in ABLATIONS:
         canonical.setdefault(key(label), label)
-    base = GeoViewMatchConfig.preset(preset)
     full = (base.contrastive, base.used_stages, base.share_backbone)
     out: list[Variant] = []
     for label in labels:
@@ -141,7 +148,7 @@ def geoviewmatch_variants(
                 f"GeoViewMatch ablations: {choices_message('variant', label, ABLATIONS)}"
             )
         run = canonical[key(label)]
-        overrides = {} if key(label) == full else {"ablation": run}
+        overrides = {} if key(label) == full else {"model": ablation_fields(run)}
         out.append(Variant(label, "geoviewmatch", overrides, run))
     return out
 
@@ -168,10 +175,9 @@ PAPER_NOISE = "paper noise levels"
 
 
 def paper_noise_levels(preset: str) -> dict[str, Any]:
-    """The paper preset's noise levels on ``preset``'s schedule (see :data:`DEVIATIONS`)."""
-    from geoloc_lib.models.mcgf import MCGFConfig
-
-    paper, here = MCGFConfig.preset("paper"), MCGFConfig.preset(preset)
+    """The paper preset's noise levels on ``preset``'s schedule (see :data:`DEVIATIONS`), as
+    model-config fields."""
+    paper, here = preset_for("mcgf", "paper").config, preset_for("mcgf", preset).config
     scale = here.timesteps / paper.timesteps
     return {
         "t_max": round(paper.t_max * scale),
@@ -181,10 +187,12 @@ def paper_noise_levels(preset: str) -> dict[str, Any]:
 
 
 DEVIATIONS: tuple[Variant, ...] = (
-    Variant("detached restorer", "mcgf", {"mat_to_restorer": False}, "mcgf_detached"),
-    Variant("InfoNCE on the clean drone", "mcgf", {"nce_drone": "clean"}, "mcgf_nce_clean"),
-    Variant("without InfoNCE", "mcgf", {"w_nce": 0.0}, "mcgf_no_nce"),
-    Variant(PAPER_NOISE, "mcgf", paper_noise_levels("default"), "mcgf_paper_noise"),
+    Variant("detached restorer", "mcgf", {"model": {"mat_to_restorer": False}}, "mcgf_detached"),
+    Variant(
+        "InfoNCE on the clean drone", "mcgf", {"model": {"nce_drone": "clean"}}, "mcgf_nce_clean"
+    ),
+    Variant("without InfoNCE", "mcgf", {"model": {"w_nce": 0.0}}, "mcgf_no_nce"),
+    Variant(PAPER_NOISE, "mcgf", {"model": paper_noise_levels("default")}, "mcgf_paper_noise"),
 )
 
 
@@ -196,9 +204,9 @@ def mcgf_variants(deviations: bool = True, preset: str = "default") -> list[Vari
     out = [
         Variant(FULL, "mcgf", {}, "mcgf"),
         Variant(WITHOUT_RESTORATION, "mcgf_matching_only", {}, "mcgf_matching_only"),
-        Variant(NO_NOISE, "mcgf", {"train_noise": False}, "mcgf_no_noise"),
+        Variant(NO_NOISE, "mcgf", {"model": {"train_noise": False}}, "mcgf_no_noise"),
         Variant(
-            NO_NOISE_ONE_PASS, "mcgf", {"train_noise": False}, "mcgf_no_noise",
+            NO_NOISE_ONE_PASS, "mcgf", {"model": {"train_noise": False}}, "mcgf_no_noise",
             {"infer_steps": 1},
         ),
         Variant(ONE_PASS, "mcgf", {}, "mcgf", {"infer_steps": 1}),
@@ -208,7 +216,7 @@ def mcgf_variants(deviations: bool = True, preset: str = "default") -> list[Vari
     ]  # fmt: skip
     if not deviations:
         return out
-    scaled = {PAPER_NOISE: paper_noise_levels(preset)}
+    scaled = {PAPER_NOISE: {"model": paper_noise_levels(preset)}}
     return out + [
         dataclasses.replace(d, overrides=scaled.get(d.label, d.overrides)) for d in DEVIATIONS
     ]
@@ -221,18 +229,48 @@ RAW_PIXELS = "raw pixels 16x16"
 # GeoViewMatch trained on geographic-neighbour batches (Sample4Geo's hard negatives) instead of
 # the paper's random batches: a measured variant of the full model.
 GEO_NEIGHBOURS = Variant(
-    "geographic-neighbour batches", "geoviewmatch", {"geo_neighbours": True},
+    "geographic-neighbour batches", "geoviewmatch", {"train": {"geo_neighbours": True}},
     "geoviewmatch_geo_neighbours",
 )  # fmt: skip
 
 
+Epochs = int | Mapping[str, int] | None
+
+
+def variant_epochs(model: str, epochs: Epochs) -> int | None:
+    """The epochs of a ``model`` variant: ``epochs`` per model (a model left out: None, its
+    preset's count), or one count for every variant."""
+    if epochs is None:
+        return None
+    if isinstance(epochs, Mapping):
+        return epochs.get(model)
+    return epochs
+
+
+def grid_epochs(preset: str, epochs: Epochs, models: Sequence[str]) -> dict[str, int]:
+    """The epochs each of ``models`` trains in a grid at ``preset`` with ``epochs``."""
+    if isinstance(epochs, Mapping):
+        for model in epochs:
+            runs.check_model(model)  # a typo fails here, before any training
+    return {m: preset_for(m, preset).with_epochs(variant_epochs(m, epochs)).epochs for m in models}
+
+
+def variant_preset(
+    variant: Variant, preset: str, epochs: Epochs = None, weights: dict | None = None
+) -> Preset:
+    """The resolved preset of ``variant``: its overrides with the model's pretrained files of
+    ``weights``, and its epochs (:func:`variant_epochs`)."""
+    return runs.run_preset(
+        variant.model, preset, variant_epochs(variant.model, epochs), variant.overrides, weights
+    )
+
+
 def run_settings(
-    variant: Variant, preset: str, epochs: int, seed: int, weights: dict | None = None
+    variant: Variant, preset: str, epochs: Epochs, seed: int, weights: dict | None = None
 ) -> dict[str, Any]:
     """The ``run.json`` fields that must match for a finished run of ``variant`` to be reused
     (its overrides with the model's pretrained files of ``weights``)."""
-    overrides = runs.with_weights(variant.model, variant.overrides, weights)
-    return runs.run_settings(variant.model, preset, epochs, seed, overrides)
+    return runs.run_settings(variant_preset(variant, preset, epochs, weights), seed)
 
 
 def ensure_run(
@@ -240,8 +278,8 @@ def ensure_run(
     sources: DataSources,
     runs_dir: str | Path,
     *,
-    preset: str,
-    epochs: int,
+    preset: str | Preset,
+    epochs: Epochs = None,
     seed: int,
     device: str = "auto",
     progress: bool | None = None,
@@ -249,28 +287,26 @@ def ensure_run(
 ) -> tuple[Run, bool]:
     """Load ``runs_dir/ablations/<run>`` if it holds this finished run, else train it.
 
+    ``preset``: a preset name, resolved here with the variant's overrides, ``epochs`` and
+    ``weights`` (:func:`variant_preset`), or the variant's :class:`Preset` so resolved.
     A variant without overrides (a main model) first looks for 01_train's run of the model,
-    ``runs_dir/<model>``: trained with the same settings (the same ``weights`` files
-    included), it is that run, reused as it is. Returns ``(run, trained_now)``; the caching
-    itself is :func:`geoloc_lib.training.runs.ensure_run`.
+    ``runs_dir/<model>``: trained with the same settings (the same epochs and ``weights``
+    files included), it is that run, reused as it is. Returns ``(run, trained_now)``; the
+    caching itself is :func:`geoloc_lib.training.runs.ensure_run`.
     """
-    if int(epochs) < 1:
-        raise ConfigError(f"ablation epochs must be >= 1, got {epochs}")
+    if not isinstance(preset, Preset):
+        preset = variant_preset(variant, preset, epochs, weights)
     runs.claim_runs_dir(runs_dir)  # runs_dir itself, not only its ablations/ folder
     if not variant.overrides:
-        want = run_settings(variant, preset, epochs, seed, weights)
-        main = runs.finished_run(Path(runs_dir) / variant.model, want)
+        main = runs.finished_run(Path(runs_dir) / variant.model, runs.run_settings(preset, seed))
         if main is not None:
             return main, False
     return runs.ensure_run(
-        variant.model,
+        preset,
         sources,
         Path(runs_dir) / ABLATION_DIR,
         name=variant.run_name,
-        preset=preset,
-        epochs=epochs,
         seed=seed,
-        overrides=runs.with_weights(variant.model, variant.overrides, weights),
         device=device,
         progress=progress,
     )
@@ -287,7 +323,7 @@ def ensure_seed_run(
     runs_dir: str | Path,
     *,
     preset: str,
-    epochs: int,
+    epochs: Epochs = None,
     seed: int,
     device: str = "auto",
     progress: bool | None = None,
@@ -296,22 +332,21 @@ def ensure_seed_run(
     """:func:`ensure_run` with one folder per seed (:func:`seed_run_name`), so the runs of several
     seeds coexist; a finished run of this seed in the seedless folder (where notebook 04 trains
     its one seed) is reused."""
+    resolved = variant_preset(variant, preset, epochs, weights)
     if int(seed) != 0:
         held = runs.finished_run(
-            Path(runs_dir) / ABLATION_DIR / variant.run_name,
-            run_settings(variant, preset, epochs, seed, weights),
+            Path(runs_dir) / ABLATION_DIR / variant.run_name, runs.run_settings(resolved, seed)
         )
         if held is not None:
             return held, False
         variant = dataclasses.replace(variant, run_name=seed_run_name(variant, seed))
     return ensure_run(
-        variant, sources, runs_dir, preset=preset, epochs=epochs, seed=seed, device=device,
-        progress=progress, weights=weights,
-    )  # fmt: skip
+        variant, sources, runs_dir, preset=resolved, seed=seed, device=device, progress=progress
+    )
 
 
 def _train_one(
-    variant: Variant, sources: DataSources, runs_dir: str | Path, preset: str, epochs: int,
+    variant: Variant, sources: DataSources, runs_dir: str | Path, preset: str, epochs: Epochs,
     seed: int, device: str, weights: dict | None = None,
 ) -> tuple[str, int, bool]:  # fmt: skip
     """One run of :func:`train_grid` (in a worker process when runs train side by side)."""
@@ -329,13 +364,13 @@ def train_grid(
     runs_dir: str | Path,
     *,
     preset: str,
-    epochs: int,
+    epochs: Epochs = None,
     device: str = "auto",
     parallel_runs: int = 1,
     weights: dict | None = None,
 ) -> dict[tuple[str, int], bool]:
     """Train (or find) the run of every (variant, seed), ``parallel_runs`` at a time, each
-    with its model's pretrained files of ``weights``.
+    with its model's pretrained files of ``weights`` and its epochs (:func:`variant_epochs`).
 
     On a CPU each run trains in a worker process of its own (spawned: a clean torch per process)
     with ``cores // parallel_runs`` threads; on a GPU the runs train one at a time (a warning
@@ -344,9 +379,12 @@ def train_grid(
     "Runs side by side"). A run's numbers depend in their last bits on its thread count (``run.json``
     records it). Returns ``{(run_name, seed): trained_now}``, empty when the runs would train
     one at a time (``parallel_runs`` 1, one run, or a GPU): the caller's :func:`ensure_seed_run`
-    then trains them; otherwise it loads them from their folders.
+    then trains them; otherwise it loads them from their folders. Every variant's preset is
+    resolved first, so a bad preset or key fails before any training.
     """
     jobs: dict[tuple[str, int], tuple] = {}
+    for v in variants:
+        variant_preset(v, preset, epochs, weights)
     for seed in seeds:
         for v in variants:
             jobs.setdefault(
@@ -424,7 +462,7 @@ def run_street_seeds(
     runs_dir: str | Path,
     *,
     preset: str,
-    epochs: int,
+    epochs: Epochs = None,
     seeds: Sequence[int] = (0,),
     labels: tuple[str, ...] = TABLE5 + TABLE6,
     baselines: bool = False,
@@ -447,10 +485,11 @@ def run_street_seeds(
     from geoloc_lib.eval.street import evaluate_street_model
 
     seeds = check_seeds(seeds)
-    split = split or street_eval_split(sources)
-    pairs = sources.street(split)
     variants = geoviewmatch_variants(labels, preset) + ([INFONCE_BASELINE] if baselines else [])
     variants += [GEO_NEIGHBOURS] if deviations else []
+    budget = {v.label: variant_preset(v, preset, epochs).epochs for v in variants}
+    split = split or street_eval_split(sources)
+    pairs = sources.street(split)
     trained_apart = train_grid(
         variants, seeds, sources, runs_dir, preset=preset, epochs=epochs, device=device,
         parallel_runs=parallel_runs, weights=weights,
@@ -481,7 +520,7 @@ def run_street_seeds(
                     "variant": v.label,
                     "run": folder,
                     "trained_now": trained,
-                    "epochs": int(epochs),
+                    "epochs": budget[v.label],
                     "train_s": train_s,
                     "queries": len(pairs),
                     **{m: float(metrics[m]) for m in STREET_METRICS},
@@ -507,7 +546,7 @@ def run_street_ablations(
     runs_dir: str | Path,
     *,
     preset: str,
-    epochs: int,
+    epochs: Epochs = None,
     seed: int = 0,
     labels: tuple[str, ...] = TABLE5 + TABLE6,
     split: str | None = None,
@@ -539,7 +578,7 @@ def run_mcgf_seeds(
     runs_dir: str | Path,
     *,
     preset: str,
-    epochs: int,
+    epochs: Epochs = None,
     seeds: Sequence[int] = (0,),
     labels: tuple[str, ...] | None = None,
     conditions: Sequence[str] | None = None,
@@ -579,6 +618,7 @@ def run_mcgf_seeds(
         variants, seeds, sources, runs_dir, preset=preset, epochs=epochs, device=device,
         parallel_runs=parallel_runs, weights=weights,
     )  # fmt: skip
+    budget = {v.label: variant_preset(v, preset, epochs).epochs for v in variants}
     frames, per_query = [], []
     for seed in seeds:
         models: list[tuple[str, str, bool, int, float, bool, object]] = []
@@ -599,7 +639,9 @@ def run_mcgf_seeds(
                     setattr(model.cfg, key, value)
             # a test-time variant trains nothing of its own: no training time (compute ratios)
             train_s = np.nan if v.eval_overrides else _train_seconds(run)
-            models.append((v.label, run.out_dir.name, trained, int(epochs), train_s, clean, model))
+            models.append(
+                (v.label, run.out_dir.name, trained, budget[v.label], train_s, clean, model)
+            )
         if raw_pixels:
             if img_size is None:
                 raise ConfigError("run_mcgf_seeds: raw_pixels needs an MCGF variant for its size")
@@ -639,7 +681,7 @@ def run_restoration_seeds(
     runs_dir: str | Path,
     *,
     preset: str,
-    epochs: int,
+    epochs: Epochs = None,
     seeds: Sequence[int] = (0,),
     max_queries: int | None = None,
     device: str = "auto",
@@ -693,7 +735,7 @@ def run_mcgf_ablations(
     runs_dir: str | Path,
     *,
     preset: str,
-    epochs: int,
+    epochs: Epochs = None,
     seed: int = 0,
     max_queries: int | None = None,
     device: str = "auto",
@@ -909,3 +951,9 @@ def cost_comparison(costs: pd.DataFrame) -> pd.DataFrame:
     df["paper memory (GB)"] = np.where(is_gvm, paper[1], nan)
     df["paper latency (ms)"] = np.where(is_gvm, paper[2], nan)
     return df
+
+
+def budget_line(preset: str, epochs: Epochs, models: Sequence[str]) -> str:
+    """One line naming the epochs each model's variants train (:func:`grid_epochs`)."""
+    budget = grid_epochs(preset, epochs, models)
+    return "budget (epochs per variant): " + ", ".join(f"{m} {n}" for m, n in budget.items())

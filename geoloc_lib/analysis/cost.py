@@ -262,15 +262,17 @@ def branch_gflops(model: nn.Module) -> tuple[float, float]:
 def build_for_cost(
     name: str, preset: str, device: str | torch.device = "meta", **overrides: Any
 ) -> nn.Module:
-    """``create_model(name, preset=preset, **overrides)`` without pretrained weights, on ``device``.
+    """The model of ``name`` at ``preset`` (:func:`~geoloc_lib.training.recipes.preset_for`)
+    with config fields ``overrides``, without pretrained weights, on ``device``.
 
     On ``"meta"`` no memory is allocated and nothing is initialised: parameters, FLOPs and
     tensor memory of a paper-size model in about a second.
     """
-    from geoloc_lib.models import create_model
+    from geoloc_lib.training.recipes import preset_for
 
+    resolved = preset_for(name, preset)
     with torch.device(device):
-        return create_model(name, preset=preset, **{**overrides, "pretrained": False}).eval()
+        return resolved.build(**{**overrides, "pretrained": False}).eval()
 
 
 def _device_gflops_per_s(device: torch.device) -> float:

@@ -317,9 +317,9 @@ def project_eval_time(
 def cpu_embed_rate(threads: int | None = None) -> float:
     """Gallery embeddings per second of the ``mcgf`` paper model (EVA-02 at 448², random weights,
     fp32, batch 2) on this CPU: the default model throughput of the projection."""
-    from geoloc_lib.models import create_model
+    from geoloc_lib.training.recipes import preset_for
 
-    net = create_model("mcgf", preset="paper", pretrained=False, num_classes=701).eval()
+    net = preset_for("mcgf", "paper").build(pretrained=False, num_classes=701).eval()
     x = torch.rand(2, 3, EVAL_SIZE, EVAL_SIZE)
     with torch.no_grad():
         net.embed(x, "satellite")  # warm-up

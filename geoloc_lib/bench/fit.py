@@ -13,8 +13,10 @@ epoch's wall time into what the engine records (``history.csv``):
 End-to-end images/s = training images / (``time_s`` + ``validate_s``) over the epochs after the
 first (the first also decodes every image once into the cache; it is reported apart). A lever
 (``--lever val_every=5``, ``--lever amp='"bf16"'``, ``--lever batch_size=64``,
-``--lever compile=inductor`` or ``compile=aot_eager``: any override ``train_run`` takes, the
-value parsed as JSON) reruns the same epochs with that change; its ``speed-up`` is its end-to-end
+``--lever compile=inductor`` or ``compile=aot_eager``: any key of a run's overrides, the value
+parsed as JSON; ``section.key=value`` names its section, e.g. ``run.val_queries=0``, and a bare
+key goes to the one section of each model that has it, so ``amp=off`` is a ``run`` option of
+MCGF and a ``train`` setting of GeoViewMatch) reruns the same epochs with that change; its ``speed-up`` is its end-to-end
 images/s over the baseline's, on the same machine and data. ``--parallel-runs 2`` adds the lever
 that changes no run: two baseline runs trained at once on a CPU, one thread each on 2 cores (as
 the notebooks train their grids), their summed images/s against one run on every core.
@@ -34,11 +36,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from geoloc_lib.core.errors import ConfigError
+from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.core.outputs import claim_output_file
 from geoloc_lib.core.parallel import map_side_by_side, runs_at_once
 from geoloc_lib.data.sources import resolve_sources
-from geoloc_lib.training.recipes import recipe_for
+from geoloc_lib.training.recipes import override_keys, recipe_for
 from geoloc_lib.training.runs import train_run
 
 # The table's leading columns: an existing --csv file whose header begins with them is one this
@@ -65,6 +67,22 @@ def parse_lever(text: str) -> tuple[str, Any]:
     if not key.strip():
         raise ConfigError(f"--lever {text!r}: no setting name before '='; e.g. val_every=5")
     return key.strip(), value
+
+
+def lever_overrides(model: str, key: str, value: Any) -> dict[str, dict[str, Any]]:
+    """The structured overrides of one lever for ``model``: ``section.key`` as named, a bare
+    key in the section of ``model``'s overrides that has it (:func:`override_keys`)."""
+    sections = override_keys(model)
+    section, _, name = key.rpartition(".")
+    if section:
+        if section not in sections:
+            raise ConfigError(f"--lever {key}: {choices_message('section', section, sections)}")
+        return {section: {name: value}}
+    found = [s for s, keys in sections.items() if name in keys]
+    if not found:
+        valid = "; ".join(f"{s}: {', '.join(keys)}" for s, keys in sections.items())
+        raise ConfigError(f"--lever {key}: not an override of {model}; valid keys: {valid}")
+    return {found[0]: {name: value}}
 
 
 def epoch_breakdown(history: pd.DataFrame, skip_first: bool = True) -> dict[str, float]:
@@ -100,7 +118,7 @@ def measure_fit(
         start = time.perf_counter()
         run = train_run(
             model, sources, runs_dir, preset=preset, epochs=epochs, seed=seed, progress=False,
-            **overrides,
+            overrides=overrides,
         )  # fmt: skip
         wall = time.perf_counter() - start
     history = run.history
@@ -158,14 +176,16 @@ def run_benchmark(
     if epochs < 2:
         raise ConfigError("parameter epochs: at least 2 (the first epoch decodes the images)")
     side_by_side = runs_at_once(parallel_runs)
+    # every lever of every model resolved before any training: a bad key fails at once
+    plans = {m: [lever_overrides(m, key, value) for key, value in levers] for m in models}
     rows = []
     for model in models:
         base = measure_fit(model, sources, epochs=epochs, preset=preset, overrides={}, seed=seed)
         base.update(lever="baseline", **{"speed-up": 1.0})
         rows.append(base)
-        for key, value in levers:
+        for (key, value), overrides in zip(levers, plans[model], strict=True):
             row = measure_fit(
-                model, sources, epochs=epochs, preset=preset, overrides={key: value}, seed=seed
+                model, sources, epochs=epochs, preset=preset, overrides=overrides, seed=seed
             )
             row.update(lever=f"{key}={json.dumps(value)}")
             row["speed-up"] = row["images/s"] / base["images/s"]

@@ -73,7 +73,7 @@ from geoloc_lib.eval.metrics import evaluate_university1652
 from geoloc_lib.eval.ranking import DEFAULT_CHUNK_MB, auto_chunk_size
 from geoloc_lib.training.amp import measure_throughput, random_batch, train_step
 from geoloc_lib.training.optim import build_optimizer
-from geoloc_lib.training.recipes import recipe_for
+from geoloc_lib.training.recipes import preset_for, recipe_for
 
 # GeoViewMatch, Table 4 (RTX 4090, batch 16).
 PAPER_TABLE4 = {"gflops": 9.76, "peak_mem_gb": 11.40, "latency_ms": 42.0, "batch": 16}
@@ -226,7 +226,7 @@ def build_trainable(name: str, preset: str, batch: int) -> tuple[Any, ...]:
     """Random-weight model of a recipe, one random batch, the recipe's optimizer builder and the
     batch transform its training runs on the device (None: the model's ``batch_transform()``)."""
     recipe = recipe_for(name)
-    settings = recipe.preset_settings(preset)
+    settings = preset_for(name, preset).train
     seed_everything(0)
     model = build_for_cost(name, preset, "cpu", **recipe.data_config).train()
 
@@ -611,7 +611,7 @@ def _settings(args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
         if s[key] < 1:
             raise ConfigError(f"bench gpu --{key.replace('_', '-')}: expected >= 1, got {s[key]}")
     if s["train_batch"] is None:
-        s["train_batch"] = recipe_for("geoviewmatch").preset_settings(s["preset"]).batch_size
+        s["train_batch"] = preset_for("geoviewmatch", s["preset"]).train.batch_size
     sections = [str(x) for x in args.sections]
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:

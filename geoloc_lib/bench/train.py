@@ -18,9 +18,8 @@ import torch
 
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.seeding import seed_everything
-from geoloc_lib.models import create_model
 from geoloc_lib.training.amp import measure_throughput, random_batch
-from geoloc_lib.training.recipes import recipe_for
+from geoloc_lib.training.recipes import preset_for, recipe_for
 from geoloc_lib.training.runs import check_model
 
 
@@ -37,7 +36,7 @@ def bench_train(
     for name in models:
         check_model(name)
         seed_everything(0)
-        base = create_model(name, preset=preset, **recipe_for(name).data_config)
+        base = preset_for(name, preset).build(**recipe_for(name).data_config)
         batch = random_batch(base, batch_size)
         rates = {}
         for amp in ("off", "bf16"):

@@ -2,7 +2,7 @@
 
 - ``errors``       user-facing error types
 - ``paths``        where the repository's own files are
-- ``config``       preset resolution for config dataclasses
+- ``config``       config dataclasses: field changes and value checks
 - ``runtime``      progress-bar policy (library calls are quiet by default)
 - ``seeding``      seeding and RNG state (checkpointed by ``engine.fit``)
 - ``distributed``  torchrun helpers (rank, barrier, broadcast)

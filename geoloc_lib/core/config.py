@@ -1,33 +1,38 @@
-"""Config dataclasses with named presets (``paper``, ``default``, ``smoke``).
+"""Config dataclasses and the checks of their values.
 
-Every model and training recipe keeps one dataclass and a dict of presets; the
-same code builds the paper-size model and the tiny CPU one. This is the one
-place that resolves a preset and validates overrides.
+Every model and training recipe keeps one dataclass and its preset values (``paper``,
+``default``, ``smoke``) beside it; :func:`geoloc_lib.training.recipes.preset_for` is the one
+place that looks a preset up. :func:`with_fields` applies a set of field changes to a config,
+rejecting a key that is not one of its fields with the valid list.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
-from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.errors import ConfigError
 
 C = TypeVar("C")
 
 
-def resolve_preset(presets: dict[str, C], name: str, overrides: dict[str, Any], what: str) -> C:
-    """``presets[name]`` with ``overrides`` applied; unknown presets or keys list the valid ones."""
-    if name not in presets:
-        raise ConfigError(f"{what} preset: {choices_message('preset', name, presets)}")
-    base = presets[name]
-    valid = {f.name for f in fields(base)}  # type: ignore[arg-type]
-    bad = sorted(set(overrides) - valid)
+def field_names(config: Any) -> list[str]:
+    """The field names of a config dataclass (or its class), sorted."""
+    return sorted(f.name for f in fields(config))
+
+
+def with_fields(config: C, changes: Mapping[str, Any], what: str) -> C:
+    """``config`` with ``changes`` applied (a new object); a key that is not a field fails
+    naming ``what`` (e.g. ``overrides section 'model' of mcgf``), the key and the valid keys."""
+    if not isinstance(changes, Mapping):
+        raise ConfigError(f"{what}: expected a mapping of field -> value, got {changes!r}")
+    valid = field_names(config)
+    bad = sorted(str(k) for k in set(changes) - set(valid))
     if bad:
-        raise ConfigError(
-            f"unknown {what} config key(s) {bad}; valid keys: {', '.join(sorted(valid))}"
-        )
-    return replace(base, **overrides)  # type: ignore[type-var]
+        raise ConfigError(f"{what}: unknown key(s) {bad}; valid keys: {', '.join(valid)}")
+    return replace(config, **changes)  # type: ignore[type-var]
 
 
 def _is_number(value: Any) -> bool:

@@ -169,8 +169,8 @@ class University1652:
         if not len(val):
             raise DatasetError(
                 f"{self.root / 'train'} has {len(self.all_train_classes)} training location(s): "
-                "too few to hold any out for validation; pass val_queries=0 to train without "
-                "validation"
+                "too few to hold any out for validation; train without validation: overrides "
+                "{'run': {'val_queries': 0}} (the val_queries option of train_mcgf)"
             )
         query = self.sets[q]
         return query.select(np.flatnonzero(np.isin(query.labels, val)), f"{q}[val]"), self.sets[g]

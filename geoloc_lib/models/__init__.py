@@ -1,9 +1,10 @@
 """Models, the one factory ``create_model(name, **cfg)`` and the one loader ``load_model``.
 
 Each model module registers a builder with :func:`register_model`. A builder
-takes keyword configuration (the fields of the model's config dataclass) and
-returns an ``nn.Module``; the same code builds the paper-size model and a tiny
-CPU model, only the configuration differs.
+takes a config object (``config=``) and/or keyword field changes (the fields of the
+model's config dataclass) and returns an ``nn.Module``; the same code builds the
+paper-size model and a tiny CPU model, only the configuration differs. Presets are
+looked up one layer up: ``geoloc_lib.training.recipes.preset_for(model, name).build()``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def create_model(name: str, **cfg: Any) -> nn.Module:
     _load_modules()
     if name not in _REGISTRY:
         raise ConfigError(choices_message("model", name, _REGISTRY))
+    if "preset" in cfg:
+        raise ConfigError(
+            f"create_model({name!r}, preset=...): models take a config, not a preset name; use "
+            f"geoloc_lib.training.recipes.preset_for({name!r}, {cfg['preset']!r}).build(...)"
+        )
     return _REGISTRY[name](**cfg)
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from geoloc_lib.core.config import check_number, check_size, resolve_preset
+from geoloc_lib.core.config import check_number, check_size, with_fields
 from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.models import register_model
 from geoloc_lib.models.contract import IMAGENET_MEAN, IMAGENET_STD, GeolocModel
@@ -44,10 +44,6 @@ class InfoNCEBaselineConfig:
         check_size("InfoNCEBaselineConfig", "aerial_size", self.aerial_size)
         check_number("InfoNCEBaselineConfig", "temperature", self.temperature, strict=True)
         check_number("InfoNCEBaselineConfig", "label_smoothing", self.label_smoothing)
-
-    @classmethod
-    def preset(cls, name: str = "default", **overrides: Any) -> InfoNCEBaselineConfig:
-        return resolve_preset(PRESETS, name, overrides, "infonce_baseline")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,6 +125,10 @@ class InfoNCEBaseline(GeolocModel):
 
 
 @register_model("infonce_baseline")
-def build_infonce_baseline(preset: str = "default", **overrides: Any) -> InfoNCEBaseline:
-    """``create_model("infonce_baseline", preset=..., **config_overrides)``."""
-    return InfoNCEBaseline(InfoNCEBaselineConfig.preset(preset, **overrides))
+def build_infonce_baseline(
+    config: InfoNCEBaselineConfig | None = None, **fields: Any
+) -> InfoNCEBaseline:
+    """``create_model("infonce_baseline", config=InfoNCEBaselineConfig, **field changes)``;
+    without ``config`` the fields not given keep the dataclass defaults."""
+    cfg = with_fields(config or InfoNCEBaselineConfig(), fields, "infonce_baseline config")
+    return InfoNCEBaseline(cfg)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoloc_lib.core.config import check_size, resolve_preset
+from geoloc_lib.core.config import check_size, with_fields
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.data.augment import (
     StrongAugConfig,
@@ -114,10 +114,6 @@ class GeoViewMatchConfig:
     @property
     def used_stages(self) -> tuple[int, ...]:
         return self.stages if self.multi_scale else (max(self.stages),)
-
-    @classmethod
-    def preset(cls, name: str = "default", **overrides: Any) -> GeoViewMatchConfig:
-        return resolve_preset(PRESETS, name, overrides, "GeoViewMatch")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -380,7 +376,7 @@ class GeoViewMatch(GeolocModel):
         )
 
     def config_dict(self) -> dict:
-        """The config as plain values: ``create_model("geoviewmatch", preset=..., **it)`` rebuilds."""
+        """The config as plain values: ``create_model("geoviewmatch", **it)`` rebuilds."""
         return self.cfg.to_dict()
 
     def input_size(self, view: str) -> tuple[int, int]:
@@ -488,11 +484,17 @@ class GeoViewMatch(GeolocModel):
 
 @register_model("geoviewmatch")
 def build_geoviewmatch(
-    preset: str = "default", ablation: str | None = None, **overrides: Any
+    config: GeoViewMatchConfig | None = None, ablation: str | None = None, **fields: Any
 ) -> GeoViewMatch:
-    """``create_model("geoviewmatch", preset=..., ablation="BS+CL", **config_overrides)``."""
+    """``create_model("geoviewmatch", config=GeoViewMatchConfig, ablation="BS+CL", **field
+    changes)``; without ``config`` the fields not given keep the dataclass defaults."""
     if ablation is not None:
-        if ablation not in ABLATIONS:
-            raise ConfigError(f"GeoViewMatch: {choices_message('ablation', ablation, ABLATIONS)}")
-        overrides = {**ABLATIONS[ablation], **overrides}
-    return GeoViewMatch(GeoViewMatchConfig.preset(preset, **overrides))
+        fields = {**ablation_fields(ablation), **fields}
+    return GeoViewMatch(with_fields(config or GeoViewMatchConfig(), fields, "GeoViewMatch config"))
+
+
+def ablation_fields(ablation: str) -> dict[str, Any]:
+    """The config fields of one of the paper's ablation labels (:data:`ABLATIONS`)."""
+    if ablation not in ABLATIONS:
+        raise ConfigError(f"GeoViewMatch: {choices_message('ablation', ablation, ABLATIONS)}")
+    return dict(ABLATIONS[ablation])

@@ -103,7 +103,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from geoloc_lib.core.config import check_int, resolve_preset
+from geoloc_lib.core.config import check_int, with_fields
 from geoloc_lib.core.errors import ConfigError, choices_message
 from geoloc_lib.models import register_model
 from geoloc_lib.models.backbones import create_backbone
@@ -125,7 +125,9 @@ NCE_DRONES = ("restored", "clean", "both")
 
 @dataclass
 class MCGFConfig:
-    """Architecture, diffusion and loss settings. Presets: ``paper``, ``default``, ``smoke``."""
+    """Architecture, diffusion and loss settings. Its presets (``paper``, ``default``,
+    ``smoke``) are :data:`PRESETS`, looked up by :func:`geoloc_lib.training.recipes.preset_for`;
+    the field defaults are the paper's architecture."""
 
     num_classes: int = 701
     img_size: int = 448
@@ -225,11 +227,6 @@ class MCGFConfig:
         check_int("MCGFConfig", "img_size", self.img_size, 32)
         if self.img_size % 32:
             raise ConfigError(f"MCGFConfig.img_size must be a multiple of 32, got {self.img_size}")
-
-    @classmethod
-    def preset(cls, name: str = "default", **overrides: Any) -> MCGFConfig:
-        """A preset with ``overrides`` applied; unknown keys are rejected with the valid list."""
-        return resolve_preset(PRESETS, name, overrides, "MCGF")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -669,14 +666,17 @@ class MCGF(GeolocModel):
 
 
 @register_model("mcgf")
-def build_mcgf(preset: str = "default", **overrides: Any) -> MCGF:
-    """``create_model("mcgf", preset="paper"|"default"|"smoke", **MCGFConfig overrides)``."""
-    return MCGF(MCGFConfig.preset(preset, **overrides))
+def build_mcgf(config: MCGFConfig | None = None, **fields: Any) -> MCGF:
+    """``create_model("mcgf", config=MCGFConfig, **field changes)``; without ``config`` the
+    fields not given keep the dataclass defaults (a preset's config:
+    ``geoloc_lib.training.recipes.preset_for("mcgf", name).config``)."""
+    return MCGF(with_fields(config or MCGFConfig(), fields, "MCGF config"))
 
 
 @register_model("mcgf_matching_only")
-def build_mcgf_matching_only(preset: str = "default", **overrides: Any) -> MCGF:
-    """The baseline: MCGF's matching branch alone (``restoration=False``), same presets."""
-    model = MCGF(MCGFConfig.preset(preset, **{**overrides, "restoration": False}))
+def build_mcgf_matching_only(config: MCGFConfig | None = None, **fields: Any) -> MCGF:
+    """The baseline: MCGF's matching branch alone (``restoration=False``), same configs."""
+    cfg = with_fields(config or MCGFConfig(), {**fields, "restoration": False}, "MCGF config")
+    model = MCGF(cfg)
     model.registry_name = "mcgf_matching_only"
     return model

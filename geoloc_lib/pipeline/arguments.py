@@ -481,8 +481,9 @@ def bench_fit(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=JSON",
-        help="an override to compare with the baseline (repeatable), e.g. val_every=5 "
-        "(default: none)",
+        help="an override to compare with the baseline (repeatable), e.g. val_every=5 or "
+        "run.val_queries=0 (SECTION.KEY names the overrides section: model, train, run; a bare "
+        "key goes to the section that has it) (default: none)",
     )
     _threads(parser)
     parser.add_argument(

@@ -154,8 +154,22 @@ def _device(value: Any) -> str | None:
     return "expected auto, cpu, mps, cuda or cuda:N"
 
 
-def _dict(value: Any) -> str | None:
-    return None if isinstance(value, dict) else "expected a mapping of config fields"
+def _overrides(value: Any) -> str | None:
+    """One model's overrides: sections ``model``, ``train``, ``run``, each a mapping (their keys
+    are checked against the model when ``--dry-run`` resolves its preset)."""
+    from geoloc_lib.training.recipes import OVERRIDE_SECTIONS
+
+    example = "e.g. {model: {w_nce: 0.0}, train: {lr_head: 0.01}, run: {val_queries: 0}}"
+    if not isinstance(value, dict):
+        return f"expected a mapping of sections {', '.join(OVERRIDE_SECTIONS)}, {example}"
+    for section, fields in value.items():
+        if section not in OVERRIDE_SECTIONS:
+            return (
+                f"unknown section {section!r}; expected {', '.join(OVERRIDE_SECTIONS)} ({example})"
+            )
+        if not isinstance(fields, dict):
+            return f"section {section}: expected a mapping of {OVERRIDE_SECTIONS[section]}"
+    return None
 
 
 def _int_list(value: Any) -> str | None:
@@ -211,7 +225,7 @@ def _rules() -> dict[str, Any]:
         "seed": _int(0),
         "models": _str_list(models),
         "epochs": _model_map(_int(1), "epochs={geoviewmatch: 40}"),
-        "overrides": _model_map(_dict, "overrides={mcgf: {w_nce: 0.0}}"),
+        "overrides": _model_map(_overrides, "overrides={mcgf: {model: {w_nce: 0.0}}}"),
         "device": _device,
         "max_queries": _int(1, none=True),
         "gallery_views": _int(1, none=True),
@@ -219,8 +233,6 @@ def _rules() -> dict[str, Any]:
         "figure_queries": _int(1),
         "n_examples": _int(1),
         "rotations": _int_list,
-        "ablation_epochs": _int(1),
-        "mcgf_ablation_epochs": _int(1),
         "drone_runs": _str_list(),
         "street_runs": _str_list(),
         "seeds": _seeds,

@@ -36,10 +36,6 @@ from geoloc_lib.core.device import (
 from geoloc_lib.core.distributed import broadcast_object, dist_info
 from geoloc_lib.core.seeding import rng_state, set_rng_state
 
-# Presets whose ``auto`` is fp32 on every CPU, without measuring: CI runs the notebooks at the
-# smoke preset on whatever CPU it gets, and their results must not depend on it.
-FP32_PRESETS = ("smoke",)
-
 
 def train_step(
     model: nn.Module,
@@ -194,6 +190,7 @@ def resolve_fit_amp(
     *,
     preset: str | None,
     batch: int | None,
+    fp32_cpu: bool = False,
     batch_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     cache_path: Path | None = None,
     measure: Callable[..., tuple[float, float]] | None = None,
@@ -203,8 +200,9 @@ def resolve_fit_amp(
     Anything but ``amp="auto"`` on a CPU is :func:`~geoloc_lib.core.device.resolve_amp`'s answer
     (bf16 on a CUDA GPU that has it, fp16 on one that does not). ``auto`` on a CPU, in order:
 
-    1. the ``smoke`` preset, or no preset given: **fp32 without measuring**, so CI runs (smoke)
-       train identically on CPUs with and without bf16;
+    1. a preset that asks for it (``fp32_cpu``: the ``smoke`` preset,
+       :data:`~geoloc_lib.training.recipes.FP32_CPU_PRESETS`), or no preset given: **fp32
+       without measuring**, so CI runs (smoke) train identically on CPUs with and without bf16;
     2. no native bf16 (:func:`~geoloc_lib.core.device.cpu_bf16_support`: no AVX512-BF16/AMX
        flag, or kernels below AVX-512, e.g. ``ATEN_CPU_CAPABILITY=default`` or ``avx2``): fp32
        without measuring;
@@ -228,7 +226,7 @@ def resolve_fit_amp(
         return AmpChoice(amp, mode, why)
     if preset is None:
         return AmpChoice(amp, "off", "no preset given (FitConfig.preset), fp32 without measuring")
-    if preset in FP32_PRESETS:
+    if fp32_cpu:
         return AmpChoice(amp, "off", f"{preset} preset: fp32 on every CPU, not measured")
     cpu = cpu_bf16_support()
     if not cpu.native:

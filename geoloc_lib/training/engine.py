@@ -103,6 +103,8 @@ class FitConfig:
             measured to slow a step ~80x on this project's 2-core machine.
         preset: the model's preset (``smoke``, ``default``, ``paper``), which ``amp="auto"`` on a
             CPU needs to measure; None trains in fp32 there.
+        fp32_cpu: ``amp="auto"`` on a CPU trains in fp32 without measuring (the preset's choice,
+            ``Preset.fp32_cpu``: the smoke preset's results must not depend on the CPU).
         compile: ``torch.compile`` of ``model.training_losses``: False or ``"off"``; True or
             ``"inductor"`` (needs a C++ compiler on a CPU); ``"aot_eager"`` (no C++ compiler;
             traces forward and backward without generating code). The first step pays the
@@ -127,6 +129,7 @@ class FitConfig:
     progress: bool | None = None
     num_threads: int | None = None
     preset: str | None = None
+    fp32_cpu: bool = False
     compile: bool | str = False
     run_settings: dict[str, Any] | None = None
 
@@ -471,6 +474,7 @@ class _FitRun:
             device,
             model,
             preset=config.preset,
+            fp32_cpu=config.fp32_cpu,
             batch=getattr(train_loader, "batch_size", None),
             batch_transform=batch_transform,
         )

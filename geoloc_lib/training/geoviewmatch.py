@@ -23,7 +23,7 @@ GeoViewMatch's Tables 2 and 3.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,16 +32,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from geoloc_lib.core.config import check_int, check_number
-from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.seeding import make_generator, seed_everything
 from geoloc_lib.data.sources import DataSources, street_pairs
 from geoloc_lib.data.street import STREET_VAL_SPLIT, split_train_pairs
 from geoloc_lib.data.street_torch import GeoNeighbourSampler, StreetPairDataset
 from geoloc_lib.eval.street import evaluate_pair_dataset, subset_pairs
-from geoloc_lib.models import create_model
+from geoloc_lib.models.baseline import PRESETS as BASELINE_PRESETS
+from geoloc_lib.models.geoviewmatch import PRESETS as GVM_PRESETS
 from geoloc_lib.training.engine import FitConfig, fit
 from geoloc_lib.training.optim import build_optimizer, build_scheduler
-from geoloc_lib.training.recipes import Recipe, register_recipe, split_overrides
+from geoloc_lib.training.recipes import Preset, Recipe, check_preset, register_recipe
 
 MODELS = ("geoviewmatch", "infonce_baseline")
 
@@ -136,18 +137,12 @@ class StreetTrainResult:
     compile: str | None = None  # the torch.compile backend fit trained with, or "off"
 
 
-def resolve_street_settings(
-    model: str, preset: str, epochs: int | None = None, **train_over: Any
-) -> StreetTrainSettings:
-    """The ``(model, preset)`` :class:`StreetTrainSettings` with overrides applied."""
-    if model not in MODELS:
-        raise ConfigError(f"parameter model: {choices_message('model', model, MODELS)}")
-    if (model, preset) not in TRAIN_PRESETS:
-        raise ConfigError(
-            f"parameter preset: {choices_message('preset', preset, ('paper', 'default', 'smoke'))}"
-        )
-    settings = replace(TRAIN_PRESETS[(model, preset)], **train_over)
-    return settings if epochs is None else replace(settings, epochs=epochs)
+# The options of train_street_model (the "run" section of the overrides) and their defaults.
+RUN_OPTIONS: dict[str, Any] = {
+    "max_steps_per_epoch": None,
+    "keep_epoch_checkpoints": False,
+    "compile": False,
+}
 
 
 def make_street_sampler(
@@ -166,44 +161,37 @@ def make_street_sampler(
 
 def train_street_model(
     sources_or_root: DataSources | str | Path,
-    model: str = "geoviewmatch",
-    preset: str = "default",
-    epochs: int | None = None,
+    preset: Preset,
     out_dir: str | Path | None = None,
     seed: int = 0,
     device: str = "auto",
     progress: bool | None = None,
     resume: bool | str | Path = False,
-    ablation: str | None = None,
-    max_steps_per_epoch: int | None = None,
-    keep_epoch_checkpoints: bool = False,
-    compile: bool | str = False,
+    *,
     run_settings: dict[str, Any] | None = None,
-    **overrides: Any,
 ) -> StreetTrainResult:
-    """Train GeoViewMatch (``ablation``: BS, BS+CL, ..., f4+f3+f2) or the InfoNCE baseline.
+    """Train GeoViewMatch (an ablation: its fields in ``preset.config``, e.g.
+    ``preset_for("geoviewmatch", name, {"model": ablation_fields("BS+CL")})``) or the InfoNCE
+    baseline, as the resolved ``preset`` (:func:`geoloc_lib.training.recipes.preset_for`) says:
+    the model's config (``config``), the :class:`StreetTrainSettings` (``train``) and the
+    options (``run``, defaults :data:`RUN_OPTIONS`).
 
-    ``**overrides`` are fields of :class:`StreetTrainSettings` (``batch_size``, ``lr_backbone``,
-    ``asam``, ...) or of the model's config (``stages``, ``contrastive``, ``ground_size``, ...).
     Checkpoints and ``history.csv`` go to ``out_dir``; ``resume=True`` continues from there
     (or ``resume=PATH`` from a given checkpoint, e.g. a ``checkpoint_epoch{N}.pt`` kept with
-    ``keep_epoch_checkpoints``). ``compile``: ``torch.compile`` of the training step
-    (``FitConfig.compile``). ``run_settings``: what the caller trains, saved in each
-    checkpoint; resuming refuses a checkpoint saved with other values
+    the ``keep_epoch_checkpoints`` option). ``compile`` option: ``torch.compile`` of the
+    training step (``FitConfig.compile``). ``run_settings``: what the caller trains, saved in
+    each checkpoint; resuming refuses a checkpoint saved with other values
     (``FitConfig.run_settings``).
     """
-    train_over, model_over = split_overrides(StreetTrainSettings, overrides)
-    settings = resolve_street_settings(model, preset, epochs=epochs, **train_over)
-    if ablation is not None:
-        if model != "geoviewmatch":
-            raise ConfigError("parameter ablation: only GeoViewMatch has ablations")
-        model_over["ablation"] = ablation
+    preset = check_preset(preset, MODELS, "train_street_model")
+    settings, opts = preset.train, preset.run
+    max_steps_per_epoch = opts["max_steps_per_epoch"]
 
     # The monitor reads pairs held out of the training split, never an evaluation split.
     train_pairs, val_pairs = split_train_pairs(street_pairs(sources_or_root, "train"))
     val_pairs = subset_pairs(val_pairs, settings.max_val_pairs)
     seed_everything(seed)
-    net = create_model(model, preset=preset, **model_over)
+    net = preset.build()
     cfg = net.cfg
     small = cfg.ground_size[0] * cfg.ground_size[1] <= 128 * 640 // 4
     train_ds = StreetPairDataset(train_pairs, cfg.ground_size, cfg.aerial_size, cache=small)
@@ -241,10 +229,11 @@ def train_street_model(
         max_steps_per_epoch=max_steps_per_epoch,
         val_every=settings.val_every,
         resume=resume,
-        keep_epoch_checkpoints=keep_epoch_checkpoints,
+        keep_epoch_checkpoints=opts["keep_epoch_checkpoints"],
         progress=progress,
-        preset=preset,
-        compile=compile,
+        preset=preset.name,
+        fp32_cpu=preset.fp32_cpu,
+        compile=opts["compile"],
         run_settings=run_settings,
     )
     t0 = time.perf_counter()
@@ -270,6 +259,7 @@ def train_street_model(
     )
 
 
+_CONFIGS = {"geoviewmatch": GVM_PRESETS, "infonce_baseline": BASELINE_PRESETS}
 for _model in MODELS:
     register_recipe(
         Recipe(
@@ -277,7 +267,9 @@ for _model in MODELS:
             task="street->aerial",
             settings=StreetTrainSettings,
             presets={p: s for (m, p), s in TRAIN_PRESETS.items() if m == _model},
+            configs=_CONFIGS[_model],
             train=train_street_model,
+            run_options=RUN_OPTIONS,
             val_split=STREET_VAL_SPLIT,
         )
     )

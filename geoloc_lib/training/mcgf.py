@@ -17,7 +17,7 @@ The whole MCGF training step, as the engine runs it (``engine.fit`` + ``MCGF.tra
     loss.backward(); clip_grad_norm_; sgd.step()           # lr 0.01 backbones + restorer / 0.1 MLP
 
 ``batch_transform`` below is the weather line; everything else is ``MCGF.training_losses`` and
-``engine.fit``. The baseline (``model="mcgf_matching_only"``) keeps the first two lines and
+``engine.fit``. The baseline (``preset_for("mcgf_matching_only", ...)``) keeps the first two lines and
 trains ``E_content`` + MLP with cross-entropy on ``[satellite, drone_weather]``.
 """
 
@@ -32,7 +32,7 @@ from torch import nn
 
 from geoloc_lib.core.config import check_int, check_number
 from geoloc_lib.core.distributed import setup_distributed
-from geoloc_lib.core.errors import ConfigError, choices_message
+from geoloc_lib.core.errors import ConfigError
 from geoloc_lib.core.seeding import seed_everything
 from geoloc_lib.data.sources import DataSources, university
 from geoloc_lib.data.university import VAL_SPLIT, University1652
@@ -40,10 +40,10 @@ from geoloc_lib.data.university_torch import eval_loader, train_loader
 from geoloc_lib.eval import evaluate_university1652
 from geoloc_lib.eval.features import extract_features
 from geoloc_lib.eval.university import subset_images
-from geoloc_lib.models import create_model
+from geoloc_lib.models.mcgf import PRESETS as MCGF_PRESETS
 from geoloc_lib.training.engine import FitConfig, fit
 from geoloc_lib.training.optim import build_optimizer, build_scheduler
-from geoloc_lib.training.recipes import Recipe, register_recipe, split_overrides
+from geoloc_lib.training.recipes import Preset, Recipe, check_preset, register_recipe
 from geoloc_lib.weather.sets import MIXED, WEATHER_REFERENCE_SIZE, eval_weather
 from geoloc_lib.weather.synth import WeatherSynth
 
@@ -126,26 +126,16 @@ TRAIN_PRESETS: dict[str, TrainSettings] = {
 }
 
 
-def resolve_train_settings(
-    preset: str,
-    *,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr_backbone: float | None = None,
-    lr_head: float | None = None,
-    repeats: int | None = None,
-    **train_over: Any,
-) -> TrainSettings:
-    """The preset's :class:`TrainSettings`; the named arguments apply when not None, the other
-    ``TrainSettings`` fields in ``train_over`` as given (``grad_clip=None`` turns clipping off)."""
-    if preset not in TRAIN_PRESETS:
-        raise ConfigError(f"train_mcgf: {choices_message('preset', preset, TRAIN_PRESETS)}")
-    named = dict(
-        epochs=epochs, batch_size=batch_size, lr_backbone=lr_backbone, lr_head=lr_head,
-        repeats=repeats,
-    )  # fmt: skip
-    given = {k: v for k, v in named.items() if v is not None}
-    return TrainSettings(**{**TRAIN_PRESETS[preset].__dict__, **given, **train_over})
+# The options of train_mcgf (the "run" section of the overrides) and their defaults.
+RUN_OPTIONS: dict[str, Any] = {
+    "amp": "auto",
+    "compile": False,
+    "num_workers": 0,
+    "cache_images": True,
+    "val_queries": 300,
+    "max_steps_per_epoch": None,
+    "num_threads": None,
+}
 
 
 @dataclass
@@ -178,69 +168,47 @@ def weather_batch_transform(
 
 def train_mcgf(
     sources_or_root: DataSources | University1652 | str | Path,
-    preset: str = "default",
-    model: str = "mcgf",
-    epochs: int | None = None,
+    preset: Preset,
     out_dir: str | Path | None = None,
     seed: int = 0,
     device: str = "auto",
     progress: bool | None = None,
     resume: bool = False,
     *,
-    batch_size: int | None = None,
-    lr_backbone: float | None = None,
-    lr_head: float | None = None,
-    amp: str = "auto",
-    compile: bool | str = False,
-    num_workers: int = 0,
-    cache_images: bool = True,
-    val_queries: int | None = 300,
-    max_steps_per_epoch: int | None = None,
-    repeats: int | None = None,
-    num_threads: int | None = None,
     run_settings: dict[str, Any] | None = None,
-    **overrides: Any,
 ) -> TrainResult:
-    """Train MCGF (``model="mcgf"``) or the matching-only baseline on weathered drone images.
+    """Train MCGF (``preset.model == "mcgf"``) or the matching-only baseline on weathered drone
+    images.
 
     Args:
         sources_or_root: a University-1652-layout root (GeoSynth by default in the notebooks).
-        preset: ``paper`` | ``default`` | ``smoke`` (model size and optimisation settings).
-        epochs, batch_size, lr_backbone, lr_head, repeats: override the preset's settings.
+        preset: the resolved preset (:func:`geoloc_lib.training.recipes.preset_for`): the model,
+            its ``MCGFConfig`` (``config``), the optimisation settings (``train``, epochs
+            included) and the options below (``run``, defaults :data:`RUN_OPTIONS`).
         out_dir: checkpoints and ``history.csv``; None trains in memory.
         resume: continue from ``out_dir/checkpoint_last.pt``.
-        num_threads: CPU threads (``FitConfig.num_threads``); 1 on a CPU shared with other jobs.
-        compile: ``torch.compile`` of the training step (``FitConfig.compile``).
         run_settings: what the caller trains, saved in each checkpoint; resuming refuses a
             checkpoint saved with other values (``FitConfig.run_settings``).
-        val_queries: monitoring (every ``val_every`` epochs, a ``TrainSettings`` field) on this
-            many drone views of the validation locations (held out of the training split,
-            :meth:`University1652.train_val_split`; training never sees them), each under a
-            random (seeded) weather condition, against the satellite tiles of every training
-            location (``val_r1``, ``val_ap``). The test split is never read here. None = all
-            views, 0 = no validation (the locations stay held out all the same).
-        **overrides: ``TrainSettings`` fields (``optimizer``, ``val_every``...) or
-            ``MCGFConfig`` fields (``pool_steps``, ``w_mat``, ``w_nce``, ``img_size``...).
+
+    ``preset.run`` options: ``num_threads``: CPU threads (``FitConfig.num_threads``; 1 on a CPU
+    shared with other jobs); ``compile``: ``torch.compile`` of the training step
+    (``FitConfig.compile``); ``amp``; ``num_workers`` and ``cache_images`` of the loaders;
+    ``max_steps_per_epoch``; ``val_queries``: monitoring (every ``val_every`` epochs, a
+    ``TrainSettings`` field) on this many drone views of the validation locations (held out of
+    the training split, :meth:`University1652.train_val_split`; training never sees them), each
+    under a random (seeded) weather condition, against the satellite tiles of every training
+    location (``val_r1``, ``val_ap``). The test split is never read here. None = all views,
+    0 = no validation (the locations stay held out all the same).
     """
-    if model not in MODELS:
-        raise ConfigError(f"train_mcgf: {choices_message('model', model, MODELS)}")
-    if preset not in TRAIN_PRESETS:
-        raise ConfigError(f"train_mcgf: {choices_message('preset', preset, TRAIN_PRESETS)}")
-    train_over, overrides = split_overrides(TrainSettings, overrides)
+    preset = check_preset(preset, MODELS, "train_mcgf")
+    settings, opts = preset.train, preset.run
+    num_workers, cache_images, val_queries = (
+        opts["num_workers"], opts["cache_images"], opts["val_queries"],
+    )  # fmt: skip
     setup_distributed()
     data = university(sources_or_root)
-    settings = resolve_train_settings(
-        preset,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr_backbone=lr_backbone,
-        lr_head=lr_head,
-        repeats=repeats,
-        **train_over,
-    )
     seed_everything(seed)  # model initialisation
-    num_classes = len(data.train_classes)
-    net = create_model(model, preset=preset, num_classes=num_classes, **overrides)
+    net = preset.build(num_classes=len(data.train_classes))
     size = net.cfg.img_size
     loader = train_loader(
         data,
@@ -277,16 +245,17 @@ def train_mcgf(
         out_dir=out_dir,
         seed=seed,
         device=device,
-        amp=amp,
+        amp=opts["amp"],
         grad_clip=settings.grad_clip,
         scheduler_interval="step",
-        max_steps_per_epoch=max_steps_per_epoch,
+        max_steps_per_epoch=opts["max_steps_per_epoch"],
         val_every=settings.val_every,
         resume=resume,
         progress=progress,
-        preset=preset,
-        num_threads=num_threads,
-        compile=compile,
+        preset=preset.name,
+        fp32_cpu=preset.fp32_cpu,
+        num_threads=opts["num_threads"],
+        compile=opts["compile"],
         run_settings=run_settings,
     )
     history = fit(
@@ -318,7 +287,10 @@ for _model in MODELS:
             task="drone->satellite",
             settings=TrainSettings,
             presets=TRAIN_PRESETS,
+            configs=MCGF_PRESETS,
             train=train_mcgf,
+            run_options=RUN_OPTIONS,
+            config_fields={"restoration": False} if _model == "mcgf_matching_only" else {},
             data_config={"num_classes": 256},  # a stand-in: the training set sets it
             val_split=VAL_SPLIT,
         )

@@ -1,7 +1,8 @@
 """One entry point for every model the notebooks train: ``train_run`` / ``load_run``.
 
 A *run* is a folder ``runs_dir/<name>/`` holding the engine's ``checkpoint_last.pt`` and
-``history.csv`` plus ``run.json`` (model, preset, epochs, seed, overrides, training time, and
+``history.csv`` plus ``run.json`` (model, preset, epochs, seed, the structured overrides
+(:mod:`geoloc_lib.training.recipes`), the resolved config, training time, and
 the dataset roots it trained on, relative to the repository when inside it). The
 notebooks pass run folders between each other: 01 trains, 02-04 load them by name.
 
@@ -18,7 +19,6 @@ Each model trains by its own recipe (:mod:`geoloc_lib.training.recipes`), which 
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 import warnings
@@ -44,13 +44,13 @@ from geoloc_lib.core.outputs import LIBRARY_FIX, claim_output_dir, output_dir_pr
 from geoloc_lib.core.parallel import map_side_by_side, runs_at_once
 from geoloc_lib.core.runtime import resolve_progress
 from geoloc_lib.data.sources import DataSources
-from geoloc_lib.models import create_model, load_model
+from geoloc_lib.models import load_model
 from geoloc_lib.training.engine import (
     CHECKPOINT_LAST,
     checkpoint_elapsed_s,
     run_settings_differences,
 )
-from geoloc_lib.training.recipes import recipe_for, recipes
+from geoloc_lib.training.recipes import Preset, check_overrides, preset_for, recipe_for, recipes
 
 TASKS = {name: recipe.task for name, recipe in recipes().items()}
 # The model-config keys of each model's pretrained parts: what the notebooks' ``weights``
@@ -166,20 +166,35 @@ def task_weights(weights: Mapping[str, Any] | None, task: str) -> dict[str, dict
 def with_weights(
     model: str, overrides: Mapping[str, Any] | None, weights: Mapping[str, Any] | None
 ) -> dict[str, Any]:
-    """``overrides`` of a ``model`` run with the model's entries of ``weights`` added as
-    model-config fields (:func:`check_weights`): each named file is loaded into its part when
-    the model is built, and the run's resolved config (``run.json``) records it, so a run
-    trained with other weights, or none, is not reused. A part given in both with different
+    """The structured ``overrides`` of a ``model`` run with the model's entries of ``weights``
+    added to its ``model`` section (:func:`check_weights`): each named file is loaded into its
+    part when the model is built, and the run's resolved config (``run.json``) records it, so a
+    run trained with other weights, or none, is not reused. A part given in both with different
     files is an error."""
-    merged = dict(overrides or {})
+    merged = {k: dict(v) for k, v in check_overrides(model, overrides).items()}
+    section = merged.get("model", {})
     for key, path in check_weights(weights or {}).get(model, {}).items():
-        if merged.get(key) not in (None, "", path):
+        if section.get(key) not in (None, "", path):
             raise ConfigError(
-                f"model {model}: {key} is given twice ({merged[key]!r} in overrides, {path!r} "
-                "in weights); give it once"
+                f"model {model}: {key} is given twice ({section[key]!r} in overrides, "
+                f"{path!r} in weights); give it once"
             )
-        merged[key] = path
+        section[key] = path
+    if section:
+        merged["model"] = section
     return merged
+
+
+def as_preset(
+    model: str, preset: str | Preset, overrides: Mapping[str, Any] | None = None
+) -> Preset:
+    """``preset`` resolved for ``model`` (:func:`preset_for`) with ``overrides`` applied; a
+    :class:`Preset` already resolved must be of ``model``."""
+    if isinstance(preset, Preset):
+        if preset.model != model:
+            raise ConfigError(f"preset of model {preset.model!r} given to train {model!r}")
+        return preset.with_overrides(overrides)
+    return preset_for(model, preset, overrides)
 
 
 def weights_source(net: nn.Module) -> dict[str, Any] | None:
@@ -194,34 +209,27 @@ def weights_source(net: nn.Module) -> dict[str, Any] | None:
     return None if source is None else dict(source)
 
 
-def resolved_config(
-    model: str, preset: str, overrides: dict[str, Any] | None = None, *, load_files: bool = False
-) -> dict[str, Any]:
-    """What a run trains, fully resolved: the model's config and the training settings after
-    ``overrides``, built on the meta device (no weights, no data, no time).
+def resolved_config(preset: Preset, *, load_files: bool = False) -> dict[str, Any]:
+    """What a run of ``preset`` trains, fully resolved: the model's config and the training
+    settings, built on the meta device (no weights, no data, no time).
 
-    The pretrained files the overrides name (``*pretrained_file``) are recorded as given; they
+    The pretrained files the config names (``*pretrained_file``) are recorded as given; they
     are read only with ``load_files=True`` (their tensor names and shapes checked against the
     model, nothing copied), as :func:`check_config` does.
 
-    An unknown model, preset or config key fails here with the valid choices. ``run.json``
-    stores it, so a run folder can be reused only by a run that would train the same thing
-    (a changed preset changes it). ``training["val_split"]`` is the recipe's description of the
-    validation hold-out (:attr:`Recipe.val_split`): a run from before the hold-out, or with
-    another one, trained on other data and is not reused.
+    ``run.json`` stores it, so a run folder can be reused only by a run that would train the
+    same thing (a changed preset changes it). ``training["val_split"]`` is the recipe's
+    description of the validation hold-out (:attr:`Recipe.val_split`): a run from before the
+    hold-out, or with another one, trained on other data and is not reused.
     """
-    recipe = recipe_for(model)
-    run_options = set(inspect.signature(recipe.train).parameters)  # val_queries, batch_size...
-    train_over, model_over = recipe.split_overrides(dict(overrides or {}))
-    settings = recipe.preset_settings(preset, **train_over)
-    # run options (val_queries, max_steps_per_epoch...) are neither; ablation goes to the model
-    model_over = {k: v for k, v in model_over.items() if k not in run_options or k == "ablation"}
-    files = {k: v for k, v in model_over.items() if str(k).endswith("pretrained_file")}
-    build = model_over if load_files else {**model_over, **dict.fromkeys(files)}
+    recipe = preset.recipe
+    config = preset.config
+    files = {k: v for k, v in asdict(config).items() if k.endswith("pretrained_file")}
+    build = {} if load_files else dict.fromkeys(files)
     with torch.device("meta"), warnings.catch_warnings():
         # a file loaded into meta tensors is checked (names, shapes); the copy is a no-op
         warnings.filterwarnings("ignore", "for .*copying from a non-meta parameter", UserWarning)
-        net = create_model(model, preset=preset, **{**build, "pretrained": False})
+        net = preset.build(**build, pretrained=False)
     cfg = {k: v for k, v in net.config_dict().items() if k != "num_classes"}  # set by the data
     cfg.update(files)  # what the run loads: a run with other files, or none, is another run
     params = sum(p.numel() for p in net.parameters())
@@ -229,7 +237,7 @@ def resolved_config(
         json.dumps(
             {
                 "model": cfg,
-                "training": {**asdict(settings), "val_split": recipe.val_split},
+                "training": {**asdict(preset.train), "val_split": recipe.val_split},
                 "parameters": params,
             },
             default=str,
@@ -237,13 +245,16 @@ def resolved_config(
     )
 
 
-def check_config(model: str, preset: str, overrides: dict[str, Any] | None = None) -> str:
+def check_config(
+    model: str, preset: str | Preset, overrides: Mapping[str, Any] | None = None
+) -> str:
     """Build the network a run would train on the meta device; a line describing it.
 
-    ``geoloc run --dry-run`` calls it for every model a profile trains; the weight files the
-    overrides name are read and must fit the model."""
-    params = resolved_config(model, preset, overrides, load_files=True)["parameters"] / 1e6
-    return f"{model} ({preset} preset): {params:.2f} M parameters"
+    ``geoloc run --dry-run`` calls it for every model a profile trains, with its structured
+    ``overrides``; the weight files the config names are read and must fit the model."""
+    resolved = as_preset(model, preset, overrides)
+    params = resolved_config(resolved, load_files=True)["parameters"] / 1e6
+    return f"{model} ({resolved.name} preset): {params:.2f} M parameters"
 
 
 def train_run(
@@ -252,48 +263,45 @@ def train_run(
     runs_dir: str | Path,
     *,
     name: str | None = None,
-    preset: str = "default",
+    preset: str | Preset = "default",
     epochs: int | None = None,
     seed: int = 0,
     device: str = "auto",
     progress: bool | None = None,
     resume: bool = False,
-    **overrides: Any,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Run:
     """Train ``model`` into ``runs_dir/<name or model>`` and return the :class:`Run`.
 
-    ``overrides`` go to the model's recipe (its ``train`` function): training-settings fields,
-    model-config fields and the train function's own options (e.g. ``val_queries``,
-    ``ablation``); see :func:`geoloc_lib.training.mcgf.train_mcgf` and
-    :func:`geoloc_lib.training.geoviewmatch.train_street_model`. ``compile="inductor"`` (or
-    ``"aot_eager"``, True) trains with ``torch.compile``; ``run.json`` records the backend.
+    ``preset``: a preset name, resolved here (:func:`preset_for`), or a :class:`Preset` of
+    ``model``; ``overrides``: structured (``{"model": {config fields}, "train": {training
+    settings}, "run": {train-function options}}``, :mod:`geoloc_lib.training.recipes`), e.g.
+    ``{"model": {"w_nce": 0.0}, "run": {"val_queries": 0, "compile": "inductor"}}``;
+    ``epochs``: the training settings' epochs (None: the preset's). ``run.json`` records the
+    overrides, the resolved config and the ``torch.compile`` backend.
 
     Every checkpoint records the run's settings (:func:`start_record`: model, preset, epochs,
     seed and the resolved config); ``resume=True`` refuses a checkpoint recorded with any other
     value, naming it. The folder is locked while training (:mod:`geoloc_lib.core.locks`): a
     second training into it fails at once, naming the process that holds it.
     """
+    resolved = as_preset(model, preset, overrides).with_epochs(epochs)
     claim_runs_dir(runs_dir)
     name = name or model
     out_dir = Path(runs_dir) / name
     locked = dist_info().is_main
     with folder_lock(out_dir, f"training run {name}") if locked else nullcontext():
-        return _train_run(
-            model, sources, out_dir, name, preset, epochs, seed, device, progress, resume,
-            overrides,
-        )  # fmt: skip
+        return _train_run(resolved, sources, out_dir, name, seed, device, progress, resume)
 
 
-def start_record(
-    model: str, preset: str, epochs: int | None, seed: int, config: dict[str, Any]
-) -> dict[str, Any]:
+def start_record(preset: Preset, seed: int, config: dict[str, Any]) -> dict[str, Any]:
     """What a run trains, as its checkpoints record it (``FitConfig.run_settings``) and
     ``run.json`` describes it: model, preset, epochs, seed and the resolved config
     (:func:`resolved_config`)."""
     record = {
-        "model": model,
-        "preset": preset,
-        "epochs": int(epochs) if epochs is not None else config["training"].get("epochs"),
+        "model": preset.model,
+        "preset": preset.name,
+        "epochs": preset.epochs,
         "seed": int(seed),
         "config": config,
     }
@@ -301,22 +309,19 @@ def start_record(
 
 
 def _train_run(
-    model: str,
+    preset: Preset,
     sources: DataSources,
     out_dir: Path,
     name: str,
-    preset: str,
-    epochs: int | None,
     seed: int,
     device: str,
     progress: bool | None,
     resume: bool,
-    overrides: dict[str, Any],
 ) -> Run:
-    recipe = recipe_for(model)
+    model, recipe = preset.model, preset.recipe
     start = time.perf_counter()
-    config = resolved_config(model, preset, overrides)
-    record = start_record(model, preset, epochs, seed, config)
+    config = resolved_config(preset)
+    record = start_record(preset, seed, config)
     ckpt_path = out_dir / CHECKPOINT_LAST
     resumed: dict[str, Any] | None = None
     if resume and ckpt_path.is_file():
@@ -340,16 +345,13 @@ def _train_run(
     (out_dir / RUN_FILE).unlink(missing_ok=True)
     res = recipe.train(
         sources,
-        preset=preset,
-        model=model,
-        epochs=epochs,
+        preset,
         out_dir=out_dir,
         seed=seed,
         device=device,
         progress=resolve_progress(progress),
         resume=resume,
         run_settings=record,
-        **overrides,
     )
     net, history, settings = res.model, res.history, res.settings
     train_time = time.perf_counter() - start
@@ -362,10 +364,10 @@ def _train_run(
         "name": name,
         "model": model,
         "task": recipe.task,
-        "preset": preset,
+        "preset": preset.name,
         "epochs": int(settings.epochs),
         "seed": seed,
-        "overrides": overrides,
+        "overrides": preset.overrides,
         "config": config,
         "data": data_record(sources),
         # the initial weights of each pretrained part: "random", "file:PATH [n/n tensors]"...
@@ -413,12 +415,42 @@ def _train_run_job(
     return train_run(model, sources, runs_dir, progress=False, **kwargs).name
 
 
+def _model_map(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A per-model parameter (``epochs``, ``overrides``) checked: a mapping of known models."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"parameter {name}: expected a mapping model -> value, e.g. "
+            f"{{'mcgf': ...}}; got {value!r}"
+        )
+    for model in value:
+        check_model(model)
+    return dict(value)
+
+
+def run_preset(
+    model: str,
+    preset: str | Preset,
+    epochs: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    weights: Mapping[str, Any] | None = None,
+) -> Preset:
+    """The resolved preset of a ``model`` run: ``preset`` with its structured ``overrides``,
+    the model's pretrained files of ``weights`` (:func:`with_weights`) and ``epochs`` (None:
+    the preset's). Notebook 01's runs and the ablation grids' variants resolve through it, so
+    equal settings give equal records (and 01's runs are reused)."""
+    return as_preset(model, preset, with_weights(model, overrides, weights)).with_epochs(epochs)
+
+
 def train_runs(
-    models: dict[str, dict[str, Any]],
+    models: list[str],
     sources: DataSources,
     runs_dir: str | Path,
     *,
     preset: str = "default",
+    epochs: Mapping[str, int] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
     seed: int = 0,
     device: str = "auto",
     resume: bool = False,
@@ -426,24 +458,31 @@ def train_runs(
     progress: bool | None = None,
     weights: Mapping[str, Any] | None = None,
 ) -> dict[str, Run]:
-    """:func:`train_run` for each model of ``models`` (``{model: {epochs, overrides...}}``),
-    with each model's pretrained files of ``weights`` (:func:`with_weights`),
-    ``parallel_runs`` at a time on a CPU (:func:`geoloc_lib.core.parallel.map_side_by_side`:
-    spawned workers with cores // ``parallel_runs`` threads, then each run loaded from its
-    folder); one at a time in this process when ``parallel_runs`` or the number of models is 1,
-    or on a GPU."""
+    """:func:`train_run` for each model of ``models``, with its ``epochs[model]`` (a model left
+    out keeps its preset's count), its structured ``overrides[model]`` and its pretrained files
+    of ``weights`` (:func:`with_weights`), ``parallel_runs`` at a time on a CPU
+    (:func:`geoloc_lib.core.parallel.map_side_by_side`: spawned workers with
+    cores // ``parallel_runs`` threads, then each run loaded from its folder); one at a time in
+    this process when ``parallel_runs`` or the number of models is 1, or on a GPU.
+
+    Every model's preset and overrides are resolved before any training, so a bad key fails
+    at once."""
+    epochs, overrides = _model_map("epochs", epochs), _model_map("overrides", overrides)
+    kwargs = {
+        m: {"preset": run_preset(m, preset, epochs.get(m), overrides.get(m), weights)}
+        for m in models
+    }
     claim_runs_dir(runs_dir)
-    models = {m: with_weights(m, kw, weights) for m, kw in models.items()}
-    n = runs_at_once(parallel_runs, device, jobs=len(models))
-    common = {"preset": preset, "seed": seed, "device": device, "resume": resume}
+    n = runs_at_once(parallel_runs, device, jobs=len(kwargs))
+    common = {"seed": seed, "device": device, "resume": resume}
     if n == 1:
         return {
             m: train_run(m, sources, runs_dir, progress=progress, **common, **kw)
-            for m, kw in models.items()
+            for m, kw in kwargs.items()
         }
-    jobs = [(m, sources, runs_dir, {**common, **kw}) for m, kw in models.items()]
+    jobs = [(m, sources, runs_dir, {**common, **kw}) for m, kw in kwargs.items()]
     names = map_side_by_side(_train_run_job, jobs, n)
-    return {m: load_run(Path(runs_dir) / name) for m, name in zip(models, names, strict=True)}
+    return {m: load_run(Path(runs_dir) / name) for m, name in zip(kwargs, names, strict=True)}
 
 
 def _read_info(out_dir: Path) -> dict[str, Any]:
@@ -551,19 +590,16 @@ def training_summary(runs: dict[str, Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_settings(
-    model: str, preset: str, epochs: int, seed: int, overrides: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The ``run.json`` fields that must match for a finished run to be reused."""
-    overrides = dict(overrides or {})
+def run_settings(preset: Preset, seed: int) -> dict[str, Any]:
+    """The ``run.json`` fields that must match for a finished run of ``preset`` to be reused."""
     settings = {
-        "model": model,
-        "preset": preset,
-        "epochs": int(epochs),
+        "model": preset.model,
+        "preset": preset.name,
+        "epochs": preset.epochs,
         "seed": int(seed),
-        "overrides": overrides,
+        "overrides": preset.overrides,
         # the resolved model config and training settings: a changed preset retrains
-        "config": resolved_config(model, preset, overrides),
+        "config": resolved_config(preset),
     }
     return json.loads(json.dumps(settings, default=str))  # as run.json stores it
 
@@ -585,19 +621,17 @@ def finished_run(run_dir: str | Path, want: dict[str, Any]) -> Run | None:
 
 
 def ensure_run(
-    model: str,
+    preset: Preset,
     sources: DataSources,
     runs_dir: str | Path,
     *,
     name: str,
-    preset: str,
-    epochs: int,
     seed: int,
-    overrides: dict[str, Any] | None = None,
     device: str = "auto",
     progress: bool | None = None,
 ) -> tuple[Run, bool]:
-    """Load ``runs_dir/<name>`` if it holds this finished run, else train it there.
+    """Load ``runs_dir/<name>`` if it holds this finished run of the resolved ``preset``, else
+    train it there.
 
     Returns ``(run, trained_now)``. A run interrupted with the same settings (its checkpoint
     records them, :func:`start_record`) resumes from its last checkpoint; a folder with other
@@ -605,30 +639,27 @@ def ensure_run(
     locked while training (:func:`train_run`).
     """
     claim_runs_dir(runs_dir)
-    overrides = dict(overrides or {})
-    want = run_settings(model, preset, epochs, seed, overrides)
+    want = run_settings(preset, seed)
     out = Path(runs_dir) / name
     done = finished_run(out, want)
     if done is not None:
         return done, False
     with folder_lock(out, f"training run {name}") if dist_info().is_main else nullcontext():
-        record = start_record(model, preset, epochs, seed, want["config"])
+        record = start_record(preset, seed, want["config"])
         resume = _checkpoint_record(out / CHECKPOINT_LAST) == record
         # Stale run.json first: a retrain interrupted later must not look finished.
         (out / RUN_FILE).unlink(missing_ok=True)
         (out / PENDING_FILE).write_text(json.dumps(want, indent=2) + "\n")
         run = train_run(
-            model,
+            preset.model,
             sources,
             runs_dir,
             name=name,
             preset=preset,
-            epochs=int(epochs),
             seed=int(seed),
             device=device,
             progress=progress,
             resume=resume,
-            **overrides,
         )
         (out / PENDING_FILE).unlink(missing_ok=True)
     return run, True
