@@ -115,8 +115,10 @@ def test_drone_only_run_evaluate_and_challenge_answer(researcher, monkeypatch, c
     assert status == 0, capsys.readouterr().err
     cli = load_feature_file("features.pt")
     by_notebook = load_feature_file(reports / "submission/university160k_wx/features.pt")
-    assert by_notebook.query_names == cli.query_names == read_query_list(
-        "data/WX/query_drone_name.txt"
+    assert (
+        by_notebook.query_names
+        == cli.query_names
+        == read_query_list("data/WX/query_drone_name.txt")
     )
     assert torch.allclose(by_notebook.query_features, cli.query_features, atol=1e-5)
     assert torch.allclose(by_notebook.gallery_features, cli.gallery_features, atol=1e-5)
