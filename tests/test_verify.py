@@ -96,7 +96,7 @@ def test_cli_unknown_command_lists_valid(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli_main(["frobnicate"])
     assert exit_.value.code == 2
-    valid = "valid commands: bench, data, evaluate, features, notebooks, run, submit"
+    valid = "valid commands: bench, data, evaluate, features, notebooks, readme, run, submit"
     assert valid in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         cli_main(["data", "check"])
