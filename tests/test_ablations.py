@@ -321,6 +321,28 @@ def test_figures_have_one_panel_per_group():
     assert len(fig.axes) == 2 and len(fig.axes[0].patches) >= 9
 
 
+def test_weather_bars_have_a_colour_each_and_a_legend_below_the_panels():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from geoloc_lib.viz.ablations import weather_recall_figure
+
+    base = _mcgf_results()
+    base = base[base["variant"] == base["variant"].iloc[0]]
+    many = pd.concat(
+        [base.assign(variant=f"variant {i}") for i in range(12)], ignore_index=True
+    )  # as many variants as notebook 04 draws
+    fig = weather_recall_figure(many)
+    FigureCanvasAgg(fig).draw()
+    colours = {tuple(c.patches[0].get_facecolor()) for c in fig.axes[0].containers}
+    assert len(colours) == 12  # no two variants share a colour
+    (legend,) = fig.legends
+    assert len(legend.get_texts()) == 12
+    renderer = fig.canvas.get_renderer()
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:  # the legend hides no bar: it lies below every panel
+        assert box.y1 <= ax.get_window_extent(renderer).y0
+
+
 # --------------------------------------------------------------------------- cost
 
 

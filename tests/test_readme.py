@@ -79,30 +79,39 @@ def test_paper_numbers_stand_beside_ours():
 
 def test_claims_in_the_current_format(tmp_path):
     reports = _copy_reports(tmp_path)
-    fields = ["claim", "paper", "role", "where", "statement", "a", "b", "effect", "effect lo",
-              "effect hi", "p adjusted", "n_seeds", "verdict"]  # fmt: skip
+    fields = ["claim", "paper", "role", "where", "statement", "metric", "a", "b", "effect",
+              "effect lo", "effect hi", "p adjusted", "n_seeds", "verdict"]  # fmt: skip
     rows = [
-        ["c1", "MCGF", "primary", "MCGF §2.4", "pooling helps", "x", "y", "5.33", "4.1", "6.2",
-         "0.01", "3", "supported"],
-        ["c2", "MCGF", "primary", "MCGF §2.1", "noise helps", "x", "z", "-1.0", "-3.0", "0.5",
-         "0.30", "3", "undecided"],
-        ["c3", "MCGF", "secondary", "MCGF §2.3", "fog | rain", "x", "w", "-2.0", "-4.0", "-1.0",
-         "0.04", "3", "not reproduced"],
-        ["c4", "MCGF", "measured", "deviation", "oracle", "x", "v", "3.0", "1.0", "5.0", "",
-         "3", "measured"],
+        ["c1", "MCGF", "primary", "MCGF §2.4", "pooling helps", "R@1", "x", "y", "5.33", "4.1",
+         "6.2", "0.01", "3", "supported"],
+        ["c2", "MCGF", "primary", "MCGF §2.1", "noise helps", "corr", "x", "z", "-0.0123",
+         "-0.03", "0.005", "0.30", "3", "undecided"],
+        ["c3", "MCGF", "secondary", "MCGF §2.3", "fog | rain", "R@1", "x", "w", "-2.0", "-4.0",
+         "-1.0", "0.04", "3", "not reproduced"],
+        ["c4", "MCGF", "measured", "deviation", "oracle", "R@1", "x", "v", "3.0", "1.0", "5.0",
+         "", "3", "measured"],
     ]  # fmt: skip
     with open(reports / "tables" / "claims.csv", "w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows([fields, *rows])
     block = R.render_results(reports)
     assert "1 supported, 1 not reproduced, 1 undecided, 1 measured" in block
-    assert "pooling helps (MCGF §2.4)" in block and "+5.33 [+4.10, +6.20]" in block
+    assert "pooling helps (MCGF §2.4)" in block and "+5.33 [+4.10, +6.20], R@1 |" in block
+    assert "-0.012 [-0.030, +0.005], corr |" in block  # a correlation keeps three decimals
     assert "noise helps" in block and "fog" not in block and "oracle" not in block
-    assert "no `role` column" not in block
     # the finding names the primary claims by verdict (secondary and measured rows stay out)
     assert (
         "2 primary claims (one per paper section), 1 supported (MCGF §2.4); 1 undecided (MCGF §2.1)."
         in block
     )
+
+
+def test_a_claims_table_without_roles_is_a_clear_error(tmp_path):
+    reports = _copy_reports(tmp_path)
+    with open(reports / "tables" / "claims.csv", "w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([["claim", "verdict", "effect", "effect lo", "effect hi"],
+                                  ["c1", "supported", "1", "0.5", "1.5"]])  # fmt: skip
+    with pytest.raises(ConfigError, match="lacks the column 'role'.*--profile claims"):
+        R.render_results(reports)
 
 
 def test_a_readme_without_the_block_is_a_clear_error(tmp_path, capsys):

@@ -5,7 +5,7 @@ hand-typed copy: :func:`render_results` reads the 02 tables (the headline R@1 an
 each model with its 95 % interval over queries), places the papers' own numbers beside them
 (:data:`PAPER_MCGF_TABLE1`; GeoViewMatch's from
 :data:`geoloc_lib.analysis.ablations.PAPER_TABLE5`), and summarises ``claims.csv`` (verdict
-counts, and the primary claims where the table has a ``role`` column). The block sits between
+counts, the primary claims and the finding they give). The block sits between
 :data:`BEGIN` and :data:`END`; :func:`update_readme` replaces only the text between them, and
 :func:`check_readme` names the first line that differs.
 
@@ -121,9 +121,13 @@ def _results_rows(tables: Path) -> list[str]:
     return lines
 
 
-def _signed(value: str) -> str:
+# Effects on a correlation (in [-1, 1]) need a third decimal; R@1 and PSNR effects do not.
+THREE_DECIMALS = ("corr", "ssim")
+
+
+def _signed(value: str, metric: str = "") -> str:
     try:
-        return f"{float(value):+.2f}"
+        return f"{float(value):+.{3 if metric in THREE_DECIMALS else 2}f}"
     except ValueError:
         return value or "—"
 
@@ -152,39 +156,37 @@ def _claims_lines(tables: Path) -> list[str]:
         return [f"_No claims table: `{CLAIMS_TABLE}` is written by `geoloc run --profile claims`._"]
     if not rows:
         return [f"_`{CLAIMS_TABLE}` has no rows._"]
-    for column in ("verdict", "effect", "effect lo", "effect hi"):
+    for column in ("role", "verdict", "effect", "effect lo", "effect hi"):
         if column not in rows[0]:
-            raise ConfigError(f"reports/tables/{CLAIMS_TABLE} lacks the column {column!r}")
+            raise ConfigError(
+                f"reports/tables/{CLAIMS_TABLE} lacks the column {column!r}: it was not written by "
+                "the current claims table; rerun `geoloc run --profile claims` to rewrite it"
+            )
     found = [r["verdict"] for r in rows]
     order = [v for v in VERDICTS if v in found] + sorted(set(found) - set(VERDICTS))
     counts = ", ".join(f"{found.count(v)} {v}" for v in order)
     seeds = sorted({r.get("n_seeds", "") for r in rows} - {""})
     seeds_text = f" over {' / '.join(seeds)} seeds" if seeds else ""
-    has_role = "role" in rows[0]
-    lines = [*_headline(rows), ""] if has_role else []
-    lines += [f"**Claims** ([`claims.csv`](reports/tables/claims.csv), {len(rows)} rows{seeds_text}): "
-              f"{counts}."]  # fmt: skip
-    shown = [r for r in rows if r.get("role") == "primary"] if has_role else rows
-    if not has_role:
-        lines[0] += (
-            " This table has no `role` column: its verdicts come from a two-level bootstrap over "
-            "seeds and queries without multiplicity control (*supported*, *contradicted*, "
-            "*undecided*). `geoloc run --profile claims` writes the current format: primary, "
-            "secondary and measured claims, seed-level t intervals with Holm-adjusted p-values, "
-            "verdicts *supported*, *not reproduced*, *undecided*."
-        )
-        shown = [r for r in rows if r.get("condition") in ("mean", "mixed", "split")]
-    lines += [
+    lines = [
+        *_headline(rows),
         "",
-        f"| {'primary claim' if has_role else 'claim'} (where) | a vs b | effect a − b, R@1 "
-        "points [95 %] | verdict |",
+        f"**Claims** ([`claims.csv`](reports/tables/claims.csv), {len(rows)} rows{seeds_text}): "
+        f"{counts}.",
+        "",
+        "| primary claim (where) | a vs b | effect a − b [95 %], metric | verdict |",
         "|---|---|---|---|",
     ]
+    shown = [r for r in rows if r["role"] == "primary"]
     for r in shown:
         statement = _cell(r.get("statement") or r.get("claim", ""))
         where = f" ({_cell(r['where'])})" if r.get("where") else ""
         versus = _cell(f"{r['a']} vs {r['b']}") if r.get("a") and r.get("b") else "—"
-        effect = f"{_signed(r['effect'])} [{_signed(r['effect lo'])}, {_signed(r['effect hi'])}]"
+        metric = r.get("metric", "")
+        effect = (
+            f"{_signed(r['effect'], metric)} "
+            f"[{_signed(r['effect lo'], metric)}, {_signed(r['effect hi'], metric)}]"
+            + (f", {_cell(metric)}" if metric else "")
+        )
         lines.append(f"| {statement}{where} | {versus} | {effect} | {_cell(r['verdict'])} |")
     return lines
 

@@ -139,27 +139,37 @@ def ablation_bars_figure(
     return fig
 
 
+def _distinct_colors(n: int) -> list:
+    """``n`` colours no two alike: the qualitative palettes repeat after 8 (Set2) or 10 (tab10)
+    colours, and a repeated colour makes two bars of one group unreadable."""
+    return sns.color_palette("tab10" if n <= 10 else "tab20", n)
+
+
 def weather_recall_figure(results: pd.DataFrame, metrics: Sequence[str] = ("R@1", "AP")) -> Figure:
-    """Drone->satellite R@1 and AP per weather condition, one bar per MCGF variant, with its
-    95 % interval as an error bar when ``results`` has the bounds."""
-    fig = Figure(figsize=(11, 2.9 * len(metrics)))
-    axes = fig.subplots(len(metrics), 1, squeeze=False)[:, 0]
+    """Drone->satellite R@1 and AP per weather condition, one bar per MCGF variant (each its own
+    colour), with its 95 % interval as an error bar when ``results`` has the bounds. One legend
+    for both panels sits below them, where it hides no bar."""
     order = list(dict.fromkeys(results["condition"]))
     variants = list(dict.fromkeys(results["variant"]))
-    colors = sns.color_palette("Set2", len(variants))
+    legend_rows = -(-len(variants) // 4)
+    fig = Figure(figsize=(11, 2.9 * len(metrics) + 0.25 * legend_rows + 0.3))
+    axes = fig.subplots(len(metrics), 1, squeeze=False)[:, 0]
+    colors = _distinct_colors(len(variants))
     for ax, metric in zip(axes, metrics, strict=True):
         _grouped_bars(
             ax, results, "condition", order, "variant", variants,
             lambda v, m=metric: (m, results[results["variant"] == v]), colors,
         )  # fmt: skip
         ax.set_ylabel(f"{metric} (%)")
-        ax.legend(fontsize=7, title=None, ncols=3, loc="upper left")
         if "mean" in order:  # the mean is no weather condition: set it apart
             ax.axvline(order.index("mean") - 0.5, color="grey", lw=0.8, ls="--")
+    axes[-1].set_xlabel("weather condition applied to the drone query (mean: of the conditions)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncols=4, fontsize=8, frameon=False)
     axes[0].set_title(
         "MCGF ablations: drone -> satellite under each weather condition "
         "(bars: one per variant, with 95 % intervals)",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, (0.25 * legend_rows + 0.15) / fig.get_figheight(), 1, 1))
     return fig
