@@ -239,7 +239,15 @@ def test_per_seed_table_and_figure():
     assert set(mcgf["condition"]) == {"mean", "mixed"}
     table = claims_table(street=_street([0, 1, 2]))
     fig = claims_figure(table)
-    assert len(fig.axes[0].get_yticklabels()) == len(table)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(labels) == len(table)
+    # each label is the claim's statement, with its role mark explained in the legend
+    assert all(str(s)[:30] in lab for s, lab in zip(table["statement"], labels, strict=True))
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert {"supported", "not reproduced", "undecided", "■ primary", "□ secondary"} <= set(legend)
+    assert "(3 seeds;" in fig.axes[0].get_title()
+    one = claims_figure(claims_table(street=_street([0])))
+    assert "(1 seed;" in one.axes[0].get_title()
 
 
 def test_seed_results_saved_one_seed_at_a_time_give_the_same_claims(tmp_path):

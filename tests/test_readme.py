@@ -94,7 +94,7 @@ def test_claims_in_the_current_format(tmp_path):
     with open(reports / "tables" / "claims.csv", "w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows([fields, *rows])
     block = R.render_results(reports)
-    assert "1 supported, 1 not reproduced, 1 undecided, 1 measured" in block
+    assert "4 rows over 3 seeds): 1 supported, 1 not reproduced, 1 undecided, 1 measured" in block
     assert "pooling helps (MCGF §2.4)" in block and "+5.33 [+4.10, +6.20], R@1 |" in block
     assert "-0.012 [-0.030, +0.005], corr |" in block  # a correlation keeps three decimals
     assert "noise helps" in block and "fog" not in block and "oracle" not in block

@@ -166,7 +166,8 @@ def _claims_lines(tables: Path) -> list[str]:
     order = [v for v in VERDICTS if v in found] + sorted(set(found) - set(VERDICTS))
     counts = ", ".join(f"{found.count(v)} {v}" for v in order)
     seeds = sorted({r.get("n_seeds", "") for r in rows} - {""})
-    seeds_text = f" over {' / '.join(seeds)} seeds" if seeds else ""
+    plural = "seed" if seeds == ["1"] else "seeds"
+    seeds_text = f" over {' / '.join(seeds)} {plural}" if seeds else ""
     lines = [
         *_headline(rows),
         "",

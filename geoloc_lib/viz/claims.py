@@ -50,10 +50,13 @@ def claims_figure(claims: pd.DataFrame, title: str | None = None) -> Figure:
         ax.set_yticks(y, [_label(row) for _, row in part.iterrows()], fontsize=7)
         ax.set_xlabel(f"{xlabel}; → / ←: the paper claims it above / below 0", fontsize=8)
     handles = [axes[0].plot([], [], color=c, lw=2.2, label=v)[0] for v, c in VERDICT_COLORS.items()]
+    # the row marks, explained in the legend so that the figure reads on its own
+    handles += [axes[0].plot([], [], ls="none", label=f"{m} {r}")[0] for r, m in ROLE_MARKS.items()]
     axes[0].legend(handles=handles, fontsize=7, loc="lower right")
-    seeds = "/".join(str(s) for s in sorted(set(int(s) for s in claims["n_seeds"])))
+    counts = sorted(set(int(s) for s in claims["n_seeds"]))
+    seeds = "/".join(str(s) for s in counts) + (" seed" if counts == [1] else " seeds")
     axes[0].set_title(
-        title or f"claims: effect and 95 % seed-level interval ({seeds} seeds; GeoSynth, CPU size)"
+        title or f"claims: effect and 95 % seed-level interval ({seeds}; GeoSynth, CPU size)"
     )
     fig.tight_layout()
     return fig
