@@ -103,6 +103,10 @@ def test_claims_in_the_current_format(tmp_path):
         "2 primary claims (one per paper section), 1 supported (MCGF §2.4); 1 undecided (MCGF §2.1)."
         in block
     )
+    one_seed = [[*r[:12], "1", r[13]] for r in rows]  # n_seeds 1: "seed", not "seeds"
+    with open(reports / "tables" / "claims.csv", "w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([fields, *one_seed])
+    assert "4 rows over 1 seed):" in R.render_results(reports)
 
 
 def test_a_claims_table_without_roles_is_a_clear_error(tmp_path):
