@@ -95,9 +95,12 @@ def test_claims_in_the_current_format(tmp_path):
         csv.writer(fh).writerows([fields, *rows])
     block = R.render_results(reports)
     assert "4 rows over 3 seeds): 1 supported, 1 not reproduced, 1 undecided, 1 measured" in block
-    assert "pooling helps (MCGF §2.4)" in block and "+5.33 [+4.10, +6.20], R@1 |" in block
-    assert "-0.012 [-0.030, +0.005], corr |" in block  # a correlation keeps three decimals
-    assert "noise helps" in block and "fog" not in block and "oracle" not in block
+    assert "pooling helps (MCGF §2.4)" in block and "+5.33 [+4.10, +6.20], R@1 | 0.01 |" in block
+    assert "-0.012 [-0.030, +0.005], corr | 0.30 |" in block  # a correlation keeps 3 decimals
+    assert "Holm-adjusted" in block and "| p (Holm) | verdict |" in block
+    table = [line for line in block.splitlines() if line.startswith("| ")]
+    assert any("noise helps" in line for line in table)
+    assert not any("fog" in line or "oracle" in line for line in table)  # primary rows only
     # the finding names the primary claims by verdict (secondary and measured rows stay out)
     assert (
         "2 primary claims (one per paper section), 1 supported (MCGF §2.4); 1 undecided (MCGF §2.1)."

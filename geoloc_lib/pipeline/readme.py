@@ -132,6 +132,14 @@ def _signed(value: str, metric: str = "") -> str:
         return value or "—"
 
 
+def _p_value(value: str) -> str:
+    try:
+        p = float(value)
+    except ValueError:
+        return "—"
+    return "—" if p != p else ("< 0.01" if p < 0.01 else f"{p:.2f}")
+
+
 def _headline(rows: list[dict[str, str]]) -> list[str]:
     """The finding in two sentences: the primary claims (one per paper section) by verdict, and
     what was tested (the ``tested`` column)."""
@@ -172,10 +180,14 @@ def _claims_lines(tables: Path) -> list[str]:
         *_headline(rows),
         "",
         f"**Claims** ([`claims.csv`](reports/tables/claims.csv), {len(rows)} rows{seeds_text}): "
-        f"{counts}.",
+        f"{counts}. A claim is *supported* (*not reproduced*) when the seed-level 95 % t "
+        "interval of its effect excludes 0 in (against) the direction the paper claims and its "
+        "p-value, Holm-adjusted within its family (the primary claims; the secondary ones), is "
+        "below 0.05, and *undecided* otherwise; *measured* rows (CPU-size deviations, the "
+        "oracle) carry no verdict.",
         "",
-        "| primary claim (where) | a vs b | effect a − b [95 %], metric | verdict |",
-        "|---|---|---|---|",
+        "| primary claim (where) | a vs b | effect a − b [95 %], metric | p (Holm) | verdict |",
+        "|---|---|---|---|---|",
     ]
     shown = [r for r in rows if r["role"] == "primary"]
     for r in shown:
@@ -188,7 +200,10 @@ def _claims_lines(tables: Path) -> list[str]:
             f"[{_signed(r['effect lo'], metric)}, {_signed(r['effect hi'], metric)}]"
             + (f", {_cell(metric)}" if metric else "")
         )
-        lines.append(f"| {statement}{where} | {versus} | {effect} | {_cell(r['verdict'])} |")
+        p_holm = _p_value(r.get("p adjusted", ""))
+        lines.append(
+            f"| {statement}{where} | {versus} | {effect} | {p_holm} | {_cell(r['verdict'])} |"
+        )
     return lines
 
 
